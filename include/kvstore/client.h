@@ -1,0 +1,47 @@
+// A blocking RESP client over TCP, used by kvctl and by tests. One connection per object;
+// not thread-safe (use one Client per thread). Speaks RESP through kvstore/resp.h, the same codec
+// as the server.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvstore/resp.h"
+#include "kvstore/status.h"
+
+namespace kvstore {
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";
+  int port = 5555;
+  std::string password;  // sent with AUTH right after connecting when not empty
+  std::chrono::milliseconds timeout{5000};  // connect, and each reply
+};
+
+class Client {
+ public:
+  // Connects (and authenticates when a password is set).
+  // Failure: Unavailable("cannot connect to host:port: <reason>") when the server is unreachable,
+  // InvalidArgument for an authentication error reply.
+  static Result<std::unique_ptr<Client>> Connect(const ClientOptions& options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Sends one command and waits for its reply. An error reply is a successful Result whose
+  // value is_error(); a non-ok Status means the connection failed (IOError / Unavailable) or
+  // the reply was malformed (Corruption). After a non-ok Status the client is unusable.
+  Result<resp::Value> Call(const std::vector<std::string>& args);
+
+ private:
+  Client(int fd, ClientOptions options);
+  Status SendAll(const std::string& bytes);
+
+  int fd_;
+  ClientOptions options_;
+  resp::ReplyParser parser_;
+};
+
+}  // namespace kvstore

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian package kvstore needs to build, run, test and benchmark.
+# Safe to run repeatedly: it only calls apt-get when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+  libasio-dev liblmdb-dev lmdb-utils libfmt-dev libcli11-dev libyaml-cpp-dev catch2 libspdlog-dev
+  zlib1g-dev
+  redis-tools redis-server python3 python3-redis python3-pytest netcat-openbsd iproute2 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,99 @@
+// Engine: the durable key-value store. Storage (LMDB) holds the key space, the Log is the
+// durability point, and one writer thread group-commits every write.
+// Threads:
+//   - Submit() and Read() may be called from any thread;
+//   - write functions and their completion callbacks run on the writer thread, so callbacks must
+//     only hand results over (post to the caller's executor), never block.
+//
+// Group commit (see docs/ARCHITECTURE.md): the writer takes everything queued, runs the write
+// functions inside one LMDB transaction (which collects log entries), appends the entries to the
+// log, fsyncs it once (fsync: always), commits LMDB without sync, then completes every request.
+// A failed fsync poisons the engine: every later write fails with IOError until restart.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvstore/status.h"
+#include "log/log.h"
+#include "storage/storage.h"
+
+namespace kvstore {
+
+enum class FsyncMode { kAlways, kInterval, kNever };
+
+struct EngineOptions {
+  std::string data_dir;  // LMDB in <data_dir>/db, log in <data_dir>/log
+  FsyncMode fsync = FsyncMode::kAlways;
+  std::chrono::milliseconds fsync_interval{1000};      // for kInterval
+  std::chrono::milliseconds checkpoint_interval{1000};  // LMDB sync + log trim
+  std::uint64_t initial_map_bytes = 64ull << 20;
+  std::uint64_t max_map_bytes = 32ull << 30;
+  std::uint64_t log_segment_bytes = 64ull << 20;
+  std::uint64_t log_retain_bytes = 1ull << 30;
+};
+
+// What a write function sees: reads see the batch's earlier writes; every mutation is recorded
+// for the log. Errors: StorageFull (map full; the engine isolates and retries), InvalidArgument.
+class WriteContext {
+ public:
+  virtual ~WriteContext() = default;
+  virtual Status Get(std::string_view key, std::string* value) = 0;  // Ok or NotFound
+  virtual Status Put(std::string_view key, std::string_view value) = 0;
+  virtual Status Delete(std::string_view key) = 0;  // Ok or NotFound (nothing logged then)
+  virtual Status Clear() = 0;
+  virtual std::uint64_t KeyCount() = 0;
+};
+
+// A write: reads and mutates through the context, stores its own reply in captured state.
+// Must be deterministic given the context: it may run more than once (after a full map the
+// engine re-runs it alone in a fresh transaction); only the last run's effects count.
+using WriteFn = std::function<Status(WriteContext&)>;
+// Called once on the writer thread with one Status per WriteFn, in order.
+using WriteDone = std::function<void(std::vector<Status>)>;
+
+struct EngineStats {
+  std::uint64_t commits = 0;          // group commits
+  std::uint64_t committed_writes = 0; // write functions committed
+  std::uint64_t fsyncs = 0;
+  std::uint64_t last_checkpoint_seq = 0;
+  bool poisoned = false;
+  std::string poison_reason;
+  StorageStats storage;
+  LogStats log;
+};
+
+class Engine {
+ public:
+  // Opens storage and log, replays log entries newer than the storage's applied sequence,
+  // then starts the writer thread. Corruption / IOError stop the start.
+  static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+  // Stops the writer after draining the queue (as Shutdown()).
+  ~Engine();
+
+  // Queues writes; done runs once they are durable (per fsync mode) and visible, or failed.
+  // After Shutdown() every submission fails with Unavailable.
+  void Submit(std::vector<WriteFn> writes, WriteDone done);
+
+  // A read snapshot of the latest committed state.
+  Result<Storage::Snapshot> Read() { return storage_->Read(); }
+
+  // Completes everything queued, fsyncs the log, checkpoints LMDB and stops the writer.
+  Status Shutdown();
+
+  EngineStats Stats();
+
+ private:
+  struct Impl;
+  Engine(std::unique_ptr<Storage> storage, std::unique_ptr<Log> log, std::unique_ptr<Impl> impl);
+  std::unique_ptr<Storage> storage_;
+  std::unique_ptr<Log> log_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstore

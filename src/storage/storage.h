@@ -1,0 +1,122 @@
+// Storage: the key space in one LMDB environment (the only module that includes <lmdb.h>).
+// Threads: Snapshot reads may run on any thread at the same time; WriteTxn is used by exactly
+// one thread at a time (the engine's writer). Reads never wait for the writer, except for the
+// brief exclusive section while the map grows (mdb_env_set_mapsize needs no live transaction).
+//
+// Layout inside the environment:
+//   database "kv"   : key bytes -> value bytes (1 <= key size <= 511, LMDB's limit)
+//   database "meta" : "applied_seq" -> u64 little endian: the last log sequence whose effect is
+//                     in this environment (written in the same transaction as the effect, so
+//                     recovery knows exactly where to resume replay).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "kvstore/status.h"
+
+namespace kvstore {
+
+struct StorageOptions {
+  std::string dir;                                 // created if missing
+  std::uint64_t initial_map_bytes = 64ull << 20;   // grows x2 on demand ...
+  std::uint64_t max_map_bytes = 32ull << 30;       // ... up to this bound
+  // When true, LMDB commits do not fsync (MDB_NOSYNC); durability comes from the engine's log and
+  // Sync() checkpoints. Tests of storage alone may set it false.
+  bool no_sync = true;
+};
+
+inline constexpr std::size_t kMaxKeyBytes = 511;  // mdb_env_get_maxkeysize() for default builds
+
+struct StorageStats {
+  std::uint64_t keys = 0;
+  std::uint64_t map_bytes = 0;       // current map size
+  std::uint64_t max_map_bytes = 0;
+  std::uint64_t used_bytes = 0;      // pages in use * page size (last committed transaction)
+  std::uint64_t applied_seq = 0;
+};
+
+class Storage {
+ public:
+  // Opens (or creates) the environment in options.dir and clears stale reader slots.
+  // Failure: IOError naming the directory and the LMDB / errno reason.
+  static Result<std::unique_ptr<Storage>> Open(const StorageOptions& options);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  // A consistent read-only view. Cheap: read transactions are pooled and reused (reset/renew).
+  // Must be destroyed before the Storage; must not be held for long (it pins old pages).
+  class Snapshot {
+   public:
+    ~Snapshot();
+    Snapshot(Snapshot&&) noexcept;
+    Snapshot& operator=(Snapshot&&) = delete;
+    // Ok and *value set; NotFound; or IOError.
+    Status Get(std::string_view key, std::string* value) const;
+    // Visits keys in sorted order starting at the first key >= start (or > start when
+    // exclusive is true), until visit returns false. Values are views into the map, valid only
+    // during the call.
+    Status Scan(std::string_view start, bool exclusive,
+                const std::function<bool(std::string_view key, std::string_view value)>& visit)
+        const;
+    std::uint64_t KeyCount() const;
+    std::uint64_t AppliedSeq() const;
+
+   private:
+    friend class Storage;
+    Snapshot(Storage* storage, void* txn);
+    Storage* storage_;
+    void* txn_;  // MDB_txn*, kept opaque so <lmdb.h> stays inside storage/
+  };
+
+  // Failure: IOError (for example reader table full).
+  Result<Snapshot> Read();
+
+  // The single write transaction. Destroying it without Commit() aborts it.
+  class WriteTxn {
+   public:
+    ~WriteTxn();
+    WriteTxn(WriteTxn&&) noexcept;
+    WriteTxn& operator=(WriteTxn&&) = delete;
+    Status Get(std::string_view key, std::string* value) const;  // sees this txn's own writes
+    // StorageFull when the map is full (the transaction is then unusable: Abort and retry after
+    // Grow()); InvalidArgument for an empty or too long key.
+    Status Put(std::string_view key, std::string_view value);
+    Status Delete(std::string_view key);  // Ok, or NotFound when the key did not exist
+    Status Clear();                       // removes every key
+    Status SetAppliedSeq(std::uint64_t seq);
+    // Makes the changes visible to new snapshots (durable only after Storage::Sync when
+    // no_sync is set). StorageFull or IOError on failure; the transaction is gone either way.
+    Status Commit();
+    void Abort();
+
+   private:
+    friend class Storage;
+    WriteTxn(Storage* storage, void* txn);
+    Storage* storage_;
+    void* txn_;
+  };
+
+  Result<WriteTxn> BeginWrite();
+
+  // Doubles the map size, up to max_map_bytes. Waits for live snapshots to end.
+  // StorageFull when already at the maximum. Must not be called with a WriteTxn open.
+  Status Grow();
+
+  // Flushes everything committed so far to disk (the checkpoint). IOError on failure.
+  Status Sync();
+
+  StorageStats Stats();
+
+ private:
+  struct Impl;
+  explicit Storage(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstore
