@@ -1,1 +1,157 @@
-// placeholder
+// Dispatcher and the helpers every command file shares.
+#include "commands/dispatcher.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "kvstore/resp.h"
+#include "storage/storage.h"
+
+namespace kvstore {
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string ToLower(std::string_view s) {
+  std::string lower(s);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower;
+}
+
+bool ParseInt64(std::string_view text, std::int64_t* value) {
+  if (text.empty() || text.size() > 20) return false;
+  // Redis rejects "+1", " 1" and "01"; "-0" too.
+  if (text.size() > 1 && (text[0] == '0' || (text[0] == '-' && text[1] == '0'))) return false;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+void ReplyWrongArity(std::string_view command, std::string* out) {
+  resp::AppendError(out, "ERR wrong number of arguments for '" + ToLower(command) + "' command");
+}
+
+void ReplySyntaxError(std::string* out) { resp::AppendError(out, "ERR syntax error"); }
+
+void ReplyNotInteger(std::string* out) {
+  resp::AppendError(out, "ERR value is not an integer or out of range");
+}
+
+bool ValidateKeyForWrite(std::string_view key, std::string* out) {
+  if (key.empty()) {
+    resp::AppendError(out, "ERR empty keys are not supported: kvstore keys are 1 to 511 bytes");
+    return false;
+  }
+  if (key.size() > kMaxKeyBytes) {
+    resp::AppendError(out, "ERR key is too long: " + std::to_string(key.size()) +
+                               " bytes; kvstore keys are at most 511 bytes (LMDB's key limit)");
+    return false;
+  }
+  return true;
+}
+
+bool ValidateValueSize(std::size_t size, const DispatcherOptions& options, std::string* out) {
+  if (size <= options.max_value_bytes) return true;
+  resp::AppendError(out, "ERR string exceeds maximum allowed size (max_value_bytes is " +
+                             std::to_string(options.max_value_bytes) + " bytes)");
+  return false;
+}
+
+Outcome MakeWrite(std::function<Status(WriteContext&, std::string* reply)> fn) {
+  Outcome outcome;
+  outcome.kind = Outcome::Kind::kWrite;
+  outcome.reply = std::make_shared<std::string>();
+  outcome.write = [fn = std::move(fn), reply = outcome.reply](WriteContext& context) {
+    reply->clear();
+    return fn(context, reply.get());
+  };
+  return outcome;
+}
+
+void AppendWriteResult(const Status& status, const std::string& reply, std::string* out) {
+  if (status.ok()) {
+    out->append(reply);
+    return;
+  }
+  switch (status.code()) {
+    case Status::Code::kStorageFull:
+      resp::AppendError(out, "ERR storage full: " + status.message());
+      break;
+    case Status::Code::kReadOnly:
+      resp::AppendError(out, "READONLY " + status.message());
+      break;
+    default:
+      resp::AppendError(out, "ERR " + status.message());
+      break;
+  }
+}
+
+std::span<const CommandSpec* const> AllCommands() {
+  static const std::vector<const CommandSpec*> all = [] {
+    std::vector<const CommandSpec*> specs;
+    for (auto group : {ConnectionCommands(), StringCommands(), KeyspaceCommands(),
+                       ServerCommands()}) {
+      for (const CommandSpec& spec : group) specs.push_back(&spec);
+    }
+    return specs;
+  }();
+  return all;
+}
+
+Dispatcher::Dispatcher(Engine& engine, ServerContext& server, DispatcherOptions options)
+    : engine_(engine), server_(server), options_(std::move(options)) {
+  for (const CommandSpec* spec : AllCommands()) table_.emplace(std::string(spec->name), spec);
+}
+
+namespace {
+
+void ReplyUnknownCommand(const std::vector<std::string>& args, std::string* out) {
+  // Worded exactly as Redis 7: client libraries (go-redis) match this text.
+  std::string message = "ERR unknown command '" + args[0].substr(0, 128) +
+                        "', with args beginning with: ";
+  for (std::size_t i = 1; i < args.size() && message.size() < 1024; ++i) {
+    message += "'" + args[i].substr(0, 128) + "' ";
+  }
+  resp::AppendError(out, message);
+}
+
+bool ArityOk(int arity, std::size_t argc) {
+  return arity >= 0 ? argc == static_cast<std::size_t>(arity)
+                    : argc >= static_cast<std::size_t>(-arity);
+}
+
+}  // namespace
+
+const CommandSpec* Dispatcher::Lookup(std::string_view command) const {
+  // Command names are short; lower-casing into a reused buffer keeps the lookup allocation-free.
+  thread_local std::string name;
+  name.assign(command);
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto it = table_.find(name);
+  return it == table_.end() ? nullptr : it->second;
+}
+
+Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& args,
+                            ClientState& client, std::string* out) {
+  const bool auth_required = !options_.requirepass.empty() && !client.authenticated;
+  if (auth_required && (spec == nullptr || !(spec->flags & kFlagNoAuth))) {
+    resp::AppendError(out, "NOAUTH Authentication required.");
+    return Outcome::Replied();
+  }
+  if (spec == nullptr) {
+    ReplyUnknownCommand(args, out);
+    return Outcome::Replied();
+  }
+  if (!ArityOk(spec->arity, args.size())) {
+    ReplyWrongArity(spec->name, out);
+    return Outcome::Replied();
+  }
+  client.info.last_command = spec->name;
+  CommandContext context{args, client, out, engine_, server_, options_, cursors_};
+  return spec->handler(context);
+}
+
+}  // namespace kvstore

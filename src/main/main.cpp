@@ -1,1 +1,201 @@
-int main() { return 0; }
+// kvstore: the server binary. Parses the command line (CLI11), loads the layered config, picks
+// the role, opens the engine and serves RESP until SIGTERM/SIGINT.
+// Exit codes: 0 clean shutdown, 1 runtime failure (storage corrupt, port in use), 2 bad setting.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "common/logging.h"
+#include "config/config.h"
+#include "config/role.h"
+#include "engine/engine.h"
+#include "server/server.h"
+
+namespace kvstore {
+namespace {
+
+constexpr int kExitRuntimeError = 1;
+constexpr int kExitBadSetting = 2;
+
+std::string Hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "";
+  return name;
+}
+
+std::string_view FsyncName(FsyncMode mode) {
+  switch (mode) {
+    case FsyncMode::kAlways:
+      return "always";
+    case FsyncMode::kInterval:
+      return "interval";
+    case FsyncMode::kNever:
+      return "never";
+  }
+  return "always";
+}
+
+// The data directory must exist (or be creatable) and be writable, or the start stops here
+// with one line instead of failing later inside LMDB.
+Status CheckDataDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return Status::InvalidArgument("invalid data_dir \"" + dir + "\": cannot create it: " +
+                                   ec.message());
+  }
+  const std::string probe = dir + "/.kvstore-write-test";
+  {
+    std::ofstream file(probe);
+    if (!file || !(file << "ok") || !file.flush()) {
+      return Status::InvalidArgument("invalid data_dir \"" + dir +
+                                     "\": the directory is not writable");
+    }
+  }
+  std::filesystem::remove(probe, ec);
+  return Status::Ok();
+}
+
+struct Invocation {
+  ConfigSources sources;
+  bool role_only = false;
+  bool pod_name_was_set = false;
+};
+
+int Serve(const Config& config, const RoleDecision& role) {
+  if (Status s = CheckDataDir(config.data_dir); !s.ok()) {
+    std::cerr << "kvstore: " << s.message() << "\n";
+    return kExitBadSetting;
+  }
+  if (role.kind == RoleDecision::Kind::kReplica) {
+    // Refuse rather than run as a second master: replication is not built yet.
+    std::cerr << "kvstore: this pod should start as a replica of " << role.master_address
+              << " (" << role.reason
+              << "), but this build has no replication yet; set REPLICATION_ENABLED=false to "
+                 "run it standalone\n";
+    return kExitBadSetting;
+  }
+  logging::Info(role.kind == RoleDecision::Kind::kStandalone
+                    ? "Starting as MASTER (standalone: " + role.reason + ")"
+                    : "Starting as MASTER (" + role.reason + ")",
+                {{"pod", role.pod_name}, {"data_dir", config.data_dir}});
+
+  EngineOptions engine_options;
+  engine_options.data_dir = config.data_dir;
+  engine_options.fsync = config.fsync;
+  engine_options.fsync_interval = std::chrono::milliseconds(config.fsync_interval_ms);
+  engine_options.checkpoint_interval = std::chrono::milliseconds(config.checkpoint_interval_ms);
+  engine_options.max_map_bytes = config.max_map_bytes;
+  engine_options.initial_map_bytes = std::min<std::uint64_t>(64ull << 20, config.max_map_bytes);
+  engine_options.log_segment_bytes = config.log_segment_bytes;
+  engine_options.log_retain_bytes = config.repl_backlog_bytes;
+  auto engine = Engine::Open(engine_options);
+  if (!engine.ok()) {
+    logging::Error("cannot open the data directory", {{"error", engine.status().ToString()}});
+    return kExitRuntimeError;
+  }
+
+  ServerOptions server_options;
+  server_options.bind = config.bind;
+  server_options.port = config.port;
+  server_options.io_threads = config.io_threads;
+  server_options.max_clients = config.max_clients;
+  server_options.max_query_buffer_bytes = config.max_query_buffer_bytes;
+  server_options.client_output_buffer_limit_bytes = config.client_output_buffer_limit_bytes;
+  server_options.frame_timeout = std::chrono::milliseconds(config.frame_timeout_ms);
+  server_options.shutdown_timeout = std::chrono::milliseconds(config.shutdown_timeout_ms);
+  // A request carries the value plus framing and the other arguments.
+  server_options.parser_limits.max_bulk_bytes = config.max_value_bytes + 1024;
+
+  DispatcherOptions dispatcher_options;
+  dispatcher_options.requirepass = config.requirepass;
+  dispatcher_options.max_value_bytes = config.max_value_bytes;
+  dispatcher_options.version = KVSTORE_VERSION;
+  dispatcher_options.fsync = std::string(FsyncName(config.fsync));
+  dispatcher_options.data_dir = config.data_dir;
+  dispatcher_options.max_clients = config.max_clients;
+
+  Server server(server_options, **engine, dispatcher_options);
+  if (Status s = server.Listen(); !s.ok()) {
+    logging::Error(s.message());
+    return kExitRuntimeError;
+  }
+  logging::Info("ready to accept connections",
+                {{"bind", config.bind}, {"port", std::to_string(server.port())},
+                 {"fsync", std::string(FsyncName(config.fsync))}});
+  server.Run();
+  logging::Info("shutdown: connections closed; making all writes durable");
+  if (Status s = (*engine)->Shutdown(); !s.ok()) {
+    logging::Error("shutdown: final sync failed", {{"error", s.ToString()}});
+    return kExitRuntimeError;
+  }
+  logging::Info("shutdown: complete");
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"kvstore: a replicated key-value server that speaks the Redis protocol"};
+  app.set_version_flag("--version", std::string("kvstore ") + KVSTORE_VERSION);
+  Invocation invocation;
+  app.add_option("--config", invocation.sources.yaml_path, "YAML settings file");
+  std::map<std::string, std::string> flag_values;
+  for (const SettingInfo& setting : Settings()) {
+    app.add_option(setting.flag, flag_values[setting.name],
+                   setting.help + " (env " + setting.env + ", default " +
+                       (setting.default_value.empty() ? "empty" : setting.default_value) + ")");
+  }
+  CLI::App* role_command =
+      app.add_subcommand("role", "Print the role this pod would take, and why, then exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : kExitBadSetting;
+  }
+  invocation.role_only = role_command->parsed();
+  for (const SettingInfo& setting : Settings()) {
+    if (app.count(setting.flag) > 0) {
+      invocation.sources.flags[setting.name] = flag_values[setting.name];
+    }
+  }
+  invocation.sources.env = EnvironmentFromProcess();
+
+  auto config = LoadConfig(invocation.sources);
+  if (!config.ok()) {
+    std::cerr << "kvstore: " << config.status().message() << "\n";
+    return kExitBadSetting;
+  }
+  if (Status s = logging::Init(config->log_level, config->log_format); !s.ok()) {
+    std::cerr << "kvstore: " << s.message() << "\n";
+    return kExitBadSetting;
+  }
+  const bool pod_name_was_set = invocation.sources.env.count("POD_NAME") > 0 ||
+                                invocation.sources.flags.count("pod_name") > 0;
+  auto role = DecideRole(*config, pod_name_was_set, Hostname());
+  if (!role.ok()) {
+    std::cerr << "kvstore: " << role.status().message() << "\n";
+    return kExitBadSetting;
+  }
+  logging::SetGlobalField("pod", role->pod_name);
+  if (invocation.role_only) {
+    const char* kind = role->kind == RoleDecision::Kind::kReplica ? "replica"
+                       : role->kind == RoleDecision::Kind::kMaster ? "master"
+                                                                   : "standalone master";
+    std::cout << "role: " << kind << "\n"
+              << "pod: " << role->pod_name << "\n";
+    if (!role->master_address.empty()) std::cout << "master: " << role->master_address << "\n";
+    std::cout << "why: " << role->reason << "\n";
+    return 0;
+  }
+  logging::SetGlobalField("role", "master");
+  return Serve(*config, *role);
+}
+
+}  // namespace
+}  // namespace kvstore
+
+int main(int argc, char** argv) { return kvstore::Main(argc, argv); }

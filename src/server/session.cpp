@@ -1,1 +1,216 @@
-// placeholder
+// Session implementation. One coroutine per connection on the socket's strand:
+//   read -> parse every complete request -> run reads at once, queue writes -> flush writes as
+//   one engine batch -> write all replies -> read again.
+// Writing replies before reading more is the backpressure: a client that does not read its
+// replies stops being read, so buffers stay bounded.
+#include "server/session.h"
+
+#include <asio/experimental/as_tuple.hpp>
+
+#include "common/logging.h"
+#include "server/server.h"
+
+namespace kvstore {
+namespace {
+
+constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunkBytes = 16 * 1024;
+// Replies are written out once this much is pending, even mid-pipeline.
+constexpr std::size_t kSoftOutputBytes = 64 * 1024;
+
+// Submits writes to the engine and resumes the awaiting coroutine on its own executor with the
+// per-write statuses. The work guard keeps the io_context alive while the writer holds the
+// handler.
+template <typename CompletionToken>
+auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& token) {
+  return asio::async_initiate<CompletionToken, void(std::vector<Status>)>(
+      [&engine](auto handler, std::vector<WriteFn> writes) {
+        auto executor = asio::get_associated_executor(handler);
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        auto guard = asio::make_work_guard(executor);
+        engine.Submit(std::move(writes), [shared, executor, guard](std::vector<Status> results) {
+          asio::post(executor, [shared, results = std::move(results)]() mutable {
+            (*shared)(std::move(results));
+          });
+        });
+      },
+      token, std::move(writes));
+}
+
+std::string Endpoint(const asio::ip::tcp::endpoint& endpoint) {
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
+}  // namespace
+
+Session::Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server,
+                 Dispatcher& dispatcher, Engine& engine, const ServerOptions& options)
+    : socket_(std::move(socket)),
+      frame_timer_(socket_.get_executor()),
+      server_(server),
+      dispatcher_(dispatcher),
+      engine_(engine),
+      options_(options),
+      parser_(options.parser_limits) {
+  client_.info.id = id;
+  std::error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  if (!ec) client_.info.addr = Endpoint(remote);
+  auto local = socket_.local_endpoint(ec);
+  if (!ec) client_.info.local_addr = Endpoint(local);
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  client_.info.created = client_.info.last_active = std::chrono::steady_clock::now();
+  published_ = client_.info;
+}
+
+void Session::Start() {
+  asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->Run(); },
+                 asio::detached);
+}
+
+void Session::Stop() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->stopping_ = true;
+    // Only an idle read is interrupted; a command in progress finishes and replies first.
+    if (self->state_ == State::kReading) {
+      std::error_code ignored;
+      self->socket_.cancel(ignored);
+    }
+  });
+}
+
+void Session::ForceClose() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->stopping_ = true;
+    std::error_code ignored;
+    self->socket_.close(ignored);
+  });
+}
+
+ClientInfo Session::Info() const {
+  std::lock_guard lock(published_mutex_);
+  return published_;
+}
+
+void Session::Publish() {
+  std::lock_guard lock(published_mutex_);
+  published_ = client_.info;
+}
+
+void Session::ArmFrameTimer() {
+  if (!parser_.mid_frame()) return;
+  // A request that stops arriving half-way is cut off, so it cannot pin its buffer forever.
+  frame_timer_.expires_after(options_.frame_timeout);
+  frame_timer_.async_wait(
+      [self = shared_from_this(), generation = read_generation_](std::error_code ec) {
+        if (ec || self->read_generation_ != generation) return;
+        self->frame_timed_out_ = true;
+        std::error_code ignored;
+        self->socket_.cancel(ignored);
+      });
+}
+
+asio::awaitable<void> Session::Run() {
+  std::vector<char> buffer(kReadChunkBytes);
+  while (!stopping_) {
+    state_ = State::kReading;
+    ArmFrameTimer();
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer), kUseTuple);
+    ++read_generation_;
+    frame_timer_.cancel();
+    state_ = State::kExecuting;
+    if (ec) {
+      if (frame_timed_out_) {
+        resp::AppendError(&out_, "ERR Protocol error: request not completed within " +
+                                     std::to_string(options_.frame_timeout.count()) + " ms");
+        co_await WriteOut();
+      }
+      break;
+    }
+    server_.CountTraffic(n, 0, 0);
+    parser_.Feed(std::string_view(buffer.data(), n));
+    if (parser_.buffered_bytes() > options_.max_query_buffer_bytes) {
+      logging::Warn("closing client: query buffer limit exceeded",
+                    {{"client", client_.info.addr},
+                     {"limit_bytes", std::to_string(options_.max_query_buffer_bytes)}});
+      resp::AppendError(&out_, "ERR Protocol error: query buffer limit exceeded (" +
+                                   std::to_string(options_.max_query_buffer_bytes) + " bytes)");
+      co_await WriteOut();
+      break;
+    }
+    if (!co_await ProcessBuffered()) break;
+  }
+  std::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  frame_timer_.cancel();
+  server_.OnSessionClosed(client_.info.id);
+}
+
+asio::awaitable<bool> Session::ProcessBuffered() {
+  std::uint64_t commands = 0;
+  bool keep_open = true;
+  for (;;) {
+    const auto status = parser_.Next(&args_);
+    if (status == resp::RequestParser::ParseStatus::kNeedMore) break;
+    if (status == resp::RequestParser::ParseStatus::kError) {
+      co_await FlushWrites();
+      resp::AppendError(&out_, "ERR " + parser_.error());
+      keep_open = false;
+      break;
+    }
+    ++commands;
+    const CommandSpec* spec = dispatcher_.Lookup(args_[0]);
+    const bool is_write = spec != nullptr && (spec->flags & kFlagWrite);
+    // A read must see the writes queued before it: read-your-writes within a pipeline.
+    if (!is_write && !queued_writes_.empty()) co_await FlushWrites();
+    Outcome outcome = dispatcher_.Execute(spec, args_, client_, &out_);
+    if (outcome.kind == Outcome::Kind::kWrite) {
+      queued_writes_.push_back(std::move(outcome.write));
+      queued_replies_.push_back(std::move(outcome.reply));
+    }
+    if (client_.close_after_reply) {
+      keep_open = false;
+      break;
+    }
+    if (out_.size() > options_.client_output_buffer_limit_bytes) {
+      logging::Warn("closing client: output buffer limit exceeded",
+                    {{"client", client_.info.addr},
+                     {"limit_bytes", std::to_string(options_.client_output_buffer_limit_bytes)}});
+      co_return false;
+    }
+    if (out_.size() > kSoftOutputBytes && !co_await WriteOut()) co_return false;
+  }
+  co_await FlushWrites();
+  client_.info.last_active = std::chrono::steady_clock::now();
+  Publish();
+  server_.CountTraffic(0, 0, commands);
+  if (!co_await WriteOut()) co_return false;
+  co_return keep_open;
+}
+
+asio::awaitable<void> Session::FlushWrites() {
+  if (queued_writes_.empty()) co_return;
+  std::vector<WriteFn> writes;
+  writes.swap(queued_writes_);
+  const std::vector<Status> results = co_await AsyncSubmit(engine_, std::move(writes),
+                                                           asio::use_awaitable);
+  for (std::size_t i = 0; i < queued_replies_.size(); ++i) {
+    AppendWriteResult(i < results.size() ? results[i] : Status::IOError("write lost"),
+                      *queued_replies_[i], &out_);
+  }
+  queued_replies_.clear();
+}
+
+asio::awaitable<bool> Session::WriteOut() {
+  if (out_.empty()) co_return true;
+  state_ = State::kWriting;
+  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);
+  state_ = State::kExecuting;
+  server_.CountTraffic(0, n, 0);
+  out_.clear();
+  if (out_.capacity() > 4 * kSoftOutputBytes) out_.shrink_to_fit();
+  co_return !ec;
+}
+
+}  // namespace kvstore

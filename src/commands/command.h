@@ -1,0 +1,101 @@
+// The command layer's shared vocabulary: what a command handler receives (CommandContext),
+// what it returns (Outcome) and how commands are described (CommandSpec). No sockets here:
+// handlers read through Engine snapshots and express writes as WriteFns for the group commit.
+// Handlers run on the calling session's strand; write functions run on the engine's writer thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commands/client_state.h"
+#include "commands/server_context.h"
+#include "engine/engine.h"
+
+namespace kvstore {
+
+struct DispatcherOptions {
+  std::string requirepass;
+  std::uint64_t max_value_bytes = 512ull << 20;
+  std::string version = "0.0.0";
+  std::string fsync = "always";  // as configured, for INFO and CONFIG GET
+  std::string data_dir;
+  std::uint64_t max_clients = 10000;
+};
+
+class ScanCursors;
+
+struct CommandContext {
+  std::vector<std::string>& args;  // args[0] is the command name as sent
+  ClientState& client;
+  std::string* out;  // replies are appended here
+  Engine& engine;
+  ServerContext& server;
+  const DispatcherOptions& options;
+  ScanCursors& cursors;
+};
+
+// What happened to a command.
+struct Outcome {
+  enum class Kind {
+    kReplied,  // the reply is in *out
+    kWrite,    // run `write` through the engine, then append `*reply` (or the error)
+  };
+  Kind kind = Kind::kReplied;
+  WriteFn write;
+  std::shared_ptr<std::string> reply;
+
+  static Outcome Replied() { return {}; }
+};
+
+// Wraps a write: fn runs on the writer thread and encodes its reply into the string it is given
+// (cleared before each run, since the engine may run a write twice).
+Outcome MakeWrite(std::function<Status(WriteContext&, std::string* reply)> fn);
+
+// Appends the reply of a finished write: its own reply when ok, else an error naming the cause.
+void AppendWriteResult(const Status& status, const std::string& reply, std::string* out);
+
+enum CommandFlags : std::uint32_t {
+  kFlagRead = 1u << 0,
+  kFlagWrite = 1u << 1,
+  kFlagAdmin = 1u << 2,
+  kFlagNoAuth = 1u << 3,  // allowed before AUTH
+  kFlagFast = 1u << 4,
+};
+
+using Handler = Outcome (*)(CommandContext&);
+
+struct CommandSpec {
+  std::string_view name;  // lower case
+  int arity;              // Redis convention: N exact, -N at least N (the name counts)
+  std::uint32_t flags;
+  Handler handler;
+  int first_key, last_key, key_step;  // for COMMAND INFO
+};
+
+// The command groups, each defined in its own file.
+std::span<const CommandSpec> ConnectionCommands();  // connection.cpp
+std::span<const CommandSpec> StringCommands();      // strings.cpp
+std::span<const CommandSpec> KeyspaceCommands();    // keyspace.cpp
+std::span<const CommandSpec> ServerCommands();      // server_commands.cpp
+
+// Every command, for COMMAND and dispatch.
+std::span<const CommandSpec* const> AllCommands();
+
+// Shared reply helpers.
+void ReplyWrongArity(std::string_view command, std::string* out);
+void ReplySyntaxError(std::string* out);
+void ReplyNotInteger(std::string* out);
+// Checks a key a write is about to store; appends an error and returns false when invalid.
+bool ValidateKeyForWrite(std::string_view key, std::string* out);
+bool ValidateValueSize(std::size_t size, const DispatcherOptions& options, std::string* out);
+// Parses a signed 64-bit decimal like Redis' string2ll (no spaces, no '+', no leading zeros).
+bool ParseInt64(std::string_view text, std::int64_t* value);
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+std::string ToLower(std::string_view s);
+
+}  // namespace kvstore

@@ -1,0 +1,219 @@
+// Connection commands: PING, ECHO, AUTH, HELLO, QUIT, SELECT and CLIENT.
+#include <algorithm>
+#include <chrono>
+
+#include "commands/command.h"
+#include "kvstore/resp.h"
+
+namespace kvstore {
+namespace {
+
+// PING [message] -> +PONG, or the message as a bulk string.
+Outcome Ping(CommandContext& c) {
+  if (c.args.size() > 2) {
+    ReplyWrongArity("ping", c.out);
+  } else if (c.args.size() == 2) {
+    resp::AppendBulkString(c.out, c.args[1]);
+  } else {
+    resp::AppendSimpleString(c.out, "PONG");
+  }
+  return Outcome::Replied();
+}
+
+Outcome Echo(CommandContext& c) {
+  resp::AppendBulkString(c.out, c.args[1]);
+  return Outcome::Replied();
+}
+
+// Checks user/password against requirepass; only the "default" user exists.
+// Returns true and marks the client authenticated, or appends the Redis error.
+bool Authenticate(CommandContext& c, std::string_view user, std::string_view password) {
+  if (c.options.requirepass.empty()) {
+    resp::AppendError(c.out,
+                      "ERR AUTH <password> called without any password configured for the "
+                      "default user. Are you sure your configuration is correct?");
+    return false;
+  }
+  // Compare every byte so the time taken does not reveal the matching prefix.
+  const std::string& expected = c.options.requirepass;
+  unsigned diff = expected.size() != password.size();
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    diff |= static_cast<unsigned char>(expected[i]) ^
+            static_cast<unsigned char>(i < password.size() ? password[i] : 0);
+  }
+  if (user != "default" || diff != 0) {
+    resp::AppendError(c.out, "WRONGPASS invalid username-password pair or user is disabled.");
+    return false;
+  }
+  c.client.authenticated = true;
+  return true;
+}
+
+// AUTH [username] password
+Outcome Auth(CommandContext& c) {
+  if (c.args.size() > 3) {
+    ReplySyntaxError(c.out);
+  } else if (c.args.size() == 2 ? Authenticate(c, "default", c.args[1])
+                                : Authenticate(c, c.args[1], c.args[2])) {
+    resp::AppendSimpleString(c.out, "OK");
+  }
+  return Outcome::Replied();
+}
+
+// HELLO [protover [AUTH username password] [SETNAME clientname]]
+// Only RESP2 is spoken: HELLO 3 gets -NOPROTO, and clients such as go-redis fall back to RESP2.
+Outcome Hello(CommandContext& c) {
+  std::size_t i = 1;
+  if (c.args.size() >= 2) {
+    std::int64_t version = 0;
+    if (!ParseInt64(c.args[1], &version)) {
+      resp::AppendError(c.out, "ERR Protocol version is not an integer or out of range");
+      return Outcome::Replied();
+    }
+    if (version != 2) {
+      resp::AppendError(c.out, "NOPROTO sorry, this protocol version is not supported.");
+      return Outcome::Replied();
+    }
+    i = 2;
+  }
+  std::string new_name;
+  bool set_name = false;
+  for (; i < c.args.size(); ++i) {
+    if (EqualsIgnoreCase(c.args[i], "auth") && i + 2 < c.args.size()) {
+      if (!Authenticate(c, c.args[i + 1], c.args[i + 2])) return Outcome::Replied();
+      i += 2;
+    } else if (EqualsIgnoreCase(c.args[i], "setname") && i + 1 < c.args.size()) {
+      new_name = c.args[++i];
+      set_name = true;
+    } else {
+      resp::AppendError(c.out, "ERR Syntax error in HELLO option '" + c.args[i] + "'");
+      return Outcome::Replied();
+    }
+  }
+  if (!c.options.requirepass.empty() && !c.client.authenticated) {
+    resp::AppendError(c.out,
+                      "NOAUTH HELLO must be called with the client already authenticated, "
+                      "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                      "authenticate the client and select the RESP protocol version at the same "
+                      "time");
+    return Outcome::Replied();
+  }
+  if (set_name) c.client.info.name = new_name;
+  resp::AppendArrayHeader(c.out, 14);
+  resp::AppendBulkString(c.out, "server");
+  resp::AppendBulkString(c.out, "kvstore");
+  resp::AppendBulkString(c.out, "version");
+  resp::AppendBulkString(c.out, c.options.version);
+  resp::AppendBulkString(c.out, "proto");
+  resp::AppendInteger(c.out, 2);
+  resp::AppendBulkString(c.out, "id");
+  resp::AppendInteger(c.out, static_cast<std::int64_t>(c.client.info.id));
+  resp::AppendBulkString(c.out, "mode");
+  resp::AppendBulkString(c.out, "standalone");
+  resp::AppendBulkString(c.out, "role");
+  resp::AppendBulkString(c.out, "master");
+  resp::AppendBulkString(c.out, "modules");
+  resp::AppendArrayHeader(c.out, 0);
+  return Outcome::Replied();
+}
+
+Outcome Quit(CommandContext& c) {
+  resp::AppendSimpleString(c.out, "OK");
+  c.client.close_after_reply = true;
+  return Outcome::Replied();
+}
+
+// SELECT index: there is one database, 0.
+Outcome Select(CommandContext& c) {
+  std::int64_t index = -1;
+  if (!ParseInt64(c.args[1], &index)) {
+    ReplyNotInteger(c.out);
+  } else if (index != 0) {
+    resp::AppendError(c.out, "ERR DB index is out of range");
+  } else {
+    resp::AppendSimpleString(c.out, "OK");
+  }
+  return Outcome::Replied();
+}
+
+std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time_point now) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  return "id=" + std::to_string(info.id) + " addr=" + info.addr + " laddr=" + info.local_addr +
+         " name=" + info.name +
+         " age=" + std::to_string(duration_cast<seconds>(now - info.created).count()) +
+         " idle=" + std::to_string(duration_cast<seconds>(now - info.last_active).count()) +
+         " db=0 cmd=" + info.last_command + " lib-name=" + info.lib_name +
+         " lib-ver=" + info.lib_ver + "\n";
+}
+
+bool ValidClientName(std::string_view name) {
+  // Redis refuses spaces and newlines because CLIENT LIST is space separated.
+  return std::all_of(name.begin(), name.end(), [](char ch) { return ch > ' ' && ch <= '~'; });
+}
+
+// CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value | LIST | INFO
+Outcome Client(CommandContext& c) {
+  const std::string sub = ToLower(c.args[1]);
+  const auto now = std::chrono::steady_clock::now();
+  if (sub == "id" && c.args.size() == 2) {
+    resp::AppendInteger(c.out, static_cast<std::int64_t>(c.client.info.id));
+  } else if (sub == "getname" && c.args.size() == 2) {
+    if (c.client.info.name.empty()) {
+      resp::AppendNullBulkString(c.out);
+    } else {
+      resp::AppendBulkString(c.out, c.client.info.name);
+    }
+  } else if (sub == "setname" && c.args.size() == 3) {
+    if (!ValidClientName(c.args[2])) {
+      resp::AppendError(c.out, "ERR Client names cannot contain spaces, newlines or special "
+                               "characters.");
+    } else {
+      c.client.info.name = c.args[2];
+      resp::AppendSimpleString(c.out, "OK");
+    }
+  } else if (sub == "setinfo" && c.args.size() == 4) {
+    const std::string attribute = ToLower(c.args[2]);
+    if (!ValidClientName(c.args[3])) {
+      resp::AppendError(c.out, "ERR " + attribute + " cannot contain spaces, newlines or "
+                                                    "special characters.");
+    } else if (attribute == "lib-name") {
+      c.client.info.lib_name = c.args[3];
+      resp::AppendSimpleString(c.out, "OK");
+    } else if (attribute == "lib-ver") {
+      c.client.info.lib_ver = c.args[3];
+      resp::AppendSimpleString(c.out, "OK");
+    } else {
+      resp::AppendError(c.out, "ERR Unrecognized option '" + c.args[2] + "'");
+    }
+  } else if (sub == "list" && c.args.size() == 2) {
+    std::string list;
+    for (const ClientInfo& info : c.server.ListClients()) {
+      // This client's own entry is fresher than the registry copy.
+      list += FormatClient(info.id == c.client.info.id ? c.client.info : info, now);
+    }
+    resp::AppendBulkString(c.out, list);
+  } else if (sub == "info" && c.args.size() == 2) {
+    resp::AppendBulkString(c.out, FormatClient(c.client.info, now));
+  } else {
+    resp::AppendError(c.out, "ERR unknown subcommand or wrong number of arguments for '" +
+                                 c.args[1] + "'. Try CLIENT HELP.");
+  }
+  return Outcome::Replied();
+}
+
+constexpr CommandSpec kCommands[] = {
+    {"ping", -1, kFlagFast, Ping, 0, 0, 0},
+    {"echo", 2, kFlagFast, Echo, 0, 0, 0},
+    {"auth", -2, kFlagNoAuth | kFlagFast, Auth, 0, 0, 0},
+    {"hello", -1, kFlagNoAuth | kFlagFast, Hello, 0, 0, 0},
+    {"quit", -1, kFlagNoAuth | kFlagFast, Quit, 0, 0, 0},
+    {"select", 2, kFlagFast, Select, 0, 0, 0},
+    {"client", -2, kFlagAdmin, Client, 0, 0, 0},
+};
+
+}  // namespace
+
+std::span<const CommandSpec> ConnectionCommands() { return kCommands; }
+
+}  // namespace kvstore

@@ -1,0 +1,38 @@
+// Dispatcher: looks a request up in the command table, enforces AUTH and arity, and runs the
+// handler. Thread-safe after construction (the table is read-only); one instance serves all
+// sessions.
+#pragma once
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "commands/command.h"
+#include "commands/scan_cursors.h"
+
+namespace kvstore {
+
+class Dispatcher {
+ public:
+  Dispatcher(Engine& engine, ServerContext& server, DispatcherOptions options);
+
+  // The command named by args[0] (any case), or nullptr when unknown.
+  const CommandSpec* Lookup(std::string_view name) const;
+
+  // Executes args (non-empty); spec is Lookup(args[0]). Replies to reads, connection and server
+  // commands are appended to *out at once; writes come back as Outcome::kWrite for the session
+  // to batch into the engine.
+  Outcome Execute(const CommandSpec* spec, std::vector<std::string>& args, ClientState& client,
+                  std::string* out);
+
+  const DispatcherOptions& options() const { return options_; }
+
+ private:
+  Engine& engine_;
+  ServerContext& server_;
+  DispatcherOptions options_;
+  ScanCursors cursors_;
+  std::unordered_map<std::string, const CommandSpec*> table_;
+};
+
+}  // namespace kvstore

@@ -1,0 +1,272 @@
+// Server commands: INFO, ROLE, COMMAND, CONFIG GET, TIME.
+// INFO uses Redis' field names wherever one exists, so Redis tools (redis-cli, exporters,
+// dashboards) read it; kvstore-only fields carry a kvstore_ prefix.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+
+#include "commands/command.h"
+#include "commands/glob.h"
+#include "kvstore/resp.h"
+
+namespace kvstore {
+namespace {
+
+// The Redis version we claim: redis-cli and client libraries gate features on it.
+constexpr std::string_view kRedisCompatVersion = "7.0.0";
+
+std::uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+void Field(std::string* text, std::string_view name, const std::string& value) {
+  text->append(name);
+  text->push_back(':');
+  text->append(value);
+  text->append("\r\n");
+}
+
+template <typename Number>
+void Field(std::string* text, std::string_view name, Number value) {
+  Field(text, name, std::to_string(value));
+}
+
+std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) {
+  auto want = [&](std::string_view section) {
+    if (wanted.empty()) return true;
+    for (const std::string& w : wanted) {
+      if (w == "all" || w == "everything" || w == "default" || w == section) return true;
+    }
+    return false;
+  };
+  const ServerCounters counters = c.server.Counters();
+  const EngineStats stats = c.engine.Stats();
+  std::string text;
+  if (want("server")) {
+    utsname uts{};
+    uname(&uts);
+    text += "# Server\r\n";
+    Field(&text, "redis_version", std::string(kRedisCompatVersion));
+    Field(&text, "kvstore_version", c.options.version);
+    Field(&text, "redis_mode", std::string("standalone"));
+    Field(&text, "os", std::string(uts.sysname) + " " + uts.release + " " + uts.machine);
+    Field(&text, "arch_bits", sizeof(void*) * 8);
+    Field(&text, "process_id", static_cast<long>(getpid()));
+    Field(&text, "tcp_port", counters.port);
+    Field(&text, "uptime_in_seconds", static_cast<std::uint64_t>(counters.uptime_seconds));
+    Field(&text, "uptime_in_days", static_cast<std::uint64_t>(counters.uptime_seconds / 86400));
+    text += "\r\n";
+  }
+  if (want("clients")) {
+    text += "# Clients\r\n";
+    Field(&text, "connected_clients", counters.connected_clients);
+    Field(&text, "maxclients", c.options.max_clients);
+    Field(&text, "blocked_clients", 0);
+    text += "\r\n";
+  }
+  if (want("memory")) {
+    text += "# Memory\r\n";
+    Field(&text, "used_memory_rss", ResidentBytes());
+    Field(&text, "maxmemory", 0);
+    Field(&text, "kvstore_map_size_bytes", stats.storage.map_bytes);
+    Field(&text, "kvstore_map_used_bytes", stats.storage.used_bytes);
+    Field(&text, "kvstore_max_map_bytes", stats.storage.max_map_bytes);
+    text += "\r\n";
+  }
+  if (want("persistence")) {
+    text += "# Persistence\r\n";
+    Field(&text, "loading", 0);
+    Field(&text, "aof_enabled", 1);
+    Field(&text, "kvstore_fsync", c.options.fsync);
+    Field(&text, "kvstore_fsyncs", stats.fsyncs);
+    Field(&text, "kvstore_group_commits", stats.commits);
+    Field(&text, "kvstore_committed_writes", stats.committed_writes);
+    Field(&text, "kvstore_last_checkpoint_seq", stats.last_checkpoint_seq);
+    Field(&text, "kvstore_log_first_seq", stats.log.first_seq);
+    Field(&text, "kvstore_log_last_seq", stats.log.last_seq);
+    Field(&text, "kvstore_log_bytes", stats.log.bytes);
+    Field(&text, "kvstore_log_segments", stats.log.segments);
+    Field(&text, "kvstore_writes_disabled", stats.poisoned ? 1 : 0);
+    if (stats.poisoned) Field(&text, "kvstore_writes_disabled_reason", stats.poison_reason);
+    text += "\r\n";
+  }
+  if (want("stats")) {
+    text += "# Stats\r\n";
+    Field(&text, "total_connections_received", counters.total_connections);
+    Field(&text, "total_commands_processed", counters.total_commands);
+    Field(&text, "total_net_input_bytes", counters.net_input_bytes);
+    Field(&text, "total_net_output_bytes", counters.net_output_bytes);
+    Field(&text, "rejected_connections", counters.rejected_connections);
+    text += "\r\n";
+  }
+  if (want("replication")) {
+    text += "# Replication\r\n";
+    Field(&text, "role", std::string("master"));
+    Field(&text, "connected_slaves", 0);
+    Field(&text, "master_repl_offset", stats.log.last_seq);
+    text += "\r\n";
+  }
+  if (want("keyspace")) {
+    text += "# Keyspace\r\n";
+    if (stats.storage.keys > 0) {
+      Field(&text, "db0", "keys=" + std::to_string(stats.storage.keys) + ",expires=0,avg_ttl=0");
+    }
+    text += "\r\n";
+  }
+  // Sections end with a blank line; the reply as a whole does not.
+  while (text.size() >= 2 && text.ends_with("\r\n\r\n")) text.resize(text.size() - 2);
+  return text;
+}
+
+// INFO [section ...]
+Outcome Info(CommandContext& c) {
+  std::vector<std::string> wanted;
+  for (std::size_t i = 1; i < c.args.size(); ++i) wanted.push_back(ToLower(c.args[i]));
+  resp::AppendBulkString(c.out, InfoText(c, wanted));
+  return Outcome::Replied();
+}
+
+// ROLE -> ["master", offset, []]
+Outcome Role(CommandContext& c) {
+  resp::AppendArrayHeader(c.out, 3);
+  resp::AppendBulkString(c.out, "master");
+  resp::AppendInteger(c.out, static_cast<std::int64_t>(c.engine.Stats().log.last_seq));
+  resp::AppendArrayHeader(c.out, 0);
+  return Outcome::Replied();
+}
+
+void AppendFlags(std::uint32_t flags, std::string* out) {
+  std::vector<std::string_view> names;
+  if (flags & kFlagWrite) names.push_back("write");
+  if (flags & kFlagRead) names.push_back("readonly");
+  if (flags & kFlagAdmin) names.push_back("admin");
+  if (flags & kFlagNoAuth) names.push_back("no_auth");
+  if (flags & kFlagFast) names.push_back("fast");
+  resp::AppendArrayHeader(out, names.size());
+  for (auto name : names) resp::AppendSimpleString(out, name);
+}
+
+// One COMMAND INFO entry in Redis 7's ten-field layout.
+void AppendCommandInfo(const CommandSpec& spec, std::string* out) {
+  resp::AppendArrayHeader(out, 10);
+  resp::AppendBulkString(out, spec.name);
+  resp::AppendInteger(out, spec.arity);
+  AppendFlags(spec.flags, out);
+  resp::AppendInteger(out, spec.first_key);
+  resp::AppendInteger(out, spec.last_key);
+  resp::AppendInteger(out, spec.key_step);
+  for (int i = 0; i < 4; ++i) resp::AppendArrayHeader(out, 0);  // acl, tips, keys, subcommands
+}
+
+const CommandSpec* FindCommand(std::string_view name) {
+  for (const CommandSpec* spec : AllCommands()) {
+    if (EqualsIgnoreCase(spec->name, name)) return spec;
+  }
+  return nullptr;
+}
+
+// COMMAND | COMMAND COUNT | COMMAND INFO name... | COMMAND LIST | COMMAND DOCS [name...]
+// DOCS answers with no documentation, which redis-cli 7 accepts at start-up.
+Outcome Command(CommandContext& c) {
+  const auto all = AllCommands();
+  const std::string sub = c.args.size() > 1 ? ToLower(c.args[1]) : "";
+  if (sub.empty()) {
+    resp::AppendArrayHeader(c.out, all.size());
+    for (const CommandSpec* spec : all) AppendCommandInfo(*spec, c.out);
+  } else if (sub == "count" && c.args.size() == 2) {
+    resp::AppendInteger(c.out, static_cast<std::int64_t>(all.size()));
+  } else if (sub == "list" && c.args.size() == 2) {
+    resp::AppendArrayHeader(c.out, all.size());
+    for (const CommandSpec* spec : all) resp::AppendBulkString(c.out, spec->name);
+  } else if (sub == "info") {
+    resp::AppendArrayHeader(c.out, c.args.size() - 2);
+    for (std::size_t i = 2; i < c.args.size(); ++i) {
+      const CommandSpec* spec = FindCommand(c.args[i]);
+      spec ? AppendCommandInfo(*spec, c.out) : resp::AppendNullArray(c.out);
+    }
+  } else if (sub == "docs") {
+    resp::AppendArrayHeader(c.out, 0);
+  } else {
+    resp::AppendError(c.out, "ERR unknown subcommand '" + c.args[1] + "'. Try COMMAND HELP.");
+  }
+  return Outcome::Replied();
+}
+
+// CONFIG GET parameter [parameter ...]: the Redis parameters clients ask about, answered from
+// kvstore's settings. CONFIG SET and REWRITE are refused: settings come from the config layers.
+Outcome Config(CommandContext& c) {
+  const std::string sub = ToLower(c.args[1]);
+  if (sub == "resetstat" && c.args.size() == 2) {
+    resp::AppendSimpleString(c.out, "OK");
+    return Outcome::Replied();
+  }
+  if (sub != "get" || c.args.size() < 3) {
+    if (sub == "set" || sub == "rewrite") {
+      resp::AppendError(c.out, "ERR CONFIG " + ToLower(c.args[1]) +
+                                   " is not supported: kvstore settings come from its config "
+                                   "file, environment and flags (see docs/CONFIGURATION.md)");
+    } else {
+      resp::AppendError(c.out, "ERR unknown subcommand or wrong number of arguments for '" +
+                                   c.args[1] + "'. Try CONFIG HELP.");
+    }
+    return Outcome::Replied();
+  }
+  const std::string appendfsync = c.options.fsync == "interval" ? "everysec"
+                                  : c.options.fsync == "never"  ? "no"
+                                                                : "always";
+  const std::pair<std::string, std::string> parameters[] = {
+      {"save", ""},
+      {"appendonly", "yes"},
+      {"appendfsync", appendfsync},
+      {"databases", "1"},
+      {"maxmemory", "0"},
+      {"maxclients", std::to_string(c.options.max_clients)},
+      {"port", std::to_string(c.server.Counters().port)},
+      {"dir", c.options.data_dir},
+      {"proto-max-bulk-len", std::to_string(c.options.max_value_bytes)},
+      {"timeout", "0"},
+  };
+  std::vector<const std::pair<std::string, std::string>*> matched;
+  for (const auto& parameter : parameters) {
+    for (std::size_t i = 2; i < c.args.size(); ++i) {
+      if (GlobMatch(ToLower(c.args[i]), parameter.first)) {
+        matched.push_back(&parameter);
+        break;
+      }
+    }
+  }
+  resp::AppendArrayHeader(c.out, matched.size() * 2);
+  for (const auto* parameter : matched) {
+    resp::AppendBulkString(c.out, parameter->first);
+    resp::AppendBulkString(c.out, parameter->second);
+  }
+  return Outcome::Replied();
+}
+
+Outcome Time(CommandContext& c) {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+  resp::AppendArrayHeader(c.out, 2);
+  resp::AppendBulkString(c.out, std::to_string(micros / 1000000));
+  resp::AppendBulkString(c.out, std::to_string(micros % 1000000));
+  return Outcome::Replied();
+}
+
+constexpr CommandSpec kCommands[] = {
+    {"info", -1, kFlagAdmin, Info, 0, 0, 0},
+    {"role", 1, kFlagFast, Role, 0, 0, 0},
+    {"command", -1, kFlagAdmin, Command, 0, 0, 0},
+    {"config", -2, kFlagAdmin, Config, 0, 0, 0},
+    {"time", 1, kFlagFast, Time, 0, 0, 0},
+};
+
+}  // namespace
+
+std::span<const CommandSpec> ServerCommands() { return kCommands; }
+
+}  // namespace kvstore

@@ -1,0 +1,31 @@
+// ServerContext: what commands need to know about the server around them (clients, counters).
+// Implemented by the server module, so commands stay free of sockets. All methods are
+// thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "commands/client_state.h"
+
+namespace kvstore {
+
+struct ServerCounters {
+  std::uint64_t connected_clients = 0;
+  std::uint64_t total_connections = 0;
+  std::uint64_t rejected_connections = 0;
+  std::uint64_t total_commands = 0;
+  std::uint64_t net_input_bytes = 0;
+  std::uint64_t net_output_bytes = 0;
+  double uptime_seconds = 0;
+  int port = 0;
+};
+
+class ServerContext {
+ public:
+  virtual ~ServerContext() = default;
+  virtual std::vector<ClientInfo> ListClients() const = 0;
+  virtual ServerCounters Counters() const = 0;
+};
+
+}  // namespace kvstore

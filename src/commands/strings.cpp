@@ -1,0 +1,251 @@
+// String commands: GET SET GETDEL MGET MSET INCR INCRBY DECR DECRBY APPEND STRLEN.
+// Reads use an engine snapshot on the caller's thread; writes become WriteFns that run inside
+// the writer's transaction, so read-modify-write commands (INCR, APPEND, SET NX) are atomic.
+#include <limits>
+
+#include "commands/command.h"
+#include "kvstore/resp.h"
+
+namespace kvstore {
+namespace {
+
+// Appends the value of key as a bulk string, or a null bulk string when absent.
+void ReplyValueOf(CommandContext& c, std::string_view key) {
+  auto snapshot = c.engine.Read();
+  if (!snapshot.ok()) {
+    resp::AppendError(c.out, "ERR " + snapshot.status().message());
+    return;
+  }
+  thread_local std::string value;
+  Status s = snapshot->Get(key, &value);
+  if (s.ok()) {
+    resp::AppendBulkString(c.out, value);
+  } else if (s.IsNotFound() || s.code() == Status::Code::kInvalidArgument) {
+    resp::AppendNullBulkString(c.out);  // a key LMDB cannot hold cannot exist either
+  } else {
+    resp::AppendError(c.out, "ERR " + s.message());
+  }
+}
+
+Outcome Get(CommandContext& c) {
+  ReplyValueOf(c, c.args[1]);
+  return Outcome::Replied();
+}
+
+// SET key value [NX | XX] [GET] [KEEPTTL]
+// Expiry options are refused rather than ignored: kvstore keys never expire.
+Outcome Set(CommandContext& c) {
+  bool nx = false, xx = false, get = false;
+  for (std::size_t i = 3; i < c.args.size(); ++i) {
+    const std::string option = ToLower(c.args[i]);
+    if (option == "nx") {
+      nx = true;
+    } else if (option == "xx") {
+      xx = true;
+    } else if (option == "get") {
+      get = true;
+    } else if (option == "keepttl") {
+      // No key has a TTL, so keeping it is what already happens.
+    } else if (option == "ex" || option == "px" || option == "exat" || option == "pxat") {
+      resp::AppendError(c.out, "ERR SET " + ToLower(option) +
+                                   " is not supported: kvstore keys do not expire");
+      return Outcome::Replied();
+    } else {
+      ReplySyntaxError(c.out);
+      return Outcome::Replied();
+    }
+  }
+  if (nx && xx) {
+    ReplySyntaxError(c.out);
+    return Outcome::Replied();
+  }
+  if (!ValidateKeyForWrite(c.args[1], c.out) ||
+      !ValidateValueSize(c.args[2].size(), c.options, c.out)) {
+    return Outcome::Replied();
+  }
+  return MakeWrite([key = std::move(c.args[1]), value = std::move(c.args[2]), nx, xx, get](
+                       WriteContext& db, std::string* reply) -> Status {
+    std::string old;
+    bool exists = false;
+    if (nx || xx || get) {
+      Status s = db.Get(key, &old);
+      if (!s.ok() && !s.IsNotFound()) return s;
+      exists = s.ok();
+    }
+    const bool write = !(nx && exists) && !(xx && !exists);
+    if (write) {
+      Status s = db.Put(key, value);
+      if (!s.ok()) return s;
+    }
+    if (get) {
+      exists ? resp::AppendBulkString(reply, old) : resp::AppendNullBulkString(reply);
+    } else if (write) {
+      resp::AppendSimpleString(reply, "OK");
+    } else {
+      resp::AppendNullBulkString(reply);
+    }
+    return Status::Ok();
+  });
+}
+
+Outcome GetDel(CommandContext& c) {
+  return MakeWrite([key = std::move(c.args[1])](WriteContext& db, std::string* reply) -> Status {
+    std::string old;
+    Status s = db.Get(key, &old);
+    if (s.IsNotFound() || s.code() == Status::Code::kInvalidArgument) {
+      resp::AppendNullBulkString(reply);
+      return Status::Ok();
+    }
+    if (!s.ok()) return s;
+    s = db.Delete(key);
+    if (!s.ok()) return s;
+    resp::AppendBulkString(reply, old);
+    return Status::Ok();
+  });
+}
+
+Outcome MGet(CommandContext& c) {
+  auto snapshot = c.engine.Read();
+  if (!snapshot.ok()) {
+    resp::AppendError(c.out, "ERR " + snapshot.status().message());
+    return Outcome::Replied();
+  }
+  resp::AppendArrayHeader(c.out, c.args.size() - 1);
+  std::string value;
+  for (std::size_t i = 1; i < c.args.size(); ++i) {
+    if (snapshot->Get(c.args[i], &value).ok()) {
+      resp::AppendBulkString(c.out, value);
+    } else {
+      resp::AppendNullBulkString(c.out);
+    }
+  }
+  return Outcome::Replied();
+}
+
+// MSET key value [key value ...]: all pairs in one transaction.
+Outcome MSet(CommandContext& c) {
+  if (c.args.size() % 2 != 1) {
+    ReplyWrongArity("mset", c.out);
+    return Outcome::Replied();
+  }
+  for (std::size_t i = 1; i < c.args.size(); i += 2) {
+    if (!ValidateKeyForWrite(c.args[i], c.out) ||
+        !ValidateValueSize(c.args[i + 1].size(), c.options, c.out)) {
+      return Outcome::Replied();
+    }
+  }
+  std::vector<std::string> pairs(std::make_move_iterator(c.args.begin() + 1),
+                                 std::make_move_iterator(c.args.end()));
+  return MakeWrite([pairs = std::move(pairs)](WriteContext& db, std::string* reply) -> Status {
+    for (std::size_t i = 0; i < pairs.size(); i += 2) {
+      Status s = db.Put(pairs[i], pairs[i + 1]);
+      if (!s.ok()) return s;
+    }
+    resp::AppendSimpleString(reply, "OK");
+    return Status::Ok();
+  });
+}
+
+// Adds delta to the integer stored at key (absent counts as 0), like Redis' incrDecrCommand.
+Outcome IncrementBy(CommandContext& c, std::int64_t delta) {
+  if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
+  return MakeWrite([key = std::move(c.args[1]), delta](WriteContext& db,
+                                                        std::string* reply) -> Status {
+    std::string old;
+    std::int64_t current = 0;
+    Status s = db.Get(key, &old);
+    if (s.ok()) {
+      if (!ParseInt64(old, &current)) {
+        ReplyNotInteger(reply);
+        return Status::Ok();
+      }
+    } else if (!s.IsNotFound()) {
+      return s;
+    }
+    if ((delta < 0 && current < std::numeric_limits<std::int64_t>::min() - delta) ||
+        (delta > 0 && current > std::numeric_limits<std::int64_t>::max() - delta)) {
+      resp::AppendError(reply, "ERR increment or decrement would overflow");
+      return Status::Ok();
+    }
+    const std::int64_t updated = current + delta;
+    s = db.Put(key, std::to_string(updated));
+    if (!s.ok()) return s;
+    resp::AppendInteger(reply, updated);
+    return Status::Ok();
+  });
+}
+
+Outcome Incr(CommandContext& c) { return IncrementBy(c, 1); }
+Outcome Decr(CommandContext& c) { return IncrementBy(c, -1); }
+
+Outcome IncrBy(CommandContext& c) {
+  std::int64_t delta = 0;
+  if (!ParseInt64(c.args[2], &delta)) {
+    ReplyNotInteger(c.out);
+    return Outcome::Replied();
+  }
+  return IncrementBy(c, delta);
+}
+
+Outcome DecrBy(CommandContext& c) {
+  std::int64_t delta = 0;
+  if (!ParseInt64(c.args[2], &delta) || delta == std::numeric_limits<std::int64_t>::min()) {
+    // -LLONG_MIN does not exist; Redis refuses it the same way.
+    ReplyNotInteger(c.out);
+    return Outcome::Replied();
+  }
+  return IncrementBy(c, -delta);
+}
+
+Outcome Append(CommandContext& c) {
+  if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
+  return MakeWrite([key = std::move(c.args[1]), suffix = std::move(c.args[2]),
+                    limit = c.options.max_value_bytes](WriteContext& db,
+                                                       std::string* reply) -> Status {
+    std::string value;
+    Status s = db.Get(key, &value);
+    if (!s.ok() && !s.IsNotFound()) return s;
+    if (value.size() + suffix.size() > limit) {
+      resp::AppendError(reply, "ERR string exceeds maximum allowed size (max_value_bytes is " +
+                                   std::to_string(limit) + " bytes)");
+      return Status::Ok();
+    }
+    value += suffix;
+    s = db.Put(key, value);
+    if (!s.ok()) return s;
+    resp::AppendInteger(reply, static_cast<std::int64_t>(value.size()));
+    return Status::Ok();
+  });
+}
+
+Outcome StrLen(CommandContext& c) {
+  auto snapshot = c.engine.Read();
+  if (!snapshot.ok()) {
+    resp::AppendError(c.out, "ERR " + snapshot.status().message());
+    return Outcome::Replied();
+  }
+  std::string value;
+  const bool found = snapshot->Get(c.args[1], &value).ok();
+  resp::AppendInteger(c.out, found ? static_cast<std::int64_t>(value.size()) : 0);
+  return Outcome::Replied();
+}
+
+constexpr CommandSpec kCommands[] = {
+    {"get", 2, kFlagRead | kFlagFast, Get, 1, 1, 1},
+    {"set", -3, kFlagWrite, Set, 1, 1, 1},
+    {"getdel", 2, kFlagWrite | kFlagFast, GetDel, 1, 1, 1},
+    {"mget", -2, kFlagRead | kFlagFast, MGet, 1, -1, 1},
+    {"mset", -3, kFlagWrite, MSet, 1, -1, 2},
+    {"incr", 2, kFlagWrite | kFlagFast, Incr, 1, 1, 1},
+    {"incrby", 3, kFlagWrite | kFlagFast, IncrBy, 1, 1, 1},
+    {"decr", 2, kFlagWrite | kFlagFast, Decr, 1, 1, 1},
+    {"decrby", 3, kFlagWrite | kFlagFast, DecrBy, 1, 1, 1},
+    {"append", 3, kFlagWrite, Append, 1, 1, 1},
+    {"strlen", 2, kFlagRead | kFlagFast, StrLen, 1, 1, 1},
+};
+
+}  // namespace
+
+std::span<const CommandSpec> StringCommands() { return kCommands; }
+
+}  // namespace kvstore

@@ -1,0 +1,87 @@
+// Server: the RESP listener on port 5555. Owns the io_context, the acceptor and every session.
+// Threads: io_threads threads run the io_context; each session runs on its own strand. The
+// public methods are thread-safe. Shutdown (SIGTERM/SIGINT or Shutdown()) closes the acceptor,
+// lets each session finish the command it is running, then force-closes what remains after
+// shutdown_timeout; Run() returns once no session is left.
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "commands/dispatcher.h"
+#include "commands/server_context.h"
+#include "engine/engine.h"
+#include "kvstore/resp.h"
+
+namespace kvstore {
+
+class Session;
+
+struct ServerOptions {
+  std::string bind = "0.0.0.0";
+  int port = 5555;  // 0 picks a free port (tests)
+  int io_threads = 2;
+  std::uint64_t max_clients = 10000;
+  std::uint64_t max_query_buffer_bytes = 1ull << 30;
+  std::uint64_t client_output_buffer_limit_bytes = 1ull << 30;
+  std::chrono::milliseconds frame_timeout{30000};
+  std::chrono::milliseconds shutdown_timeout{10000};
+  resp::ParserLimits parser_limits;
+};
+
+class Server final : public ServerContext {
+ public:
+  Server(ServerOptions options, Engine& engine, DispatcherOptions dispatcher_options);
+  ~Server() override;
+
+  // Binds and listens. IOError("cannot listen on <bind>:<port>: <reason>") on failure.
+  Status Listen();
+  // The bound port (after Listen).
+  int port() const { return bound_port_; }
+
+  // Serves until shutdown completes. Handles SIGTERM and SIGINT.
+  void Run();
+  // Starts a graceful shutdown; returns at once.
+  void Shutdown();
+
+  // ServerContext
+  std::vector<ClientInfo> ListClients() const override;
+  ServerCounters Counters() const override;
+
+  // Called by sessions.
+  void OnSessionClosed(std::uint64_t id);
+  void CountTraffic(std::uint64_t in_bytes, std::uint64_t out_bytes, std::uint64_t commands);
+
+ private:
+  asio::awaitable<void> AcceptLoop();
+  void BeginShutdown();  // runs on the io_context
+
+  const ServerOptions options_;
+  Engine& engine_;
+  asio::io_context io_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::signal_set signals_;
+  asio::steady_timer shutdown_timer_;
+  Dispatcher dispatcher_;
+  int bound_port_ = 0;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+  mutable std::mutex sessions_mutex_;
+  std::map<std::uint64_t, std::shared_ptr<Session>> sessions_;  // GUARDED_BY(sessions_mutex_)
+  bool shutting_down_ = false;                                  // GUARDED_BY(sessions_mutex_)
+  std::uint64_t next_session_id_ = 1;                           // GUARDED_BY(sessions_mutex_)
+
+  std::atomic<std::uint64_t> total_connections_{0};
+  std::atomic<std::uint64_t> rejected_connections_{0};
+  std::atomic<std::uint64_t> total_commands_{0};
+  std::atomic<std::uint64_t> net_input_bytes_{0};
+  std::atomic<std::uint64_t> net_output_bytes_{0};
+};
+
+}  // namespace kvstore

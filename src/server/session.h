@@ -1,0 +1,68 @@
+// Session: one client connection. Reads requests, runs them through the Dispatcher, batches
+// consecutive writes into one engine submission, and writes replies in request order.
+// Threads: everything runs on the session's strand (the socket's executor); Stop() and Info()
+// may be called from any thread.
+#pragma once
+
+#include <asio.hpp>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "commands/dispatcher.h"
+#include "kvstore/resp.h"
+
+namespace kvstore {
+
+class Server;
+struct ServerOptions;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server, Dispatcher& dispatcher,
+          Engine& engine, const ServerOptions& options);
+
+  void Start();
+  // Graceful: finish the command in progress, then close. Thread-safe.
+  void Stop();
+  // Immediate: close the socket. Thread-safe.
+  void ForceClose();
+  // A copy of the client's public state. Thread-safe.
+  ClientInfo Info() const;
+
+ private:
+  enum class State { kReading, kExecuting, kWriting };
+
+  asio::awaitable<void> Run();
+  // Runs every complete buffered request. False when the connection must close.
+  asio::awaitable<bool> ProcessBuffered();
+  // Submits the queued writes as one engine batch and appends their replies.
+  asio::awaitable<void> FlushWrites();
+  asio::awaitable<bool> WriteOut();
+  void ArmFrameTimer();
+  void Publish();
+
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer frame_timer_;
+  Server& server_;
+  Dispatcher& dispatcher_;
+  Engine& engine_;
+  const ServerOptions& options_;
+
+  resp::RequestParser parser_;
+  std::vector<std::string> args_;
+  std::string out_;
+  std::vector<WriteFn> queued_writes_;
+  std::vector<std::shared_ptr<std::string>> queued_replies_;
+  ClientState client_;
+  State state_ = State::kReading;
+  bool stopping_ = false;
+  bool frame_timed_out_ = false;
+  std::uint64_t read_generation_ = 0;
+
+  mutable std::mutex published_mutex_;
+  ClientInfo published_;  // GUARDED_BY(published_mutex_)
+};
+
+}  // namespace kvstore
