@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""kvstore vs redis-server, same machine, same run, same redis-benchmark workload.
+
+Starts kvstore (fsync always, then fsync interval) and redis-server (appendonly yes with
+appendfsync always, then everysec) on loopback, drives each with redis-benchmark
+(SET and GET, 100-byte values, 50 clients, random keys over a 1M keyspace; plain and -P 16),
+and writes ops/s, p50, p99 and the kvstore/redis ratio to bench/results/<time>.{md,json}.
+
+Usage: bench/run.py [--requests N] [--kvstore build/src/main/kvstore]
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"server on port {port} did not start")
+
+
+def start_kvstore(binary, workdir, fsync):
+    port = free_port()
+    data = Path(workdir) / f"kvstore-{fsync}"
+    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--data-dir",
+                             str(data), "--admin-port", "0", "--fsync", fsync,
+                             "--log-level", "warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, proc)
+    return proc, port
+
+
+def start_redis(workdir, appendfsync):
+    port = free_port()
+    data = Path(workdir) / f"redis-{appendfsync}"
+    data.mkdir()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(data), "--save", "", "--appendonly", "yes",
+                             "--appendfsync", appendfsync, "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, proc)
+    return proc, port
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def benchmark(port, requests, pipeline):
+    """Runs SET then GET; returns {test: {rps, p50, p99}}."""
+    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
+                          "-d", "100", "-c", "50", "-r", "1000000", "-n", str(requests),
+                          "-P", str(pipeline), "--csv"],
+                         capture_output=True, text=True, timeout=1800, check=True).stdout
+    results = {}
+    for row in csv.DictReader(io.StringIO(out)):
+        results[row["test"]] = {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
+                                "p99_ms": float(row["p99_latency_ms"])}
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300000)
+    parser.add_argument("--kvstore", default=str(ROOT / "build/src/main/kvstore"))
+    parser.add_argument("--out", default=str(ROOT / "bench/results"))
+    args = parser.parse_args()
+
+    pairs = [("always", "always"), ("interval", "everysec")]  # kvstore fsync, redis appendfsync
+    rows = []
+    workdir = tempfile.mkdtemp(prefix="kvstore-bench-")
+    try:
+        for fsync, appendfsync in pairs:
+            for pipeline in (1, 16):
+                requests = args.requests * (4 if pipeline > 1 else 1)
+                measured = {}
+                for name, start in (("kvstore", lambda: start_kvstore(args.kvstore, workdir, fsync)),
+                                    ("redis", lambda: start_redis(workdir, appendfsync))):
+                    proc, port = start()
+                    try:
+                        measured[name] = benchmark(port, requests, pipeline)
+                    finally:
+                        stop(proc)
+                for test in ("SET", "GET"):
+                    k, r = measured["kvstore"][test], measured["redis"][test]
+                    rows.append({"test": test, "pipeline": pipeline, "kvstore_fsync": fsync,
+                                 "redis_appendfsync": appendfsync, "kvstore": k, "redis": r,
+                                 "ratio": round(k["rps"] / r["rps"], 2)})
+                    print(f"{test:3} P={pipeline:<2} fsync={fsync:8} kvstore {k['rps']:>10.0f}/s "
+                          f"redis({appendfsync}) {r['rps']:>10.0f}/s ratio {rows[-1]['ratio']}",
+                          flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+    meta = {"time": stamp, "cpus": os.cpu_count(), "requests": args.requests,
+            "workload": "redis-benchmark -t set,get -d 100 -c 50 -r 1000000"}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    lines = [f"# kvstore vs redis-server, {stamp}", "",
+             f"{meta['workload']}, {meta['cpus']} CPUs, loopback. Ratio = kvstore / redis.", "",
+             "| test | pipeline | kvstore fsync | redis appendfsync | kvstore ops/s | p50 ms | p99 ms "
+             "| redis ops/s | p50 ms | p99 ms | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        k, r = row["kvstore"], row["redis"]
+        lines.append(f"| {row['test']} | {row['pipeline']} | {row['kvstore_fsync']} | "
+                     f"{row['redis_appendfsync']} | {k['rps']:.0f} | {k['p50_ms']} | {k['p99_ms']} | "
+                     f"{r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | **{row['ratio']}** |")
+    (out_dir / f"{stamp}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out_dir / stamp}.md and .json")
+
+
+if __name__ == "__main__":
+    main()
