@@ -5,7 +5,8 @@
 //
 // Request grammar accepted by RequestParser (https://redis.io/docs/reference/protocol-spec/):
 //   request   = multibulk | inline
-//   multibulk = "*" count CRLF *( "$" length CRLF bytes CRLF )   ; 1 <= count <= max_multibulk_count
+//   multibulk = "*" count CRLF *( "$" length CRLF bytes CRLF )   ; 1 <= count <=
+//   max_multibulk_count
 //                                                                ; 0 <= length <= max_bulk_bytes
 //   inline    = *( SP / TAB ) words ( LF | CRLF )                ; words split like Redis'
 //                                                                ; sdssplitargs (quotes, escapes)
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kvstore::resp {
@@ -54,15 +56,28 @@ class RequestParser {
   bool mid_frame() const { return buffered_bytes() > 0; }
 
  private:
+  enum class LineEnd { kFound, kNeedMore, kTooLong };
+
   ParseStatus Fail(std::string reason);
   ParseStatus ParseInline(std::vector<std::string>* args);
   ParseStatus ParseMultibulk(std::vector<std::string>* args);
+  LineEnd FindHeaderEnd(std::size_t start, std::size_t* cr);
   void Compact();
+  void ResetFrame();
 
   ParserLimits limits_;
   std::string buffer_;
   std::size_t consumed_ = 0;  // bytes of buffer_ already parsed into returned requests
   std::string error_;
+
+  // Progress through the incomplete request at buffer_[consumed_], kept so that a request
+  // arriving in many reads is scanned once rather than once per read. Offsets are relative to
+  // consumed_ (so compaction does not move them) and are copied out only once it is complete.
+  std::size_t frame_pos_ = 0;   // end of the part of the request parsed so far
+  std::size_t scan_pos_ = 0;    // where the search for the current line's end resumes
+  std::size_t mb_count_ = 0;    // arguments announced by "*<n>"; 0 until it is parsed
+  std::int64_t bulk_len_ = -1;  // length announced by the current "$<n>"; -1 until parsed
+  std::vector<std::pair<std::size_t, std::size_t>> spans_;  // (offset, length) of full args
 };
 
 // Reply encoders: each appends one RESP2 value to *out.
@@ -81,8 +96,8 @@ std::string EncodeCommand(const std::vector<std::string>& args);
 struct Value {
   enum class Type { kSimpleString, kError, kInteger, kBulkString, kNull, kArray };
   Type type = Type::kNull;
-  std::string str;         // kSimpleString, kError (without the leading '-'), kBulkString
-  std::int64_t integer = 0;  // kInteger
+  std::string str;              // kSimpleString, kError (without the leading '-'), kBulkString
+  std::int64_t integer = 0;     // kInteger
   std::vector<Value> elements;  // kArray
 
   bool is_error() const { return type == Type::kError; }
@@ -100,10 +115,23 @@ class ReplyParser {
   const std::string& error() const { return error_; }
 
  private:
+  // An array whose elements are still arriving.
+  struct OpenArray {
+    Value array;
+    std::size_t remaining = 0;
+  };
+
+  ParseStatus Fail(std::string reason);
+  void Compact();
+
   ParserLimits limits_;
   std::string buffer_;
   std::size_t consumed_ = 0;
   std::string error_;
+  // Arrays being filled, outermost first: each element is consumed as soon as it is complete,
+  // so a large reply arriving in many reads is parsed once.
+  std::vector<OpenArray> open_arrays_;
+  std::size_t scan_pos_ = 0;  // where the search for the current line's end resumes
 };
 
 }  // namespace kvstore::resp
