@@ -1,1 +1,360 @@
-int main() { return 0; }
+// kvctl: the operator CLI of kvstore. Each subcommand connects with kvstore::Client, sends one
+// or a few RESP commands and prints the result. Single-threaded.
+//
+// Exit codes: 0 success; 1 key not found or error reply from the server; 2 usage error;
+// 3 server unreachable or connection lost (one line on stderr).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "kvstore/client.h"
+
+namespace {
+
+using kvstore::Client;
+using kvstore::ClientOptions;
+using kvstore::resp::Value;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;  // key not found, or the server replied with an error
+constexpr int kExitUsage = 2;
+constexpr int kExitUnavailable = 3;  // server unreachable or connection lost
+
+void PrintError(const std::string& message) {
+  std::fprintf(stderr, "kvctl: %s\n", message.c_str());
+}
+
+// Keys and values are binary: write them as they are.
+void WriteRaw(std::string_view bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
+
+// "host:port", with brackets around an IPv6 literal (as Client's messages show it).
+std::string Address(const ClientOptions& options) {
+  const bool ipv6 = options.host.find(':') != std::string::npos;
+  return (ipv6 ? "[" + options.host + "]" : options.host) + ":" + std::to_string(options.port);
+}
+
+// Connects, or prints why not and returns nullptr with *exit_code set.
+std::unique_ptr<Client> Connect(const ClientOptions& options, int* exit_code) {
+  kvstore::Result<std::unique_ptr<Client>> client = Client::Connect(options);
+  if (client.ok()) return std::move(client).value();
+  if (client.status().code() == kvstore::Status::Code::kInvalidArgument) {
+    // The server rejected AUTH: an error reply, not a connectivity problem.
+    PrintError("authentication failed: " + client.status().message() +
+               " (check --password or KVSTORE_PASSWORD)");
+    *exit_code = kExitFailed;
+  } else {
+    PrintError(client.status().message());
+    *exit_code = kExitUnavailable;
+  }
+  return nullptr;
+}
+
+// Sends one command. Returns the reply, which is never an error reply; otherwise prints why
+// and returns nullopt with *exit_code set.
+std::optional<Value> Call(Client& client, const std::vector<std::string>& args, int* exit_code) {
+  kvstore::Result<Value> reply = client.Call(args);
+  if (!reply.ok()) {
+    PrintError(reply.status().message());
+    *exit_code = kExitUnavailable;
+    return std::nullopt;
+  }
+  if (reply->is_error()) {
+    PrintError("server error: " + reply->str);
+    *exit_code = kExitFailed;
+    return std::nullopt;
+  }
+  return std::move(reply).value();
+}
+
+int UnexpectedReply(const std::string& command) {
+  PrintError("unexpected reply to " + command + " (is this a kvstore or Redis server?)");
+  return kExitFailed;
+}
+
+int KeyNotFound(const std::string& key) {
+  PrintError("key not found: " + key);
+  return kExitFailed;
+}
+
+// put KEY VALUE: SET, with VALUE "-" meaning all of stdin (read before connecting, so a slow
+// producer does not hold an idle connection).
+int Put(const ClientOptions& options, const std::string& key, const std::string& value_arg) {
+  std::string value;
+  if (value_arg == "-") {
+    char chunk[64 * 1024];
+    std::size_t n;
+    while ((n = std::fread(chunk, 1, sizeof(chunk), stdin)) > 0) value.append(chunk, n);
+    if (std::ferror(stdin)) {
+      PrintError("cannot read the value from stdin: " + std::generic_category().message(errno));
+      return kExitFailed;
+    }
+  } else {
+    value = value_arg;
+  }
+  int exit_code = kExitOk;
+  std::unique_ptr<Client> client = Connect(options, &exit_code);
+  if (!client) return exit_code;
+  if (!Call(*client, {"SET", key, value}, &exit_code)) return exit_code;
+  std::puts("OK");
+  return kExitOk;
+}
+
+// read KEY: GET, value written byte-exact; the newline is only for a human at a terminal.
+int Read(const ClientOptions& options, const std::string& key) {
+  int exit_code = kExitOk;
+  std::unique_ptr<Client> client = Connect(options, &exit_code);
+  if (!client) return exit_code;
+  std::optional<Value> reply = Call(*client, {"GET", key}, &exit_code);
+  if (!reply) return exit_code;
+  if (reply->is_null()) return KeyNotFound(key);
+  if (reply->type != Value::Type::kBulkString) return UnexpectedReply("GET");
+  WriteRaw(reply->str);
+  if (isatty(STDOUT_FILENO)) std::fputc('\n', stdout);
+  return kExitOk;
+}
+
+// delete KEY: DEL, whose integer reply says whether the key existed.
+int Delete(const ClientOptions& options, const std::string& key) {
+  int exit_code = kExitOk;
+  std::unique_ptr<Client> client = Connect(options, &exit_code);
+  if (!client) return exit_code;
+  std::optional<Value> reply = Call(*client, {"DEL", key}, &exit_code);
+  if (!reply) return exit_code;
+  if (reply->type != Value::Type::kInteger) return UnexpectedReply("DEL");
+  if (reply->integer == 0) return KeyNotFound(key);
+  std::puts("deleted");
+  return kExitOk;
+}
+
+// SCAN's MATCH is a glob: escape its metacharacters so that the prefix matches literally.
+std::string EscapeGlob(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// scan [--prefix P] [--limit N]: SCAN until the cursor returns to "0" or N keys are printed.
+int Scan(const ClientOptions& options, const std::string& prefix, std::size_t limit) {
+  int exit_code = kExitOk;
+  std::unique_ptr<Client> client = Connect(options, &exit_code);
+  if (!client) return exit_code;
+  const std::string pattern = EscapeGlob(prefix) + "*";
+  std::string cursor = "0";
+  std::size_t printed = 0;
+  do {
+    std::optional<Value> reply =
+        Call(*client, {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}, &exit_code);
+    if (!reply) return exit_code;
+    // [cursor, [key...]]
+    if (reply->type != Value::Type::kArray || reply->elements.size() != 2 ||
+        reply->elements[0].type != Value::Type::kBulkString ||
+        reply->elements[1].type != Value::Type::kArray) {
+      return UnexpectedReply("SCAN");
+    }
+    cursor = reply->elements[0].str;
+    for (const Value& key : reply->elements[1].elements) {
+      if (limit > 0 && printed == limit) break;
+      WriteRaw(key.str);
+      std::fputc('\n', stdout);
+      ++printed;
+    }
+  } while (cursor != "0" && (limit == 0 || printed < limit));
+  return kExitOk;
+}
+
+// INFO's body: "field:value" lines, with "# Section" headers and blank lines in between.
+std::map<std::string, std::string> ParseInfo(std::string_view text) {
+  std::map<std::string, std::string> fields;
+  while (!text.empty()) {
+    const std::size_t end = std::min(text.find('\n'), text.size());
+    std::string_view line = text.substr(0, end);
+    text.remove_prefix(std::min(end + 1, text.size()));
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const std::size_t colon = line.find(':');
+    if (line.empty() || line[0] == '#' || colon == std::string_view::npos) continue;
+    fields.emplace(line.substr(0, colon), line.substr(colon + 1));
+  }
+  return fields;
+}
+
+// "keys=3,expires=0,avg_ttl=0" -> "3".
+std::optional<std::string> KeysOfDb(const std::string& db_info) {
+  const std::string_view prefix = "keys=";
+  if (db_info.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  return db_info.substr(prefix.size(), db_info.find(',') - prefix.size());
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+bool IsInteger(const std::string& s) {
+  long long value;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  return !s.empty() && ec == std::errc() && end == s.data() + s.size();
+}
+
+// status [--json]: the INFO fields an operator checks first. Fields the server does not report
+// (e.g. kvstore_* against Redis) show as "-" in the table and null in JSON.
+int ShowStatus(const ClientOptions& options, bool json) {
+  int exit_code = kExitOk;
+  std::unique_ptr<Client> client = Connect(options, &exit_code);
+  if (!client) return exit_code;
+  std::optional<Value> reply = Call(*client, {"INFO"}, &exit_code);
+  if (!reply) return exit_code;
+  if (reply->type != Value::Type::kBulkString) return UnexpectedReply("INFO");
+  const std::map<std::string, std::string> info = ParseInfo(reply->str);
+  auto field = [&](const std::string& name) -> std::optional<std::string> {
+    auto it = info.find(name);
+    if (it == info.end()) return std::nullopt;
+    return it->second;
+  };
+  auto db0 = field("db0");
+
+  struct Row {
+    std::string name;  // JSON key; the table shows it with spaces
+    std::optional<std::string> value;
+    bool numeric;
+    const char* unit;  // table only
+  };
+  const std::vector<Row> rows = {
+      {"address", Address(options), false, ""},
+      {"role", field("role"), false, ""},
+      {"version", field("kvstore_version"), false, ""},
+      {"keys", db0 ? KeysOfDb(*db0) : std::optional<std::string>("0"), true, ""},
+      {"last_sequence", field("master_repl_offset"), true, ""},
+      {"connected_clients", field("connected_clients"), true, ""},
+      {"uptime", field("uptime_in_seconds"), true, " s"},
+      {"used_map_bytes", field("kvstore_map_used_bytes"), true, ""},
+      {"fsync_mode", field("kvstore_fsync"), false, ""},
+  };
+
+  if (json) {
+    std::string out = "{";
+    for (const Row& row : rows) {
+      if (out.size() > 1) out += ", ";
+      out += JsonString(row.name) + ": ";
+      if (!row.value) {
+        out += "null";
+      } else if (row.numeric && IsInteger(*row.value)) {
+        out += *row.value;
+      } else {
+        out += JsonString(*row.value);
+      }
+    }
+    std::printf("%s}\n", out.c_str());
+    return kExitOk;
+  }
+  for (const Row& row : rows) {
+    std::string label = row.name;
+    std::replace(label.begin(), label.end(), '_', ' ');
+    const std::string value = row.value ? *row.value + row.unit : "-";
+    std::printf("%-20s%s\n", label.c_str(), value.c_str());
+  }
+  return kExitOk;
+}
+
+// ping: PING, with the round trip of that one command (connection setup not included).
+int Ping(const ClientOptions& options) {
+  int exit_code = kExitOk;
+  std::unique_ptr<Client> client = Connect(options, &exit_code);
+  if (!client) return exit_code;
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<Value> reply = Call(*client, {"PING"}, &exit_code);
+  const std::chrono::duration<double, std::milli> elapsed =
+      std::chrono::steady_clock::now() - start;
+  if (!reply) return exit_code;
+  if (reply->type != Value::Type::kSimpleString) return UnexpectedReply("PING");
+  std::printf("%s (%.2f ms)\n", reply->str.c_str(), elapsed.count());
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvctl: operator CLI for a kvstore server"};
+  app.set_version_flag("--version", KVSTORE_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand
+
+  ClientOptions options;
+  double timeout_seconds = 5;
+  app.add_option("--host", options.host, "Server host name or address")->capture_default_str();
+  app.add_option("--port", options.port, "Server port")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--password", options.password, "Password sent with AUTH")
+      ->envname("KVSTORE_PASSWORD");
+  app.add_option("--timeout", timeout_seconds, "Seconds to wait to connect and for each reply")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
+
+  std::string key;
+  std::string value;
+  CLI::App* put = app.add_subcommand("put", "Store VALUE under KEY");
+  put->add_option("key", key, "Key")->required();
+  put->add_option("value", value,
+                  "Value; - reads it from stdin; put -- before a value starting with -")
+      ->required();
+  CLI::App* read = app.add_subcommand("read", "Print the value of KEY")->alias("get");
+  read->add_option("key", key, "Key")->required();
+  CLI::App* del = app.add_subcommand("delete", "Delete KEY")->alias("del");
+  del->add_option("key", key, "Key")->required();
+
+  std::string prefix;
+  std::size_t limit = 0;
+  CLI::App* scan = app.add_subcommand("scan", "List keys, one per line");
+  scan->add_option("--prefix", prefix, "Only keys starting with this (matched literally)");
+  scan->add_option("--limit", limit, "Stop after this many keys (0: no limit)")
+      ->capture_default_str();
+
+  bool json = false;
+  CLI::App* status = app.add_subcommand("status", "Show role, version, keys, replication offset");
+  status->add_flag("--json", json, "Print one JSON object instead of a table");
+  CLI::App* ping = app.add_subcommand("ping", "Check that the server answers; print round trip");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version arrive here too, with exit code 0.
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  options.timeout = std::chrono::milliseconds(std::llround(timeout_seconds * 1000));
+
+  if (put->parsed()) return Put(options, key, value);
+  if (read->parsed()) return Read(options, key);
+  if (del->parsed()) return Delete(options, key);
+  if (scan->parsed()) return Scan(options, prefix, limit);
+  if (status->parsed()) return ShowStatus(options, json);
+  if (ping->parsed()) return Ping(options);
+  return kExitUsage;  // unreachable: require_subcommand(1)
+}
