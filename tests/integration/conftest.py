@@ -3,7 +3,9 @@ port with its own data directory, and drive it with redis-cli, redis-py and kvct
 
 Binaries come from KVSTORE_BIN / KVCTL_BIN (set by ctest) or the default build directory.
 """
+import hashlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -133,3 +135,129 @@ def run_kvstore(args, env=None, timeout=20):
     """Runs the kvstore binary to completion (for settings checks and `kvstore role`)."""
     return subprocess.run([KVSTORE_BIN, *args], capture_output=True, timeout=timeout,
                           env=clean_env(env))
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    """One server shared by the tests of a module (start-up once); stopped with SIGTERM at the end."""
+    server = KvServer(tmp_path_factory.mktemp("module") / "data")
+    server.start()
+    yield server
+    code = server.stop()
+    assert code == 0, f"kvstore exited {code} on SIGTERM:\n{server.logs()}"
+
+
+# ---- Raw RESP, for exact error texts and protocol abuse ----
+
+class RespError(Exception):
+    """An error reply; str() is the full text after '-', e.g. "ERR syntax error"."""
+
+    def __eq__(self, other):
+        return isinstance(other, RespError) and str(self) == str(other)
+
+    def __hash__(self):
+        return hash(str(self))
+
+
+def encode_command(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, int):
+            arg = str(arg)
+        if isinstance(arg, str):
+            arg = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class RespConn:
+    """A minimal blocking RESP2 client that returns error replies as RespError values instead of
+    raising, and leaves their text untouched (redis-py strips the "ERR " prefix)."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def call(self, *args):
+        self.sock.sendall(encode_command(*args))
+        return self.read_reply()
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RespError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read_reply() for _ in range(n)]
+        raise AssertionError(f"malformed reply line {line!r}")
+
+
+def read_until_closed(sock, timeout=5.0, limit=1 << 24):
+    """Reads until the peer closes the connection or timeout passes.
+    Returns (data, closed): closed is True when recv returned b"" or the peer reset."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        ready, _, _ = select.select([sock], [], [], left)
+        if not ready:
+            return data, False
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def keyspace_digest(client):
+    """sha256 over every key and value, sorted: two equal digests mean equal key spaces."""
+    keys = sorted(client.keys("*"))
+    digest = hashlib.sha256()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        for key, value in zip(chunk, client.mget(chunk)):
+            shown = b"<missing>" if value is None else b"%d:%s" % (len(value), value)
+            digest.update(b"%d:%s=%s;" % (len(key), key, shown))
+    return f"{len(keys)} keys, sha256 {digest.hexdigest()}"
