@@ -1,0 +1,238 @@
+"""Bad input over raw sockets: malformed RESP, absurd lengths, garbage, half-sent frames, huge
+pipelines, query buffer and client limits. Each bad connection must get "-ERR Protocol error..."
+and then be closed by the server, while other clients and the stored data are unaffected."""
+import random
+import select
+import socket
+import time
+
+import pytest
+
+from conftest import keyspace_digest, read_until_closed
+
+MALFORMED = {
+    "multibulk_count_not_a_number": b"*abc\r\n",
+    "argument_not_a_bulk_string": b"*2\r\n$3\r\nGET\r\n:5\r\n",
+    "negative_bulk_length": b"*1\r\n$-5\r\n",
+    "negative_multibulk_count": b"*-5\r\n",
+    "oversized_multibulk_count": b"*99999999999\r\n",
+    "oversized_bulk_length": b"*1\r\n$99999999999\r\n",
+    "bulk_length_overflowing_int64": b"*1\r\n$99999999999999999999999\r\n",
+    "bulk_length_not_a_number": b"*1\r\n$x\r\n",
+    "missing_crlf_after_bulk": b"*1\r\n$4\r\nPINGxx",
+    "binary_garbage_with_nul": b"\x00\x01\x02\xff\xfe\x1b[0m\x00garbage\r\n",
+    "tls_client_hello": bytes.fromhex("160301020001000200030300") + b"\x00" * 40,
+    "control_chars_inline": b"GET \x01\x02\x03\r\n",
+    "good_command_then_garbage": b"*1\r\n$4\r\nPING\r\n\x00\x01garbage\r\n",
+}
+
+
+@pytest.fixture(scope="module")
+def seeded(module_server):
+    client = module_server.client()
+    client.flushall()
+    rng = random.Random(11)
+    client.mset({f"seed:{i:04d}": rng.randbytes(rng.randrange(0, 300)) for i in range(500)})
+    digest = keyspace_digest(client)
+    client.close()
+    return digest
+
+
+def connect(port):
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_input_gets_protocol_error_and_close(module_server, seeded, payload):
+    with connect(module_server.port) as bystander, connect(module_server.port) as s:
+        s.sendall(payload)
+        started = time.monotonic()
+        data, closed = read_until_closed(s, timeout=5)
+        elapsed = time.monotonic() - started
+        if payload.startswith(b"*1\r\n$4\r\nPING\r\n"):
+            assert data.startswith(b"+PONG\r\n"), data
+            data = data[len(b"+PONG\r\n"):]
+        assert data.startswith(b"-ERR Protocol error"), f"reply {data!r}"
+        assert data.endswith(b"\r\n") and data.count(b"\r\n") == 1, f"one error line: {data!r}"
+        assert closed, f"server did not close within 5 s (after {elapsed:.1f} s): {data!r}"
+        bystander.sendall(b"PING\r\n")
+        assert bystander.recv(64) == b"+PONG\r\n"
+
+
+def test_nothing_stored_from_a_malformed_request(module_server, seeded):
+    with connect(module_server.port) as s:
+        # A complete SET followed, in the same packet, by a broken one: the first is executed,
+        # the second never is.
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$4\r\ngood\r\n$1\r\n1\r\n"
+                  b"*3\r\n$3\r\nSET\r\n$3\r\nbad\r\n$-1\r\n")
+        data, closed = read_until_closed(s, timeout=5)
+    assert data.startswith(b"+OK\r\n-ERR Protocol error"), data
+    assert closed
+    client = module_server.client()
+    assert client.get("good") == b"1"
+    assert client.exists("bad") == 0
+    client.delete("good")
+
+
+def test_unfinished_frame_times_out(make_server):
+    server = make_server(args=["--frame-timeout-ms", "500"])
+    with connect(server.port) as s:
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nab")
+        started = time.monotonic()
+        data, closed = read_until_closed(s, timeout=6)
+        elapsed = time.monotonic() - started
+    assert data.startswith(b"-ERR Protocol error"), data
+    assert closed, "the server kept a half-sent frame open"
+    assert 0.4 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s with frame_timeout_ms 500"
+    # An idle connection (no partial frame) is not cut off by the frame timeout.
+    with connect(server.port) as idle:
+        time.sleep(1.2)
+        idle.sendall(b"PING\r\n")
+        assert idle.recv(64) == b"+PONG\r\n"
+    # A frame that arrives slowly but completes within the timeout is fine.
+    with connect(server.port) as slow:
+        for byte in b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n":
+            slow.sendall(bytes([byte]))
+            time.sleep(0.01)
+        assert slow.recv(64) == b"$2\r\nhi\r\n"
+
+
+def test_pipeline_of_10k_pings_in_one_send(module_server, seeded):
+    count = 10000
+    expected = b"+PONG\r\n" * count
+    with connect(module_server.port) as s:
+        s.sendall(b"*1\r\n$4\r\nPING\r\n" * (count // 2) + b"PING\r\n" * (count // 2))
+        got = b""
+        deadline = time.monotonic() + 20
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+    assert len(got) == len(expected), f"{len(got) // 7} of {count} replies"
+    assert got == expected
+
+
+def test_pipeline_of_writes_and_reads_in_one_send(module_server, seeded):
+    requests = []
+    for i in range(2000):
+        requests.append(b"*3\r\n$3\r\nSET\r\n$%d\r\npipe:%d\r\n$%d\r\n%d\r\n"
+                        % (len(b"pipe:%d" % i), i, len(b"%d" % i), i))
+        requests.append(b"*2\r\n$3\r\nGET\r\n$%d\r\npipe:%d\r\n" % (len(b"pipe:%d" % i), i))
+    expected = b"".join(b"+OK\r\n$%d\r\n%d\r\n" % (len(b"%d" % i), i) for i in range(2000))
+    with connect(module_server.port) as s:
+        s.sendall(b"".join(requests))
+        got = b""
+        deadline = time.monotonic() + 30
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+    assert got == expected
+    client = module_server.client()
+    client.delete(*[f"pipe:{i}" for i in range(2000)])
+
+
+def test_client_that_never_reads_does_not_block_others(module_server, seeded):
+    with connect(module_server.port) as greedy:
+        greedy.settimeout(0.2)
+        try:
+            for _ in range(200):  # bounded: up to 200 x 70 KB of replies nobody reads
+                greedy.sendall(b"PING\r\n" * 10000)
+        except (socket.timeout, BlockingIOError):
+            pass
+        client = module_server.client()
+        started = time.monotonic()
+        assert client.ping() is True
+        assert time.monotonic() - started < 2
+
+
+def test_server_still_serves_and_data_intact(module_server, seeded):
+    client = module_server.client()
+    assert client.ping() is True
+    assert keyspace_digest(client) == seeded
+
+
+def test_query_buffer_limit(make_server):
+    server = make_server(args=["--max-query-buffer-bytes", "1mb", "--max-value-bytes", "512kb"])
+    # A 2 MiB bulk string that never ends (its length alone exceeds the limits).
+    with connect(server.port) as s:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2097152\r\n")
+        data, closed = send_until_error(s, b"x" * (2 << 20))
+    assert data.startswith(b"-ERR Protocol error"), data
+    assert closed
+    # Arguments each within max_value_bytes whose sum exceeds the query buffer limit.
+    with connect(server.port) as s:
+        s.sendall(b"*10\r\n$3\r\nSET\r\n")
+        chunk = b"$262144\r\n" + b"y" * 262144 + b"\r\n"
+        data, closed = send_until_error(s, chunk * 8)
+    assert data.startswith(b"-ERR Protocol error"), data
+    assert b"query buffer" in data, data
+    assert closed
+    client = server.client()
+    assert client.ping() is True
+    assert client.dbsize() == 0
+    # A value right at max_value_bytes still fits.
+    client.set("max", b"z" * (512 * 1024))
+    assert client.strlen("max") == 512 * 1024
+
+
+def send_until_error(s, payload, chunk=64 * 1024):
+    """Sends payload in chunks, stopping as soon as the server replies or closes, then reads
+    until closed. Returns (data, closed)."""
+    s.setblocking(True)
+    for start in range(0, len(payload), chunk):
+        readable, _, _ = select.select([s], [], [], 0)
+        if readable:
+            break
+        try:
+            s.sendall(payload[start:start + chunk])
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    return read_until_closed(s, timeout=5)
+
+
+def test_max_clients(make_server):
+    server = make_server(args=["--max-clients", "5"])
+    first = connect(server.port)
+    conns = [first]
+    try:
+        # Wait until the start-up probe connection is gone, so exactly one client is counted.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            first.sendall(b"INFO clients\r\n")
+            reply = first.recv(4096)
+            if b"connected_clients:1\r\n" in reply:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"connected_clients never reached 1: {reply!r}")
+        for _ in range(4):
+            conn = connect(server.port)
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(64) == b"+PONG\r\n"
+            conns.append(conn)
+        with connect(server.port) as sixth:
+            data, closed = read_until_closed(sixth, timeout=5)
+        assert data == b"-ERR max number of clients reached\r\n", data
+        assert closed
+        for conn in conns:  # the five are unaffected
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(64) == b"+PONG\r\n"
+        conns.pop().close()
+        # Once one leaves, a new client gets in (the server notices the close asynchronously).
+        deadline = time.monotonic() + 5
+        while True:
+            with connect(server.port) as again:
+                again.sendall(b"PING\r\n")
+                data, _ = read_until_closed(again, timeout=1, limit=7)
+            if data == b"+PONG\r\n" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert data == b"+PONG\r\n", data
+    finally:
+        for conn in conns:
+            conn.close()
