@@ -73,6 +73,10 @@ struct ConfigSources {
 //   "invalid port \"abc\" (from flag --port): expected an integer between 1 and 65535".
 Result<Config> LoadConfig(const ConfigSources& sources);
 
+// The value of every setting of config, by setting name, as text that LoadConfig accepts back
+// (sizes as "64MiB", booleans as "true"). Includes requirepass in clear: redact before logging.
+std::map<std::string, std::string> ConfigValues(const Config& config);
+
 // Collects the environment variables named in Settings() from the process environment.
 std::map<std::string, std::string> EnvironmentFromProcess();
 
