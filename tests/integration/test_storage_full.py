@@ -1,0 +1,144 @@
+"""Running out of space: a full LMDB map (max_map_bytes) and a full filesystem (a small tmpfs).
+Writes that do not fit fail with "-ERR storage full ...", nothing acknowledged is lost, reads keep
+working, deletes succeed, and writes work again once space is free, also after a restart."""
+import os
+import random
+import subprocess
+import time
+
+import pytest
+
+from conftest import RespConn, RespError
+
+VALUE_BYTES = 4096
+
+
+def fill_until_full(conn, prefix, rng, limit=20000, seconds=90):
+    """SETs 4 KiB values until one fails. Returns (acknowledged {key: value}, the error)."""
+    acked = {}
+    deadline = time.monotonic() + seconds
+    for i in range(limit):
+        assert time.monotonic() < deadline, f"not full after {i} writes in {seconds} s"
+        key = f"{prefix}:{i:05d}".encode()
+        value = rng.randbytes(VALUE_BYTES)
+        reply = conn.call("SET", key, value)
+        if reply == "OK":
+            acked[key] = value
+            continue
+        assert isinstance(reply, RespError), f"SET {key!r}: unexpected reply {reply!r}"
+        return acked, str(reply)
+    pytest.fail(f"no 'storage full' error after {limit} writes of {VALUE_BYTES} bytes")
+
+
+def assert_all_present(client, expected, what):
+    keys = sorted(expected)
+    wrong = []
+    for start in range(0, len(keys), 200):
+        chunk = keys[start:start + 200]
+        for key, got in zip(chunk, client.mget(chunk)):
+            if got != expected[key]:
+                wrong.append(key)
+    assert not wrong, f"{what}: {len(wrong)} of {len(keys)} acknowledged keys wrong, e.g. {wrong[:5]}"
+
+
+def exercise_full_store(server, conn, client, acked, free_space=None):
+    """The checks shared by both kinds of full: reads, deletes, writes again."""
+    assert_all_present(client, acked, "while full")
+    first = min(acked)
+    assert client.get(first) == acked[first]
+    assert client.dbsize() == len(acked)
+    info = client.info("persistence")
+    assert info.get("kvstore_writes_disabled") == 0, f"a full store must not poison writes: {info}"
+    if free_space:
+        free_space()
+    doomed = sorted(acked)[::4]
+    assert conn.call("DEL", *doomed) == len(doomed)
+    for key in doomed:
+        del acked[key]
+    assert client.exists(*doomed) == 0
+    failures = []  # reported by the caller after the restart checks, which must run anyway
+    for i in range(5):
+        key = f"after-full:{i}".encode()
+        value = os.urandom(VALUE_BYTES)
+        reply = conn.call("SET", key, value)
+        if reply == "OK":
+            acked[key] = value
+        else:
+            failures.append(f"SET {key.decode()} (4 KiB) after freeing space: {reply!r}")
+    reply = conn.call("INCR", "after-full:counter")
+    if reply == 1:
+        acked[b"after-full:counter"] = b"1"
+    else:
+        failures.append(f"INCR after freeing space: {reply!r}")
+    assert_all_present(client, acked, "after freeing space")
+    return failures
+
+
+def test_full_map(make_server):
+    server = make_server(args=["--max-map-bytes", "2mb"])
+    rng = random.Random(3)
+    with RespConn(server.port) as conn:
+        acked, error = fill_until_full(conn, "fill", rng)
+        assert error.startswith("ERR storage full"), error
+        assert len(acked) >= 50, f"a 2 MiB map held only {len(acked)} values of 4 KiB"
+        # Still full: the next write fails the same way, and does not disturb the others.
+        reply = conn.call("SET", b"one-more", rng.randbytes(VALUE_BYTES * 4))
+        assert isinstance(reply, RespError) and str(reply).startswith("ERR storage full"), reply
+        client = server.client()
+        assert client.exists("one-more") == 0
+        failures = exercise_full_store(server, conn, client, acked)
+        client.close()
+    assert server.stop() == 0
+    server.start()
+    client = server.client()
+    assert client.dbsize() == len(acked)
+    assert_all_present(client, acked, "after restart")
+    assert not failures, "writes did not work again after deleting a quarter of the keys:\n" + \
+        "\n".join(failures)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
+                            capture_output=True, timeout=30)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def test_full_disk(make_server, small_tmpfs):
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (4 << 20))
+    server = make_server(data_dir=small_tmpfs / "data", args=["--log-segment-bytes", "1mb"],
+                         start=False)
+    server.log_path = small_tmpfs.parent / f"kvstore-{server.port}.log"  # logs off the tmpfs
+    server.start()
+    rng = random.Random(4)
+    try:
+        with RespConn(server.port) as conn:
+            acked, error = fill_until_full(conn, "disk", rng)
+            assert len(acked) >= 50, f"a 16 MiB tmpfs held only {len(acked)} values of 4 KiB"
+            assert server.proc.poll() is None, f"server died on a full disk:\n{server.logs()}"
+            client = server.client()
+            failures = exercise_full_store(server, conn, client, acked, free_space=filler.unlink)
+            client.close()
+        assert server.stop() == 0, server.logs()
+        server.start()
+        client = server.client()
+        assert client.dbsize() == len(acked)
+        assert_all_present(client, acked, "after restart")
+        client.close()
+        # Checked last so that a wrong text does not hide the recovery checks above.
+        assert not failures, "writes did not work again after freeing space:\n" + \
+            "\n".join(failures)
+        assert error.startswith("ERR storage full"), f"a full disk must read as storage full: {error}"
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.stop()
