@@ -1,0 +1,123 @@
+"""Password protection (KVSTORE_PASSWORD): what an unauthenticated client may and may not do,
+AUTH and HELLO AUTH, and redis-cli, redis-py and kvctl with a password."""
+import pytest
+import redis
+
+from conftest import RespConn, RespError
+
+PASSWORD = "secret"
+
+
+@pytest.fixture
+def secured(make_server):
+    server = make_server(env={"KVSTORE_PASSWORD": PASSWORD})
+    client = server.client(password=PASSWORD)
+    client.set("k", "v")
+    client.close()
+    return server
+
+
+def test_unauthenticated_commands_are_refused(secured):
+    with RespConn(secured.port) as conn:
+        assert str(conn.call("GET", "k")) == "NOAUTH Authentication required."
+        assert str(conn.call("SET", "k", "x")) == "NOAUTH Authentication required."
+        assert str(conn.call("nosuchcommand", "a")) == "NOAUTH Authentication required."
+        assert str(conn.call("PING")) == "NOAUTH Authentication required."
+        assert str(conn.call("GET")) == "NOAUTH Authentication required.", \
+            "arity is checked only after authentication"
+        assert str(conn.call("INFO")) == "NOAUTH Authentication required."
+        assert conn.call("QUIT") == "OK"
+    client = secured.client(password=PASSWORD)
+    assert client.get("k") == b"v", "a refused SET must not have written"
+
+
+def test_auth_wrong_then_right(secured):
+    with RespConn(secured.port) as conn:
+        reply = conn.call("AUTH", "wrong")
+        assert isinstance(reply, RespError) and str(reply).startswith("WRONGPASS"), reply
+        assert str(conn.call("GET", "k")) == "NOAUTH Authentication required."
+        reply = conn.call("AUTH", "bob", PASSWORD)
+        assert isinstance(reply, RespError) and str(reply).startswith("WRONGPASS"), reply
+        reply = conn.call("AUTH", PASSWORD + "x")
+        assert str(reply).startswith("WRONGPASS"), reply
+        reply = conn.call("AUTH", PASSWORD[:-1])
+        assert str(reply).startswith("WRONGPASS"), reply
+        assert conn.call("AUTH", PASSWORD) == "OK"
+        assert conn.call("GET", "k") == b"v"
+        assert conn.call("SET", "k2", "v2") == "OK"
+        assert conn.call("PING") == "PONG"
+
+
+def test_auth_default_user(secured):
+    with RespConn(secured.port) as conn:
+        assert conn.call("AUTH", "default", PASSWORD) == "OK"
+        assert conn.call("GET", "k") == b"v"
+
+
+def test_hello_auth(secured):
+    with RespConn(secured.port) as conn:
+        reply = conn.call("HELLO", "2")
+        assert isinstance(reply, RespError) and str(reply).startswith("NOAUTH"), reply
+        reply = conn.call("HELLO", "2", "AUTH", "default", "wrong")
+        assert isinstance(reply, RespError) and str(reply).startswith("WRONGPASS"), reply
+        assert str(conn.call("GET", "k")) == "NOAUTH Authentication required."
+        reply = conn.call("HELLO", "2", "AUTH", "default", PASSWORD, "SETNAME", "h")
+        assert isinstance(reply, list), reply
+        fields = dict(zip(reply[::2], reply[1::2]))
+        assert fields[b"proto"] == 2
+        assert conn.call("GET", "k") == b"v"
+        assert conn.call("CLIENT", "GETNAME") == b"h"
+
+
+def test_redis_py_with_password(secured):
+    assert secured.client(password=PASSWORD).get("k") == b"v"
+    assert secured.client(username="default", password=PASSWORD).get("k") == b"v"
+    with pytest.raises(redis.ResponseError, match="WRONGPASS"):
+        secured.client(password="nope").get("k")
+    with pytest.raises(redis.AuthenticationError):
+        secured.client().get("k")
+
+
+def test_redis_cli_with_password(secured):
+    assert secured.cli("-a", PASSWORD, "--no-auth-warning", "get", "k").strip() == "v"
+    assert secured.cli("-a", PASSWORD, "--no-auth-warning", "set", "cli", "1").strip() == "OK"
+    assert secured.client(password=PASSWORD).get("cli") == b"1"
+    out = secured.cli("get", "k", check=False)
+    assert out.startswith("NOAUTH"), out
+
+
+def test_kvctl_with_password_flag(secured):
+    result = secured.kvctl("--password", PASSWORD, "read", "k")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip(b"\n") == b"v"
+    result = secured.kvctl("--password", PASSWORD, "put", "fromkvctl", "yes")
+    assert result.returncode == 0, result.stderr
+    assert secured.client(password=PASSWORD).get("fromkvctl") == b"yes"
+
+
+def test_kvctl_with_password_env(secured):
+    result = secured.kvctl("read", "k", env={"KVSTORE_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip(b"\n") == b"v"
+
+
+def test_kvctl_without_password_fails(secured):
+    result = secured.kvctl("read", "k")
+    assert result.returncode != 0
+    assert result.stdout == b""
+    assert b"NOAUTH" in result.stderr or b"auth" in result.stderr.lower(), result.stderr
+    result = secured.kvctl("--password", "wrong", "read", "k")
+    assert result.returncode != 0
+    assert result.stdout == b""
+    assert result.stderr.strip(), "kvctl must say why it failed"
+
+
+def test_auth_without_password_configured(server):
+    with RespConn(server.port) as conn:
+        reply = conn.call("AUTH", "x")
+        assert isinstance(reply, RespError), reply
+        assert str(reply).startswith("ERR") and "without any password configured" in str(reply)
+        reply = conn.call("AUTH", "default", "x")
+        assert "without any password configured" in str(reply), reply
+        assert conn.call("PING") == "PONG"
+        assert conn.call("SET", "a", "1") == "OK"

@@ -1,0 +1,286 @@
+"""Start-up: bad settings stop the start with exit code 2 and one line naming the setting; the
+layers (YAML < env < flags) decide the port; the role line; `kvstore role`; SIGTERM; JSON logs;
+--version."""
+import json
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import KVSTORE_BIN, clean_env, free_port, run_kvstore
+
+
+def base_args(tmp_path, port=None):
+    return ["--bind", "127.0.0.1", "--port", str(port or free_port()),
+            "--data-dir", str(tmp_path / "data"), "--admin-port", "0"]
+
+
+def assert_bad_setting(result, setting):
+    stderr = result.stderr.decode(errors="replace")
+    lines = stderr.splitlines()
+    assert result.returncode == 2, f"exit code {result.returncode}, stderr:\n{stderr}"
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}:\n{stderr}"
+    assert setting.lower() in lines[0].lower(), f"the line does not name {setting}: {lines[0]}"
+
+
+BAD_FLAGS = {
+    "port": ["--port", "abc"],
+    "fsync": ["--fsync", "sometimes"],
+    "max_clients": ["--max-clients", "0"],
+    "max_map_bytes": ["--max-map-bytes", "12 parsecs"],
+    "frame_timeout_ms": ["--frame-timeout-ms", "1.5"],
+}
+
+
+@pytest.mark.parametrize("setting", BAD_FLAGS.keys())
+def test_bad_flag(tmp_path, setting):
+    started = time.monotonic()
+    args = base_args(tmp_path)
+    if setting == "port":
+        args = args[:2] + args[4:]  # no valid --port before the bad one
+    result = run_kvstore(args + BAD_FLAGS[setting], timeout=10)
+    assert time.monotonic() - started < 5
+    assert_bad_setting(result, setting)
+
+
+BAD_ENV = {
+    "fsync": {"FSYNC": "bad"},
+    "port": {"PORT": "tcp://10.0.0.1:5555"},  # a Kubernetes service link
+    "pod_name": {"POD_NAME": "kvstore"},  # set, but without an ordinal
+    "master_ordinal": {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "-1"},
+    "log_format": {"LOG_FORMAT": "xml"},
+}
+
+
+@pytest.mark.parametrize("setting", BAD_ENV.keys())
+def test_bad_environment(tmp_path, setting):
+    args = ["--bind", "127.0.0.1", "--data-dir", str(tmp_path / "data"), "--admin-port", "0"]
+    if setting != "port":
+        args += ["--port", str(free_port())]
+    result = run_kvstore(args, env=BAD_ENV[setting], timeout=10)
+    assert_bad_setting(result, setting)
+
+
+def test_port_service_link_hint(tmp_path):
+    args = ["--bind", "127.0.0.1", "--data-dir", str(tmp_path / "data"), "--admin-port", "0"]
+    result = run_kvstore(args, env={"PORT": "tcp://10.0.0.1:5555"}, timeout=10)
+    assert b"enableServiceLinks" in result.stderr, result.stderr
+
+
+def test_yaml_with_unknown_key(tmp_path):
+    config = tmp_path / "kvstore.yaml"
+    config.write_text("port: 5555\nbogus_setting: 1\n")
+    result = run_kvstore(base_args(tmp_path) + ["--config", str(config)], timeout=10)
+    assert_bad_setting(result, "bogus_setting")
+
+
+def test_yaml_with_bad_value(tmp_path):
+    config = tmp_path / "kvstore.yaml"
+    config.write_text("fsync: sometimes\n")
+    result = run_kvstore(base_args(tmp_path) + ["--config", str(config)], timeout=10)
+    assert_bad_setting(result, "fsync")
+    assert str(config) in result.stderr.decode(), "the line should name the file"
+
+
+def test_missing_yaml_file(tmp_path):
+    result = run_kvstore(base_args(tmp_path) + ["--config", str(tmp_path / "nope.yaml")],
+                         timeout=10)
+    assert_bad_setting(result, "nope.yaml")
+
+
+def test_data_dir_not_writable(tmp_path):
+    not_a_dir = tmp_path / "regular-file"
+    not_a_dir.write_text("x")
+    args = ["--bind", "127.0.0.1", "--port", str(free_port()), "--admin-port", "0",
+            "--data-dir", str(not_a_dir / "data")]
+    result = run_kvstore(args, timeout=10)
+    assert_bad_setting(result, "data_dir")
+    result = run_kvstore(args[:-1] + ["/dev/null/x"], timeout=10)
+    assert_bad_setting(result, "data_dir")
+
+
+# ---- which port wins ----
+
+def wait_listening(proc, port, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16) == b"+PONG\r\n":
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return False
+    except OSError:
+        return True
+
+
+def start_raw(args, env, log_path):
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([KVSTORE_BIN, *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=clean_env(env))
+    log.close()
+    return proc
+
+
+def stop_raw(proc, timeout=15):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    return proc.returncode
+
+
+@pytest.mark.parametrize("layers,winner", [
+    (("yaml", "env", "flag"), "flag"),
+    (("yaml", "env"), "env"),
+    (("yaml",), "yaml"),
+])
+def test_setting_precedence(tmp_path, layers, winner):
+    ports = {"yaml": free_port(), "env": free_port(), "flag": free_port()}
+    assert len(set(ports.values())) == 3
+    config = tmp_path / "kvstore.yaml"
+    config.write_text(f"port: {ports['yaml']}\nbind: 127.0.0.1\nadmin_port: 0\n"
+                      f"data_dir: {tmp_path / 'data'}\n")
+    args = ["--config", str(config)]
+    env = {}
+    if "env" in layers:
+        env["PORT"] = str(ports["env"])
+    if "flag" in layers:
+        args += ["--port", str(ports["flag"])]
+    proc = start_raw(args, env, tmp_path / "kvstore.log")
+    try:
+        assert wait_listening(proc, ports[winner]), \
+            f"not listening on the {winner} port:\n{(tmp_path / 'kvstore.log').read_text()}"
+        for layer, port in ports.items():
+            if layer != winner:
+                assert refuses(port), f"also listening on the {layer} port"
+    finally:
+        assert stop_raw(proc) == 0
+
+
+# ---- role ----
+
+def start_and_read_log(tmp_path, env, wrap=None):
+    port = free_port()
+    log_path = tmp_path / "kvstore.log"
+    args = base_args(tmp_path, port)
+    if wrap:
+        log = open(log_path, "ab")
+        proc = subprocess.Popen([*wrap, KVSTORE_BIN, *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=clean_env(env))
+        log.close()
+    else:
+        proc = start_raw(args, env, log_path)
+    try:
+        assert wait_listening(proc, port), log_path.read_text()
+    finally:
+        code = stop_raw(proc)
+    assert code == 0, log_path.read_text()
+    return log_path.read_text()
+
+
+def test_standalone_when_no_pod_name(tmp_path):
+    wrap = None
+    if re.search(r"-\d+$", socket.gethostname()):
+        # This machine's hostname looks like a pod name: run in a UTS namespace without one.
+        probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip("hostname carries an ordinal and unshare --uts is not permitted")
+        wrap = ["unshare", "--uts", "sh", "-c", 'hostname plainhost && exec "$@"', "sh"]
+    log = start_and_read_log(tmp_path, {}, wrap)
+    lines = [line for line in log.splitlines() if "Starting as MASTER" in line]
+    assert len(lines) == 1, log
+    assert "standalone" in lines[0], lines[0]
+
+
+def test_master_by_ordinal(tmp_path):
+    log = start_and_read_log(tmp_path, {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "0"})
+    lines = [line for line in log.splitlines() if "Starting as MASTER" in line]
+    assert len(lines) == 1, log
+    assert "standalone" not in lines[0], lines[0]
+
+
+def test_role_subcommand_replica(tmp_path):
+    result = run_kvstore(["role"], env={"POD_NAME": "kvstore-1", "MASTER_ORDINAL": "0"})
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "role: replica" in out, out
+    assert "kvstore-0.kvstore-headless:5555" in out, out
+    result = run_kvstore(["role"], env={"POD_NAME": "kvstore-1", "MASTER_ORDINAL": "0",
+                                        "MASTER_ADDRESS": "127.0.0.1:7000"})
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "role: replica" in out and "127.0.0.1:7000" in out, out
+    assert "kvstore-headless" not in out, out
+    result = run_kvstore(["role"], env={"POD_NAME": "kvstore-2", "MASTER_ORDINAL": "2"})
+    assert "role: master" in result.stdout.decode(), result.stdout
+
+
+# ---- shutdown, logs, version ----
+
+def test_sigterm_on_idle_server(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "kvstore.log"
+    proc = start_raw(base_args(tmp_path, port), {}, log_path)
+    assert wait_listening(proc, port), log_path.read_text()
+    idle = socket.create_connection(("127.0.0.1", port), timeout=5)  # an idle client is no excuse
+    try:
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        idle.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = log_path.read_text()
+    assert code == 0, log
+    assert elapsed < 3, f"an idle server took {elapsed:.1f} s to stop"
+    assert "shutdown" in log.lower(), log
+    assert len([line for line in log.splitlines() if "shutdown" in line.lower()]) >= 2, log
+
+
+def test_json_logs(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "kvstore.log"
+    proc = start_raw(base_args(tmp_path, port), {"LOG_FORMAT": "json"}, log_path)
+    try:
+        assert wait_listening(proc, port), log_path.read_text()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"SET k v\r\n")
+            assert s.recv(16) == b"+OK\r\n"
+    finally:
+        assert stop_raw(proc) == 0
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    assert len(lines) >= 3, lines
+    for line in lines:
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        for key in ("time", "level", "message"):
+            assert key in record, f"{key} missing in {line}"
+    messages = " ".join(json.loads(line)["message"] for line in lines)
+    assert "Starting as MASTER" in messages
+
+
+def test_version():
+    result = run_kvstore(["--version"], timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rb"\d+\.\d+\.\d+", result.stdout), result.stdout
