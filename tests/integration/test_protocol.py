@@ -4,6 +4,7 @@ and then be closed by the server, while other clients and the stored data are un
 import random
 import select
 import socket
+import struct
 import time
 
 import pytest
@@ -148,6 +149,65 @@ def test_client_that_never_reads_does_not_block_others(module_server, seeded):
         started = time.monotonic()
         assert client.ping() is True
         assert time.monotonic() - started < 2
+
+
+def random_garbage(rng):
+    """Bytes that look partly like RESP: headers, lengths, read-only command names, CRLFs and
+    random bytes, glued at random. Never a write command, so the key space must not change."""
+    pieces = [b"*", b"$", b"\r\n", b"\r", b"\n", b"-1", b"0", b"3", b"4", b"99999999999",
+              b"-99", b"GET", b"PING", b"ECHO", b"EXISTS", b"seed:0001", b'"', b"'", b"\\x4",
+              b" ", b"\x00", b"\xff", b"+OK", b":5"]
+    out = b""
+    for _ in range(rng.randrange(1, 40)):
+        out += rng.choice(pieces) if rng.random() < 0.8 else rng.randbytes(rng.randrange(1, 8))
+    return out
+
+
+def test_random_garbage_never_hurts_the_server(module_server, seeded):
+    rng = random.Random(2024)
+    outcomes = {"closed with protocol error": 0, "answered": 0, "left waiting": 0}
+    deadline = time.monotonic() + 40
+    for _ in range(150):
+        assert time.monotonic() < deadline, "garbage round took too long"
+        payload = random_garbage(rng)
+        with connect(module_server.port) as s:
+            s.sendall(payload)
+            data, closed = read_until_closed(s, timeout=0.1)
+        if closed:
+            assert data.endswith(b"\r\n"), (payload, data)
+            last = data[:-2].rsplit(b"\r\n", 1)[-1]
+            assert last.startswith(b"-ERR Protocol error"), (payload, data)
+            outcomes["closed with protocol error"] += 1
+        elif data:
+            outcomes["answered"] += 1
+        else:
+            outcomes["left waiting"] += 1
+    assert module_server.proc.poll() is None, module_server.logs()
+    assert outcomes["closed with protocol error"] > 10, outcomes
+    client = module_server.client()
+    assert keyspace_digest(client) == seeded
+
+
+def test_abrupt_disconnects_mid_request(module_server, seeded):
+    # Connections reset (RST) half-way through a request, a big value, or a pipeline.
+    partials = [b"*3\r\n$3\r\nSET\r\n$4\r\nrst1\r\n$100000\r\n" + b"x" * 50000,
+                b"*2\r\n$3\r\nGET\r\n$3\r\nse",
+                b"PING\r\n" * 5000 + b"PIN",
+                b"*3\r\n$3\r\nSET\r\n$4\r\nrst2\r\n"]
+    for i in range(100):
+        s = connect(module_server.port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(partials[i % len(partials)])
+        s.close()
+    client = module_server.client()
+    assert client.ping() is True
+    assert client.exists("rst1", "rst2") == 0
+    assert keyspace_digest(client) == seeded
+    # Every one of those sessions is gone (the server notices asynchronously).
+    deadline = time.monotonic() + 5
+    while client.info("clients")["connected_clients"] > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.info("clients")["connected_clients"] == 1
 
 
 def test_server_still_serves_and_data_intact(module_server, seeded):
