@@ -73,6 +73,11 @@ class KvServer:
         except OSError:
             return ""
 
+    def sanitizer_reports(self):
+        """Lines where ASan/UBSan/LSan reported a problem (sanitizer builds; empty otherwise)."""
+        return [line for line in self.logs().splitlines()
+                if "runtime error:" in line or "Sanitizer" in line]
+
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
@@ -124,6 +129,8 @@ def make_server(tmp_path):
         if server.proc and server.proc.poll() is None:
             code = server.stop()
             assert code == 0, f"kvstore exited {code} on SIGTERM:\n{server.logs()}"
+    for server in servers:
+        assert not server.sanitizer_reports(), "\n".join(server.sanitizer_reports())
 
 
 @pytest.fixture
@@ -145,6 +152,7 @@ def module_server(tmp_path_factory):
     yield server
     code = server.stop()
     assert code == 0, f"kvstore exited {code} on SIGTERM:\n{server.logs()}"
+    assert not server.sanitizer_reports(), "\n".join(server.sanitizer_reports())
 
 
 # ---- Raw RESP, for exact error texts and protocol abuse ----
