@@ -26,6 +26,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+def owns_listener(pid, port):
+    """True when process pid holds the socket listening on TCP port (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def clean_env(extra=None):
     """The environment a server starts with: no inherited kvstore settings."""
     env = {k: v for k, v in os.environ.items()
@@ -61,11 +87,26 @@ class KvServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(64):
+                    # The answer must come from this process, not one that took the port.
+                    if s.recv(64) and owns_listener(self.proc.pid, self.port):
                         return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"kvstore did not start within {timeout}s:\n{self.logs()}")
+
+    def start_on_a_free_port(self, attempts=3):
+        """start(), choosing another port if another process took the free one meanwhile
+        (ctest runs two test files at once)."""
+        for attempt in range(attempts):
+            try:
+                return self.start()
+            except RuntimeError:
+                if attempt + 1 == attempts or "cannot listen" not in self.logs():
+                    raise
+                self.log.close()
+                self.port = free_port()
+                self.log_path = self.data_dir.parent / f"kvstore-{self.port}.log"
 
     def logs(self):
         try:
@@ -122,7 +163,9 @@ def make_server(tmp_path):
         index = len(servers)
         server = KvServer(data_dir or tmp_path / f"data{index}", port=port, args=args, env=env)
         servers.append(server)
-        return server.start() if start else server
+        if not start:
+            return server
+        return server.start() if port else server.start_on_a_free_port()
 
     yield make
     for server in servers:
@@ -148,7 +191,7 @@ def run_kvstore(args, env=None, timeout=20):
 def module_server(tmp_path_factory):
     """One server shared by the tests of a module (start-up once); stopped with SIGTERM at the end."""
     server = KvServer(tmp_path_factory.mktemp("module") / "data")
-    server.start()
+    server.start_on_a_free_port()
     yield server
     code = server.stop()
     assert code == 0, f"kvstore exited {code} on SIGTERM:\n{server.logs()}"
