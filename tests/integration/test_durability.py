@@ -12,6 +12,7 @@ import time
 import redis
 
 WRITERS = 4
+GROUP = 10  # keys per MSET
 
 
 class KeyModel:
@@ -35,8 +36,8 @@ class KeyModel:
 
 class Writer(threading.Thread):
     """One client doing, in sequence: SET key_<id>_<n> = value_<cycle>_<n>; every 5th step an
-    INCR of a shared counter; every 7th a DEL of the key written 3 steps earlier; every 3rd an
-    APPEND to its own log_<id>. Each is recorded as acknowledged only once its reply arrived.
+    INCR of a shared counter; every 7th a DEL of the key written 3 steps earlier; every 4th an
+    MSET of grp_<id>_0..9; every 3rd an APPEND to its own log_<id>. Each is recorded as acknowledged only once its reply arrived.
     Bounded in count and time; stops at the first connection error."""
 
     def __init__(self, port, writer_id, cycle, ledger, stop):
@@ -76,6 +77,16 @@ class Writer(threading.Thread):
                     victim.send(None)
                     client.delete(f"key_{self.writer_id}_{n - 3}")
                     victim.ack(None)
+                    self.acked += 1
+                if n % 4 == 0:
+                    # One MSET of GROUP keys with one tag: atomic, so all or none land.
+                    tag = f"{self.cycle}_{n}".encode()
+                    group = [f"grp_{self.writer_id}_{i}" for i in range(GROUP)]
+                    for name in group:
+                        self.model(name).send(tag)
+                    assert client.mset({name: tag for name in group}) is True
+                    for name in group:
+                        self.model(name).ack(tag)
                     self.acked += 1
                 if n % 3 == 0:
                     log = self.model(log_key)
@@ -137,6 +148,11 @@ class Ledger:
                                         f"in flight {model.inflight!r}")
                     model.base = got
                     model.inflight = []
+        for i in range(WRITERS):
+            names = [f"grp_{i}_{j}" for j in range(GROUP)]
+            values = client.mget(names)
+            if len(set(values)) != 1:
+                problems.append(f"MSET of {names[0]}..{names[-1]} landed partly: {values}")
         counter = int(client.get("counter") or 0)
         high = self.counter_low if strict else self.counter_high
         if not self.counter_low <= counter <= high:
@@ -207,3 +223,26 @@ def test_sigterm_during_writes_exits_cleanly_and_keeps_everything(make_server):
         # acknowledged.
         ledger.verify(client, f"after SIGTERM {cycle}", strict=True)
         client.close()
+
+
+def test_flushall_big_and_binary_values_survive_kill9(make_server):
+    server = make_server()
+    client = server.client()
+    client.mset({f"old:{i}": "x" for i in range(200)})
+    assert client.flushall() is True
+    expected = {
+        b"big": random.Random(9).randbytes(5 * 1024 * 1024),
+        b"empty": b"",
+        b"bin\r\n\x00key": bytes(range(256)),
+        b"k" * 511: b"longest key",
+    }
+    client.mset(expected)
+    client.set(b"gone", b"1")
+    assert client.delete(b"gone") == 1
+    client.close()
+    server.kill9()
+    server.start()
+    client = server.client()
+    assert sorted(client.keys("*")) == sorted(expected)
+    for key, value in expected.items():
+        assert client.get(key) == value, key[:20]
