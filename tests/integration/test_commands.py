@@ -153,13 +153,6 @@ def test_incr_errors(raw, r):
     assert r.get("small") == b"-9223372036854775808"
 
 
-def test_decrby_int64_min_error_text(raw, r):
-    # Redis 7 (checked against redis-server 7.0.15) refuses to negate LLONG_MIN with this text;
-    # COMMANDS.md promises Redis 7 error texts.
-    assert str(raw.call("DECRBY", "n", "-9223372036854775808")) == "ERR decrement would overflow"
-    assert r.exists("n") == 0
-
-
 def test_append_strlen_type(r):
     assert r.append("s", "hello") == 5
     assert r.append("s", " world") == 11
@@ -301,6 +294,7 @@ def test_scan_match_and_scan_iter(module_server, r):
 
 def test_scan_errors(raw):
     assert_error(raw.call("SCAN", "abc"), "ERR invalid cursor")
+    assert_error(raw.call("SCAN", "12345"), "ERR invalid cursor")  # never issued
     assert_error(raw.call("SCAN", "0", "COUNT", "0"), "ERR syntax error")
     assert_error(raw.call("SCAN", "0", "COUNT", "x"), "ERR value is not an integer or out of range")
     assert_error(raw.call("SCAN", "0", "MATCH"), "ERR syntax error")
@@ -516,3 +510,10 @@ def test_pipeline_with_errors_keeps_order(r):
     assert isinstance(results[1], redis.ResponseError)
     assert "not an integer" in str(results[1])
     assert results[2:] == [b"notanumber", True, 2]
+
+
+def test_decrby_int64_min_error_text(raw, r):
+    # Redis 7 (checked against redis-server 7.0.15) refuses to negate LLONG_MIN with this text;
+    # COMMANDS.md promises Redis 7 error texts.
+    assert str(raw.call("DECRBY", "n", "-9223372036854775808")) == "ERR decrement would overflow"
+    assert r.exists("n") == 0

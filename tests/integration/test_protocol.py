@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import keyspace_digest, read_until_closed
+from conftest import RespConn, RespError, keyspace_digest, read_until_closed
 
 MALFORMED = {
     "multibulk_count_not_a_number": b"*abc\r\n",
@@ -24,6 +24,8 @@ MALFORMED = {
     "binary_garbage_with_nul": b"\x00\x01\x02\xff\xfe\x1b[0m\x00garbage\r\n",
     "tls_client_hello": bytes.fromhex("160301020001000200030300") + b"\x00" * 40,
     "control_chars_inline": b"GET \x01\x02\x03\r\n",
+    "inline_line_over_64k": b"GET " + b"a" * 70000 + b"\r\n",
+    "header_line_over_64k": b"*1\r\n$" + b"1" * 70000,
     "good_command_then_garbage": b"*1\r\n$4\r\nPING\r\n\x00\x01garbage\r\n",
 }
 
@@ -96,6 +98,15 @@ def test_unfinished_frame_times_out(make_server):
             slow.sendall(bytes([byte]))
             time.sleep(0.01)
         assert slow.recv(64) == b"$2\r\nhi\r\n"
+
+
+def test_quit_in_a_pipeline(module_server, seeded):
+    with connect(module_server.port) as s:
+        s.sendall(b"PING\r\nQUIT\r\nSET after-quit 1\r\nPING\r\n")
+        data, closed = read_until_closed(s, timeout=5)
+    assert data == b"+PONG\r\n+OK\r\n", data
+    assert closed
+    assert module_server.client().exists("after-quit") == 0
 
 
 def test_pipeline_of_10k_pings_in_one_send(module_server, seeded):
@@ -235,8 +246,18 @@ def test_query_buffer_limit(make_server):
     client = server.client()
     assert client.ping() is True
     assert client.dbsize() == 0
-    # A value right at max_value_bytes still fits.
+    # A value right at max_value_bytes still fits; one byte more is refused with an error reply
+    # (not a protocol error: the connection stays usable), by SET and by APPEND.
     client.set("max", b"z" * (512 * 1024))
+    assert client.strlen("max") == 512 * 1024
+    with RespConn(server.port) as conn:
+        reply = conn.call("SET", "over", b"z" * (512 * 1024 + 1))
+        assert isinstance(reply, RespError), reply
+        assert str(reply).startswith("ERR string exceeds maximum allowed size"), reply
+        reply = conn.call("APPEND", "max", "z")
+        assert str(reply).startswith("ERR string exceeds maximum allowed size"), reply
+        assert conn.call("PING") == "PONG"
+    assert client.exists("over") == 0
     assert client.strlen("max") == 512 * 1024
 
 
