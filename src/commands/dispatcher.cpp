@@ -78,7 +78,10 @@ void AppendWriteResult(const Status& status, const std::string& reply, std::stri
   }
   switch (status.code()) {
     case Status::Code::kStorageFull:
-      resp::AppendError(out, "ERR storage full: " + status.message());
+      // Engine messages already start with "storage full"; say it once.
+      resp::AppendError(out, status.message().starts_with("storage full")
+                                 ? "ERR " + status.message()
+                                 : "ERR storage full: " + status.message());
       break;
     case Status::Code::kReadOnly:
       resp::AppendError(out, "READONLY " + status.message());

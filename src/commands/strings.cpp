@@ -189,9 +189,13 @@ Outcome IncrBy(CommandContext& c) {
 
 Outcome DecrBy(CommandContext& c) {
   std::int64_t delta = 0;
-  if (!ParseInt64(c.args[2], &delta) || delta == std::numeric_limits<std::int64_t>::min()) {
-    // -LLONG_MIN does not exist; Redis refuses it the same way.
+  if (!ParseInt64(c.args[2], &delta)) {
     ReplyNotInteger(c.out);
+    return Outcome::Replied();
+  }
+  if (delta == std::numeric_limits<std::int64_t>::min()) {
+    // -LLONG_MIN does not exist; worded as Redis 7 words it.
+    resp::AppendError(c.out, "ERR decrement would overflow");
     return Outcome::Replied();
   }
   return IncrementBy(c, -delta);
