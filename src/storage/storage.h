@@ -90,6 +90,18 @@ class Storage {
     Status Delete(std::string_view key);  // Ok, or NotFound when the key did not exist
     Status Clear();                       // removes every key
     Status SetAppliedSeq(std::uint64_t seq);
+    // Keys in the database as this transaction sees it (its own writes included).
+    std::uint64_t KeyCount() const;
+
+    // Nested transactions (LMDB child transactions), so one part of a batch can fail without
+    // losing the rest. While a nested transaction is open, every operation above acts on it.
+    // CommitNested() merges it into its parent; AbortNested() discards it, and the parent stays
+    // usable even when the child failed with StorageFull. BeginNested/CommitNested fail with
+    // StorageFull or IOError; Commit()/Abort() of the outer transaction discard open children.
+    Status BeginNested();
+    Status CommitNested();
+    void AbortNested();
+
     // Makes the changes visible to new snapshots (durable only after Storage::Sync when
     // no_sync is set). StorageFull or IOError on failure; the transaction is gone either way.
     Status Commit();
@@ -98,15 +110,26 @@ class Storage {
    private:
     friend class Storage;
     WriteTxn(Storage* storage, void* txn);
+    void* Current() const;  // innermost open MDB_txn*
     Storage* storage_;
-    void* txn_;
+    void* txn_;  // the outer MDB_txn*; nested children live in Storage::Impl
   };
 
   Result<WriteTxn> BeginWrite();
 
-  // Doubles the map size, up to max_map_bytes. Waits for live snapshots to end.
-  // StorageFull when already at the maximum. Must not be called with a WriteTxn open.
+  // Doubles the map size, up to max_map_bytes minus a small reserve (see below). Waits for
+  // live snapshots to end. StorageFull when already at that limit. Must not be called with a
+  // WriteTxn open.
   Status Grow();
+
+  // The reserve: LMDB copies pages on write, so even a delete needs free pages; a map filled
+  // completely by puts would refuse the deletes that could empty it. Grow() therefore stops
+  // short of max_map_bytes by a reserve (max_map_bytes / 32, clamped to [256 KiB, 16 MiB], at
+  // most a quarter), which only write transactions that delete may use: OpenReserve() maps the
+  // full max_map_bytes, CloseReserve() shrinks the map back to the put limit (or to the pages
+  // in use, if more). Same rules as Grow(): no WriteTxn open, waits for snapshots.
+  Status OpenReserve();
+  Status CloseReserve();
 
   // Flushes everything committed so far to disk (the checkpoint). IOError on failure.
   Status Sync();
