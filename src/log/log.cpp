@@ -1,1 +1,652 @@
-// placeholder
+// The append-only log: segment files of CRC-checked records (grammar in log.h).
+// Threads: Append/Sync/RollbackLastAppend/Trim/ResetStart run on the engine's writer thread.
+// ReadFrom, Stats and last_seq may run on any thread: they copy what they need of the segment
+// list under mu and read the files through their own descriptors.
+//
+// Encoding (all integers little endian):
+//   record  = length:u32 crc:u32 seq:u64 payload       ; length = 8 + payload size
+//   payload = type:u8 key_len:u32 key value_len:u32 value
+//   crc     = crc32 (zlib) over seq and payload
+#include "log/log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace kvstore {
+
+namespace {
+
+constexpr std::size_t kHeaderBytes = 8;                  // length + crc
+constexpr std::size_t kMinRecordLength = 8 + 1 + 4 + 4;  // seq + type + key_len + value_len
+constexpr std::uint64_t kMaxRecordLength = 0xffffffffull;
+constexpr std::size_t kReadChunk = 1 << 20;
+// ReadFrom seeks to the nearest indexed record; one index point per this many bytes.
+constexpr std::uint64_t kIndexStride = 256 << 10;
+
+std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+void PutFixed32(std::string* dst, std::uint32_t v) {
+  char buf[4];
+  for (int i = 0; i < 4; ++i) buf[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  dst->append(buf, 4);
+}
+
+void PutFixed64(std::string* dst, std::uint64_t v) {
+  char buf[8];
+  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  dst->append(buf, 8);
+}
+
+void EncodeFixed32At(char* dst, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+std::uint32_t DecodeFixed32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= std::uint32_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
+std::uint64_t DecodeFixed64(const char* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
+std::uint32_t Crc(const char* data, std::size_t n) {
+  return static_cast<std::uint32_t>(
+      crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n)));
+}
+
+std::string SegmentName(std::uint64_t first_seq) { return fmt::format("{:020d}.log", first_seq); }
+
+bool ParseSegmentName(std::string_view name, std::uint64_t* first_seq) {
+  if (name.size() != 24 || name.substr(20) != ".log") return false;
+  std::uint64_t v = 0;
+  for (char c : name.substr(0, 20)) {
+    if (c < '0' || c > '9') return false;
+    if (v > (UINT64_MAX - 9) / 10) return false;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  *first_seq = v;
+  return true;
+}
+
+Status ErrnoStatus(std::string_view what, int err) {
+  std::string msg = fmt::format("{}: {}", what, ErrnoText(err));
+  if (err == ENOSPC || err == EDQUOT) return Status::StorageFull(msg + "; free disk space");
+  return Status::IOError(msg);
+}
+
+// Writes all of data at offset, retrying short writes and EINTR.
+int WriteAll(int fd, const char* data, std::size_t n, std::uint64_t offset) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    data += w;
+    n -= static_cast<std::size_t>(w);
+    offset += static_cast<std::uint64_t>(w);
+  }
+  return 0;
+}
+
+// Sequential reader of the records of one file, from a given offset.
+class RecordReader {
+ public:
+  enum class Next { kRecord, kEnd, kBad, kError };
+
+  RecordReader(int fd, std::uint64_t offset) : fd_(fd), offset_(offset), read_offset_(offset) {
+    struct stat st;
+    file_bytes_ = ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  }
+
+  // kRecord: *seq and (if entry) *entry are set and offset() moves past the record.
+  // kEnd: clean end of file at offset(). kBad: the record at offset() is torn or corrupt
+  // (*why says how). kError: read failure (*why).
+  Next Read(std::uint64_t* seq, LogEntry* entry, std::string* why) {
+    int have = Ensure(kHeaderBytes, why);
+    if (have < 0) return Next::kError;
+    if (end_ == pos_) return Next::kEnd;
+    if (have == 0) {
+      *why = fmt::format("truncated record header ({} of {} bytes)", end_ - pos_, kHeaderBytes);
+      return Next::kBad;
+    }
+    const char* h = buf_.data() + pos_;
+    std::uint32_t length = DecodeFixed32(h);
+    std::uint32_t crc = DecodeFixed32(h + 4);
+    if (length < kMinRecordLength) {
+      *why = fmt::format("invalid record length {}", length);
+      return Next::kBad;
+    }
+    // Judge the length against the file size first: a garbage length must not become a
+    // multi-gigabyte buffer.
+    if (offset_ + kHeaderBytes + length > std::max(file_bytes_, read_offset_)) {
+      *why = fmt::format("truncated record (length {}, only {} bytes left in the file)", length,
+                         std::max(file_bytes_, read_offset_) - offset_ - kHeaderBytes);
+      return Next::kBad;
+    }
+    have = Ensure(kHeaderBytes + length, why);
+    if (have < 0) return Next::kError;
+    if (have == 0) {
+      *why = fmt::format("truncated record (length {}, only {} bytes left in the file)", length,
+                         end_ - pos_ - kHeaderBytes);
+      return Next::kBad;
+    }
+    const char* body = buf_.data() + pos_ + kHeaderBytes;
+    if (Crc(body, length) != crc) {
+      *why = "checksum mismatch";
+      return Next::kBad;
+    }
+    const char* p = body + 8;
+    const char* limit = body + length;
+    auto type = static_cast<std::uint8_t>(*p++);
+    std::uint64_t key_len = DecodeFixed32(p);
+    p += 4;
+    if (type < 1 || type > 3 || key_len > static_cast<std::uint64_t>(limit - p) - 4) {
+      *why = "malformed payload";
+      return Next::kBad;
+    }
+    const char* key = p;
+    p += key_len;
+    std::uint64_t value_len = DecodeFixed32(p);
+    p += 4;
+    if (value_len != static_cast<std::uint64_t>(limit - p)) {
+      *why = "malformed payload";
+      return Next::kBad;
+    }
+    *seq = DecodeFixed64(body);
+    if (entry != nullptr) {
+      entry->type = static_cast<LogEntry::Type>(type);
+      entry->key.assign(key, key_len);
+      entry->value.assign(p, value_len);
+    }
+    pos_ += kHeaderBytes + length;
+    offset_ += kHeaderBytes + length;
+    return Next::kRecord;
+  }
+
+  std::uint64_t offset() const { return offset_; }
+
+ private:
+  // 1 when n unread bytes are buffered, 0 at end of file before that, -1 on a read error.
+  int Ensure(std::size_t n, std::string* why) {
+    if (end_ - pos_ >= n) return 1;
+    if (pos_ > 0) {
+      std::memmove(buf_.data(), buf_.data() + pos_, end_ - pos_);
+      end_ -= pos_;
+      pos_ = 0;
+    }
+    if (buf_.size() < std::max(n, kReadChunk)) buf_.resize(std::max(n, kReadChunk));
+    while (end_ < n) {
+      ssize_t r =
+          ::pread(fd_, buf_.data() + end_, buf_.size() - end_, static_cast<off_t>(read_offset_));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        *why = ErrnoText(errno);
+        return -1;
+      }
+      if (r == 0) return 0;
+      end_ += static_cast<std::size_t>(r);
+      read_offset_ += static_cast<std::uint64_t>(r);
+    }
+    return 1;
+  }
+
+  int fd_;
+  std::uint64_t file_bytes_;   // file size when the reader was created
+  std::uint64_t offset_;       // file offset of buf_[pos_]
+  std::uint64_t read_offset_;  // file offset of buf_[end_]
+  std::string buf_;
+  std::size_t pos_ = 0;
+  std::size_t end_ = 0;
+};
+
+class FdCloser {
+ public:
+  explicit FdCloser(int fd) : fd_(fd) {}
+  ~FdCloser() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdCloser(const FdCloser&) = delete;
+  FdCloser& operator=(const FdCloser&) = delete;
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+struct Log::Impl {
+  struct Segment {
+    std::uint64_t first_seq = 0;
+    std::uint64_t bytes = 0;
+    std::string path;
+    // (seq, offset) of some record starts, ascending, at least kIndexStride apart.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> index;
+  };
+
+  LogOptions options;
+  int dir_fd = -1;
+  int fd = -1;              // newest segment, open for writing
+  std::vector<int> rolled;  // older segments rolled away from since the last Sync
+  bool dir_dirty = false;   // a file was created since the last directory fsync
+  std::string broken;       // set when a failed truncate left unknown bytes in the file
+  std::string buf;          // Append's encoding buffer, reused
+  bool have_last_append = false;
+  std::uint64_t last_append_offset = 0;
+  std::uint64_t last_append_count = 0;
+
+  mutable std::mutex mu;
+  std::vector<Segment> segments;  // GUARDED_BY(mu) for writes; oldest first
+  std::uint64_t total_bytes = 0;  // GUARDED_BY(mu)
+  std::atomic<std::uint64_t> last_seq{0};
+
+  ~Impl() {
+    for (int r : rolled) ::close(r);
+    if (fd >= 0) ::close(fd);
+    if (dir_fd >= 0) ::close(dir_fd);
+  }
+
+  // Starts a new, empty newest segment whose first record will be last_seq+1.
+  Status Roll() {
+    std::uint64_t first = last_seq.load() + 1;
+    std::string path = options.dir + "/" + SegmentName(first);
+    int nfd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (nfd < 0) return ErrnoStatus(fmt::format("cannot create log file {}", path), errno);
+    if (fd >= 0) rolled.push_back(fd);  // synced (and closed) by the next Sync()
+    fd = nfd;
+    dir_dirty = true;
+    std::lock_guard<std::mutex> lock(mu);
+    segments.push_back(Segment{first, 0, std::move(path), {}});
+    return Status::Ok();
+  }
+
+  static void MaybeIndex(Segment* seg, std::uint64_t seq, std::uint64_t offset) {
+    if (seg->index.empty() || offset - seg->index.back().second >= kIndexStride) {
+      seg->index.emplace_back(seq, offset);
+    }
+  }
+};
+
+Log::Log(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Log::~Log() = default;
+
+std::uint64_t Log::last_seq() const { return impl_->last_seq.load(std::memory_order_acquire); }
+
+Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) {
+    return Status::IOError(
+        fmt::format("cannot create log directory {}: {}", options.dir, ec.message()));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->dir_fd = ::open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (impl->dir_fd < 0) {
+    return Status::IOError(
+        fmt::format("cannot open log directory {}: {}", options.dir, ErrnoText(errno)));
+  }
+  if (::flock(impl->dir_fd, LOCK_EX | LOCK_NB) != 0) {
+    return Status::IOError(
+        fmt::format("log directory {} is in use by another process (flock: {}); stop it first",
+                    options.dir, ErrnoText(errno)));
+  }
+
+  std::vector<std::uint64_t> firsts;
+  DIR* dir = ::opendir(options.dir.c_str());
+  if (dir == nullptr) {
+    return Status::IOError(
+        fmt::format("cannot list log directory {}: {}", options.dir, ErrnoText(errno)));
+  }
+  while (struct dirent* de = ::readdir(dir)) {
+    std::uint64_t first = 0;
+    if (ParseSegmentName(de->d_name, &first)) firsts.push_back(first);
+  }
+  ::closedir(dir);
+  std::sort(firsts.begin(), firsts.end());
+
+  std::uint64_t next_seq = 0;  // expected first sequence of the next file (0: any)
+  for (std::size_t i = 0; i < firsts.size(); ++i) {
+    const bool newest = i + 1 == firsts.size();
+    Impl::Segment seg;
+    seg.first_seq = firsts[i];
+    seg.path = options.dir + "/" + SegmentName(firsts[i]);
+    if (seg.first_seq == 0) {
+      return Status::Corruption(
+          fmt::format("log file {} has first sequence 0; sequences start at 1", seg.path));
+    }
+    if (next_seq != 0 && seg.first_seq != next_seq) {
+      return Status::Corruption(fmt::format(
+          "log file {} starts at sequence {} but the previous file ends at {}: entries are "
+          "missing; restore the data directory from a backup or resync from the master",
+          seg.path, seg.first_seq, next_seq - 1));
+    }
+    int rfd = ::open(seg.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) {
+      return Status::IOError(
+          fmt::format("cannot open log file {}: {}", seg.path, ErrnoText(errno)));
+    }
+    FdCloser closer(rfd);
+    RecordReader reader(rfd, 0);
+    std::uint64_t expect = seg.first_seq;
+    for (;;) {
+      std::uint64_t seq = 0;
+      std::string why;
+      std::uint64_t at = reader.offset();
+      RecordReader::Next r = reader.Read(&seq, nullptr, &why);
+      if (r == RecordReader::Next::kRecord && seq != expect) {
+        return Status::Corruption(
+            fmt::format("log file {} is corrupt at offset {}: sequence {} where {} was expected; "
+                        "restore the data directory from a backup or resync from the master",
+                        seg.path, at, seq, expect));
+      }
+      if (r == RecordReader::Next::kRecord) {
+        Impl::MaybeIndex(&seg, seq, at);
+        ++expect;
+        continue;
+      }
+      if (r == RecordReader::Next::kError) {
+        return Status::IOError(fmt::format("cannot read log file {}: {}", seg.path, why));
+      }
+      if (r == RecordReader::Next::kBad) {
+        if (!newest) {
+          return Status::Corruption(fmt::format(
+              "log file {} is corrupt at offset {}: {}; restore the data directory from a "
+              "backup or resync from the master",
+              seg.path, at, why));
+        }
+        // A crash in the middle of an append: cut the torn tail off.
+        struct stat st;
+        std::uint64_t file_bytes = ::fstat(rfd, &st) == 0 ? st.st_size : 0;
+        int wfd = ::open(seg.path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (wfd < 0 || ::ftruncate(wfd, static_cast<off_t>(at)) != 0 || ::fdatasync(wfd) != 0) {
+          int err = errno;
+          if (wfd >= 0) ::close(wfd);
+          return Status::IOError(fmt::format("cannot truncate the torn tail of log file {}: {}",
+                                             seg.path, ErrnoText(err)));
+        }
+        ::close(wfd);
+        spdlog::warn(
+            "log: cut a torn tail off {} at offset {} ({} bytes dropped: {}); last sequence is "
+            "now {}",
+            seg.path, at, file_bytes - at, why, expect - 1);
+      }
+      seg.bytes = at;
+      break;
+    }
+    next_seq = expect;
+    impl->total_bytes += seg.bytes;
+    impl->segments.push_back(std::move(seg));
+  }
+  if (!impl->segments.empty()) {
+    impl->last_seq.store(next_seq - 1);
+    const std::string& path = impl->segments.back().path;
+    impl->fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (impl->fd < 0) {
+      return Status::IOError(fmt::format("cannot open log file {}: {}", path, ErrnoText(errno)));
+    }
+  }
+  return std::unique_ptr<Log>(new Log(std::move(impl)));
+}
+
+Status Log::Append(const std::vector<LogEntry>& entries) {
+  Impl& impl = *impl_;
+  if (!impl.broken.empty()) return Status::IOError(impl.broken);
+  if (entries.empty()) return Status::Ok();
+  if (impl.fd < 0 || (impl.segments.back().bytes >= impl.options.segment_bytes &&
+                      impl.segments.back().bytes > 0)) {
+    if (Status s = impl.Roll(); !s.ok()) return s;
+  }
+  std::string& buf = impl.buf;
+  buf.clear();
+  std::uint64_t seq = impl.last_seq.load() + 1;
+  for (const LogEntry& e : entries) {
+    std::uint64_t length = 8 + 1 + 4 + e.key.size() + 4 + e.value.size();
+    if (length > kMaxRecordLength || e.key.size() > 0xffffffffu || e.value.size() > 0xffffffffu) {
+      return Status::InvalidArgument(
+          fmt::format("log entry of {} bytes exceeds the record limit of 4 GiB", length));
+    }
+    std::size_t start = buf.size();
+    PutFixed32(&buf, static_cast<std::uint32_t>(length));
+    PutFixed32(&buf, 0);  // crc, filled in below
+    PutFixed64(&buf, seq++);
+    buf.push_back(static_cast<char>(e.type));
+    PutFixed32(&buf, static_cast<std::uint32_t>(e.key.size()));
+    buf.append(e.key);
+    PutFixed32(&buf, static_cast<std::uint32_t>(e.value.size()));
+    buf.append(e.value);
+    EncodeFixed32At(buf.data() + start + 4, Crc(buf.data() + start + kHeaderBytes, length));
+  }
+
+  const std::uint64_t offset = impl.segments.back().bytes;
+  if (int err = WriteAll(impl.fd, buf.data(), buf.size(), offset); err != 0) {
+    if (::ftruncate(impl.fd, static_cast<off_t>(offset)) != 0) {
+      impl.broken = fmt::format(
+          "log file {} holds a partial append that could not be truncated ({}); restart the "
+          "server",
+          impl.segments.back().path, ErrnoText(errno));
+    }
+    return ErrnoStatus(fmt::format("log append to {} failed", impl.segments.back().path), err);
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    Impl::Segment& seg = impl.segments.back();
+    Impl::MaybeIndex(&seg, impl.last_seq.load() + 1, offset);
+    seg.bytes += buf.size();
+    impl.total_bytes += buf.size();
+    impl.last_seq.fetch_add(entries.size(), std::memory_order_release);
+  }
+  impl.have_last_append = true;
+  impl.last_append_offset = offset;
+  impl.last_append_count = entries.size();
+  return Status::Ok();
+}
+
+Status Log::Sync() {
+  Impl& impl = *impl_;
+  while (!impl.rolled.empty()) {
+    int rfd = impl.rolled.back();
+    if (::fdatasync(rfd) != 0) {
+      return Status::IOError(
+          fmt::format("fdatasync of a rolled log file failed: {}", ErrnoText(errno)));
+    }
+    ::close(rfd);
+    impl.rolled.pop_back();
+  }
+  if (impl.fd >= 0 && ::fdatasync(impl.fd) != 0) {
+    return Status::IOError(fmt::format("fdatasync of log file {} failed: {}",
+                                       impl.segments.back().path, ErrnoText(errno)));
+  }
+  if (impl.dir_dirty) {
+    if (::fsync(impl.dir_fd) != 0) {
+      return Status::IOError(
+          fmt::format("fsync of log directory {} failed: {}", impl.options.dir, ErrnoText(errno)));
+    }
+    impl.dir_dirty = false;
+  }
+  return Status::Ok();
+}
+
+Status Log::RollbackLastAppend() {
+  Impl& impl = *impl_;
+  if (!impl.have_last_append) return Status::InvalidArgument("no log append to roll back");
+  if (::ftruncate(impl.fd, static_cast<off_t>(impl.last_append_offset)) != 0) {
+    int err = errno;
+    impl.broken = fmt::format("log file {} could not be rolled back ({}); restart the server",
+                              impl.segments.back().path, ErrnoText(err));
+    return Status::IOError(
+        fmt::format("log rollback of {} failed: {}", impl.segments.back().path, ErrnoText(err)));
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    Impl::Segment& seg = impl.segments.back();
+    impl.total_bytes -= seg.bytes - impl.last_append_offset;
+    seg.bytes = impl.last_append_offset;
+    while (!seg.index.empty() && seg.index.back().second >= seg.bytes) seg.index.pop_back();
+    impl.last_seq.fetch_sub(impl.last_append_count, std::memory_order_release);
+  }
+  impl.have_last_append = false;
+  return Status::Ok();
+}
+
+Status Log::ReadFrom(std::uint64_t from_seq,
+                     const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit) {
+  Impl& impl = *impl_;
+  from_seq = std::max<std::uint64_t>(from_seq, 1);
+  struct Part {
+    std::string path;
+    std::uint64_t offset;
+  };
+  std::vector<Part> parts;
+  std::uint64_t limit = 0;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    limit = impl.last_seq.load();
+    if (from_seq > limit) return Status::Ok();
+    if (impl.segments.empty() || from_seq < impl.segments.front().first_seq) {
+      return Status::NotFound(
+          fmt::format("log entry {} is no longer retained (oldest retained: {})", from_seq,
+                      impl.segments.empty() ? limit + 1 : impl.segments.front().first_seq));
+    }
+    auto it = std::upper_bound(
+        impl.segments.begin(), impl.segments.end(), from_seq,
+        [](std::uint64_t seq, const Impl::Segment& seg) { return seq < seg.first_seq; });
+    --it;
+    std::uint64_t offset = 0;
+    auto idx =
+        std::upper_bound(it->index.begin(), it->index.end(), from_seq,
+                         [](std::uint64_t seq, const std::pair<std::uint64_t, std::uint64_t>& p) {
+                           return seq < p.first;
+                         });
+    if (idx != it->index.begin()) offset = std::prev(idx)->second;
+    for (; it != impl.segments.end(); ++it) {
+      parts.push_back(Part{it->path, offset});
+      offset = 0;
+    }
+  }
+
+  LogEntry entry;
+  for (const Part& part : parts) {
+    int rfd = ::open(part.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) {
+      if (errno == ENOENT) {
+        return Status::NotFound(fmt::format("log file {} was trimmed while being read", part.path));
+      }
+      return Status::IOError(
+          fmt::format("cannot open log file {}: {}", part.path, ErrnoText(errno)));
+    }
+    FdCloser closer(rfd);
+    RecordReader reader(rfd, part.offset);
+    for (;;) {
+      std::uint64_t seq = 0;
+      std::string why;
+      std::uint64_t at = reader.offset();
+      RecordReader::Next r = reader.Read(&seq, &entry, &why);
+      if (r == RecordReader::Next::kEnd) break;
+      if (r == RecordReader::Next::kError) {
+        return Status::IOError(fmt::format("cannot read log file {}: {}", part.path, why));
+      }
+      if (r == RecordReader::Next::kBad) {
+        return Status::Corruption(
+            fmt::format("log file {} is corrupt at offset {}: {}", part.path, at, why));
+      }
+      if (seq > limit) return Status::Ok();
+      if (seq < from_seq) continue;
+      if (!visit(seq, entry)) return Status::Ok();
+      if (seq == limit) return Status::Ok();
+    }
+  }
+  return Status::Ok();
+}
+
+Status Log::Trim(std::uint64_t checkpoint_seq) {
+  Impl& impl = *impl_;
+  for (;;) {
+    std::string path;
+    {
+      std::lock_guard<std::mutex> lock(impl.mu);
+      if (impl.segments.size() < 2) break;
+      const Impl::Segment& oldest = impl.segments[0];
+      std::uint64_t oldest_last = impl.segments[1].first_seq - 1;
+      if (oldest_last > checkpoint_seq) break;
+      if (impl.total_bytes - oldest.bytes < impl.options.retain_bytes) break;
+      path = oldest.path;
+      impl.total_bytes -= oldest.bytes;
+      impl.segments.erase(impl.segments.begin());
+    }
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::IOError(fmt::format("cannot delete log file {}: {}", path, ErrnoText(errno)));
+    }
+    // Persist each removal before the next, so a crash never leaves a gap at the start.
+    if (::fsync(impl.dir_fd) != 0) {
+      return Status::IOError(
+          fmt::format("fsync of log directory {} failed: {}", impl.options.dir, ErrnoText(errno)));
+    }
+  }
+  return Status::Ok();
+}
+
+Status Log::ResetStart(std::uint64_t next_seq) {
+  Impl& impl = *impl_;
+  if (next_seq <= impl.last_seq.load()) {
+    return Status::InvalidArgument(
+        fmt::format("cannot restart the log at {}: sequence {} is already used", next_seq,
+                    impl.last_seq.load()));
+  }
+  for (int r : impl.rolled) ::close(r);
+  impl.rolled.clear();
+  if (impl.fd >= 0) ::close(impl.fd);
+  impl.fd = -1;
+  impl.have_last_append = false;
+  std::vector<Impl::Segment> old;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    old.swap(impl.segments);
+    impl.total_bytes = 0;
+    impl.last_seq.store(next_seq - 1);
+  }
+  for (const Impl::Segment& seg : old) {
+    if (::unlink(seg.path.c_str()) != 0 && errno != ENOENT) {
+      return Status::IOError(
+          fmt::format("cannot delete log file {}: {}", seg.path, ErrnoText(errno)));
+    }
+  }
+  if (Status s = impl.Roll(); !s.ok()) return s;
+  return Sync();
+}
+
+LogStats Log::Stats() const {
+  LogStats stats;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  stats.last_seq = impl_->last_seq.load();
+  if (!impl_->segments.empty() && stats.last_seq >= impl_->segments.front().first_seq) {
+    stats.first_seq = impl_->segments.front().first_seq;
+  }
+  stats.bytes = impl_->total_bytes;
+  stats.segments = impl_->segments.size();
+  return stats;
+}
+
+}  // namespace kvstore

@@ -69,6 +69,12 @@ class Log {
   // retain_bytes of history and always the newest file.
   Status Trim(std::uint64_t checkpoint_seq);
 
+  // Deletes every file and restarts the log empty, so that the next Append gets sequence
+  // next_seq (which must be > last_seq()). For the engine's recovery when the storage is
+  // ahead of the log (the log was lost): sequences never go backwards. Readers asking for older
+  // entries get NotFound (a full resync). Writer thread only.
+  Status ResetStart(std::uint64_t next_seq);
+
   LogStats Stats() const;
 
  private:

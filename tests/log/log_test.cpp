@@ -1,1 +1,360 @@
-// placeholder
+// Unit tests of the log on real files in a temporary directory.
+#include "log/log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace kvstore {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = "/tmp/kvstore_log_test.XXXXXX";
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::unique_ptr<Log> OpenLog(const std::string& dir, std::uint64_t segment_bytes = 64 << 20,
+                             std::uint64_t retain_bytes = 0) {
+  LogOptions options;
+  options.dir = dir;
+  options.segment_bytes = segment_bytes;
+  options.retain_bytes = retain_bytes;
+  auto log = Log::Open(options);
+  INFO(log.status().ToString());
+  REQUIRE(log.ok());
+  return std::move(log).value();
+}
+
+LogEntry Put(std::string key, std::string value) {
+  return LogEntry{LogEntry::Type::kPut, std::move(key), std::move(value)};
+}
+
+// Every entry from from_seq on, as "seq:type:key=value;".
+std::string Render(Log& log, std::uint64_t from_seq = 1) {
+  std::string out;
+  Status s = log.ReadFrom(from_seq, [&](std::uint64_t seq, const LogEntry& e) {
+    out += std::to_string(seq) + ":" + std::to_string(static_cast<int>(e.type)) + ":" + e.key +
+           "=" + e.value + ";";
+    return true;
+  });
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  return out;
+}
+
+std::vector<std::string> Files(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void AppendBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  out << bytes;
+}
+
+TEST_CASE("append and read back") {
+  TempDir dir;
+  {
+    auto log = OpenLog(dir.path());
+    CHECK(log->last_seq() == 0);
+    CHECK(Render(*log).empty());
+    REQUIRE(log->Append({Put("a", "1"), Put("b", "")}).ok());
+    REQUIRE(log->Append({LogEntry{LogEntry::Type::kDelete, "a", ""},
+                         LogEntry{LogEntry::Type::kClear, "", ""}})
+                .ok());
+    REQUIRE(log->Append({}).ok());  // nothing
+    REQUIRE(log->Sync().ok());
+    CHECK(log->last_seq() == 4);
+    CHECK(Render(*log) == "1:1:a=1;2:1:b=;3:2:a=;4:3:=;");
+    CHECK(Render(*log, 3) == "3:2:a=;4:3:=;");
+    CHECK(Render(*log, 5).empty());
+    LogStats stats = log->Stats();
+    CHECK(stats.first_seq == 1);
+    CHECK(stats.last_seq == 4);
+    CHECK(stats.segments == 1);
+    CHECK(stats.bytes == fs::file_size(dir.path() + "/00000000000000000001.log"));
+  }
+  // Reopen: same content, appends continue the numbering.
+  auto log = OpenLog(dir.path());
+  CHECK(log->last_seq() == 4);
+  REQUIRE(log->Append({Put("c", std::string(100000, 'z'))}).ok());
+  CHECK(log->last_seq() == 5);
+  std::string out;
+  REQUIRE(log->ReadFrom(5,
+                        [&](std::uint64_t seq, const LogEntry& e) {
+                          out = std::to_string(seq) + e.key + std::to_string(e.value.size());
+                          return true;
+                        })
+              .ok());
+  CHECK(out == "5c100000");
+}
+
+TEST_CASE("the record format is the one documented in log.h") {
+  TempDir dir;
+  auto log = OpenLog(dir.path());
+  REQUIRE(log->Append({Put("k", "vv")}).ok());
+  std::ifstream in(dir.path() + "/00000000000000000001.log", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // length(4) crc(4) seq(8) type(1) key_len(4) "k" value_len(4) "vv"
+  REQUIRE(bytes.size() == 4 + 4 + 8 + 1 + 4 + 1 + 4 + 2);
+  CHECK(bytes.substr(0, 4) == std::string("\x14\0\0\0", 4));  // 8 + 1 + 4 + 1 + 4 + 2 = 20
+  CHECK(bytes.substr(8, 8) == std::string("\x01\0\0\0\0\0\0\0", 8));
+  CHECK(bytes.substr(16) == std::string("\x01\x01\0\0\0k\x02\0\0\0vv", 12));
+}
+
+TEST_CASE("sequences stay consecutive across segment rolls and reopen") {
+  TempDir dir;
+  {
+    auto log = OpenLog(dir.path(), 200);
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(log->Append({Put("key" + std::to_string(i), std::string(50, 'v'))}).ok());
+    }
+    REQUIRE(log->Append({Put("x", "1"), Put("y", "2"), Put("z", "3")}).ok());
+    REQUIRE(log->Sync().ok());
+    CHECK(log->Stats().segments > 3);
+  }
+  auto files = Files(dir.path());
+  CHECK(files.front() == "00000000000000000001.log");
+  auto log = OpenLog(dir.path(), 200);
+  CHECK(log->last_seq() == 23);
+  std::uint64_t expect = 1;
+  bool consecutive = true;
+  REQUIRE(log->ReadFrom(1,
+                        [&](std::uint64_t seq, const LogEntry&) {
+                          consecutive = consecutive && seq == expect++;
+                          return true;
+                        })
+              .ok());
+  CHECK(consecutive);
+  CHECK(expect == 24);
+  CHECK(Render(*log, 22) == "22:1:y=2;23:1:z=3;");
+  // Each file is named by its first sequence.
+  for (const auto& name : Files(dir.path())) {
+    std::uint64_t first = std::stoull(name.substr(0, 20));
+    std::string got;
+    REQUIRE(log->ReadFrom(first,
+                          [&](std::uint64_t seq, const LogEntry&) {
+                            got = std::to_string(seq);
+                            return false;
+                          })
+                .ok());
+    CHECK(got == std::to_string(first));
+  }
+}
+
+TEST_CASE("ReadFrom seeks into big segments and sees concurrent appends up to its start") {
+  TempDir dir;
+  auto log = OpenLog(dir.path());
+  const std::string value(1000, 'v');
+  for (int i = 0; i < 2000; ++i) REQUIRE(log->Append({Put("k" + std::to_string(i), value)}).ok());
+  CHECK(Render(*log, 1999) == "1999:1:k1998=" + value + ";2000:1:k1999=" + value + ";");
+  std::uint64_t visited = 0;
+  std::atomic<int> appended{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 500; ++i) appended += log->Append({Put("w", "x")}).ok() ? 1 : 0;
+  });
+  REQUIRE(log->ReadFrom(1,
+                        [&](std::uint64_t seq, const LogEntry&) {
+                          visited = seq;
+                          return true;
+                        })
+              .ok());
+  writer.join();
+  CHECK(appended == 500);
+  CHECK(visited >= 2000);
+  CHECK(visited <= 2500);
+  CHECK(log->last_seq() == 2500);
+}
+
+TEST_CASE("a torn tail of the newest file is cut off at open") {
+  TempDir dir;
+  const std::string file = dir.path() + "/00000000000000000001.log";
+  std::uint64_t good_size = 0;
+  {
+    auto log = OpenLog(dir.path());
+    REQUIRE(log->Append({Put("a", "1"), Put("b", "2")}).ok());
+    REQUIRE(log->Sync().ok());
+    good_size = fs::file_size(file);
+  }
+  SECTION("partial record") {
+    // The first 11 bytes of a record for seq 3.
+    AppendBytes(file, std::string("\x20\0\0\0\x12\x34\x56\x78\x03\0\0", 11));
+  }
+  SECTION("garbage") { AppendBytes(file, std::string(64, '\xab')); }
+  SECTION("zeros (size extended, data never written)") {
+    AppendBytes(file, std::string(4096, '\0'));
+  }
+  SECTION("a complete record with a bad checksum") {
+    auto log = OpenLog(dir.path());
+    REQUIRE(log->Append({Put("c", "3")}).ok());
+    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(file) - 1));
+    f.put('X');
+  }
+  auto log = OpenLog(dir.path());
+  CHECK(fs::file_size(file) == good_size);
+  CHECK(log->last_seq() == 2);
+  CHECK(Render(*log) == "1:1:a=1;2:1:b=2;");
+  REQUIRE(log->Append({Put("c", "new")}).ok());
+  CHECK(Render(*log) == "1:1:a=1;2:1:b=2;3:1:c=new;");
+}
+
+TEST_CASE("damage in an older file is Corruption naming file and offset") {
+  TempDir dir;
+  {
+    auto log = OpenLog(dir.path(), 50);  // one 88-byte record per file
+    for (int i = 0; i < 6; ++i) REQUIRE(log->Append({Put("key", std::string(60, 'v'))}).ok());
+    REQUIRE(log->Sync().ok());
+  }
+  auto files = Files(dir.path());
+  REQUIRE(files.size() >= 3);
+  const std::string victim = dir.path() + "/" + files[1];
+  SECTION("flipped byte") {
+    std::fstream f(victim, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(30);
+    f.put('X');
+  }
+  SECTION("truncated") { fs::resize_file(victim, fs::file_size(victim) - 3); }
+  LogOptions options;
+  options.dir = dir.path();
+  options.segment_bytes = 100;
+  auto log = Log::Open(options);
+  REQUIRE_FALSE(log.ok());
+  CHECK(log.status().code() == Status::Code::kCorruption);
+  CHECK(log.status().message().find(victim) != std::string::npos);
+  CHECK(log.status().message().find("offset 0") != std::string::npos);
+}
+
+TEST_CASE("a missing middle file is Corruption") {
+  TempDir dir;
+  {
+    auto log = OpenLog(dir.path(), 100);
+    for (int i = 0; i < 6; ++i) REQUIRE(log->Append({Put("key", std::string(60, 'v'))}).ok());
+  }
+  auto files = Files(dir.path());
+  REQUIRE(files.size() >= 3);
+  fs::remove(dir.path() + "/" + files[1]);
+  LogOptions options;
+  options.dir = dir.path();
+  auto log = Log::Open(options);
+  REQUIRE_FALSE(log.ok());
+  CHECK(log.status().code() == Status::Code::kCorruption);
+  CHECK(log.status().message().find("missing") != std::string::npos);
+}
+
+TEST_CASE("rollback of the last append") {
+  TempDir dir;
+  auto log = OpenLog(dir.path());
+  REQUIRE(log->Append({Put("a", "1")}).ok());
+  const std::uint64_t size = log->Stats().bytes;
+  REQUIRE(log->Append({Put("b", "2"), Put("c", "3")}).ok());
+  REQUIRE(log->RollbackLastAppend().ok());
+  CHECK(log->last_seq() == 1);
+  CHECK(log->Stats().bytes == size);
+  CHECK(fs::file_size(dir.path() + "/00000000000000000001.log") == size);
+  CHECK(log->RollbackLastAppend().code() == Status::Code::kInvalidArgument);  // only once
+  REQUIRE(log->Append({Put("d", "4")}).ok());
+  CHECK(Render(*log) == "1:1:a=1;2:1:d=4;");
+}
+
+TEST_CASE("rollback right after a roll leaves an empty newest file that reopens") {
+  TempDir dir;
+  {
+    auto log = OpenLog(dir.path(), 10);
+    REQUIRE(log->Append({Put("a", "1")}).ok());
+    REQUIRE(log->Append({Put("b", "2")}).ok());  // rolls to file 2
+    REQUIRE(log->RollbackLastAppend().ok());
+    REQUIRE(log->Sync().ok());
+    CHECK(log->last_seq() == 1);
+  }
+  auto log = OpenLog(dir.path(), 10);
+  CHECK(log->last_seq() == 1);
+  REQUIRE(log->Append({Put("c", "3")}).ok());
+  CHECK(Render(*log) == "1:1:a=1;2:1:c=3;");
+}
+
+TEST_CASE("trim deletes whole old files, keeps the newest and the retention") {
+  TempDir dir;
+  // Each record is 8 + 8 + 1 + 4 + 3 + 4 + 60 = 88 bytes; one record per file.
+  auto log = OpenLog(dir.path(), 50, 0);
+  for (int i = 0; i < 10; ++i) REQUIRE(log->Append({Put("key", std::string(60, 'v'))}).ok());
+  REQUIRE(log->Stats().segments == 10);
+
+  SECTION("only files entirely at or below the checkpoint") {
+    REQUIRE(log->Trim(4).ok());
+    CHECK(log->Stats().first_seq == 5);
+    CHECK(Files(dir.path()).front() == "00000000000000000005.log");
+    Status old = log->ReadFrom(2, [](std::uint64_t, const LogEntry&) { return true; });
+    CHECK(old.IsNotFound());
+    CHECK(Render(*log, 5).substr(0, 2) == "5:");
+  }
+  SECTION("always the newest file") {
+    REQUIRE(log->Trim(100).ok());
+    CHECK(log->Stats().segments == 1);
+    CHECK(log->Stats().first_seq == 10);
+    CHECK(log->last_seq() == 10);
+    REQUIRE(log->Append({Put("next", "1")}).ok());
+    CHECK(log->last_seq() == 11);
+  }
+  SECTION("at least retain_bytes of history") {
+    auto retained = [&](std::uint64_t retain) {
+      TempDir d;
+      auto l = OpenLog(d.path(), 50, retain);
+      for (int i = 0; i < 10; ++i) REQUIRE(l->Append({Put("key", std::string(60, 'v'))}).ok());
+      REQUIRE(l->Trim(100).ok());
+      return l->Stats();
+    };
+    CHECK(retained(3 * 88).segments == 3);
+    CHECK(retained(3 * 88 + 1).segments == 4);
+    CHECK(retained(3 * 88).first_seq == 8);
+  }
+}
+
+TEST_CASE("ResetStart restarts numbering after a lost log") {
+  TempDir dir;
+  {
+    auto log = OpenLog(dir.path());
+    REQUIRE(log->Append({Put("a", "1")}).ok());
+    CHECK(log->ResetStart(1).code() == Status::Code::kInvalidArgument);  // would go backwards
+    REQUIRE(log->ResetStart(100).ok());
+    CHECK(log->last_seq() == 99);
+    CHECK(log->Stats().first_seq == 0);  // empty
+    CHECK(log->ReadFrom(50, [](std::uint64_t, const LogEntry&) { return true; }).IsNotFound());
+  }
+  auto log = OpenLog(dir.path());
+  CHECK(log->last_seq() == 99);  // the numbering survives a reopen
+  REQUIRE(log->Append({Put("b", "2")}).ok());
+  CHECK(Render(*log, 100) == "100:1:b=2;");
+}
+
+TEST_CASE("a second process on the same directory is refused") {
+  TempDir dir;
+  auto log = OpenLog(dir.path());
+  // flock locks are per open file description, so a second Open in this process is refused too.
+  LogOptions options;
+  options.dir = dir.path();
+  auto second = Log::Open(options);
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().message().find("in use") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvstore
