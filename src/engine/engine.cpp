@@ -1,1 +1,630 @@
-// placeholder
+// Engine: recovery at Open, then one writer thread that group-commits every write.
+// Threads: Submit(), Read(), Stats() and Shutdown() on any thread. Everything named "writer
+// thread only" below (the batch, the log append and sync, the LMDB write transaction, the
+// checkpoint) runs on the writer thread started by Open().
+//
+// One group commit, as in LevelDB's DBImpl::Write:
+//   1. take every queued request (the queue lock is held only for the swap);
+//   2. run all their write functions in one LMDB write transaction, collecting log entries
+//      (first without nested transactions; if some function fails, run the batch again with
+//      one nested transaction per function so that only its own effects are dropped);
+//   3. set applied_seq, append the entries to the log, fdatasync it once (fsync: always),
+//      commit LMDB (MDB_NOSYNC: LMDB is flushed at checkpoints);
+//   4. complete every request, outside the queue lock.
+// A full map aborts the batch, grows the map and runs the batch again; at max_map_bytes every
+// function runs alone, so deletes still commit and only what does not fit fails.
+// A failed log fsync (or a failed undo of an append) poisons the engine: every later write
+// fails until restart, because the state of the log on disk is no longer known.
+#include "engine/engine.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <utility>
+
+namespace kvstore {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Replay commits LMDB every this many log entries.
+constexpr std::uint64_t kReplayChunk = 10000;
+
+Clock::time_point SaturatingAdd(Clock::time_point t, std::chrono::milliseconds d) {
+  if (d.count() < 0) return t;
+  auto limit = Clock::time_point::max() - t;
+  if (std::chrono::duration_cast<std::chrono::milliseconds>(limit) <= d) {
+    return Clock::time_point::max();
+  }
+  return t + d;
+}
+
+// A WriteContext over the batch's write transaction that records every mutation for the log.
+class BatchContext : public WriteContext {
+ public:
+  BatchContext(Storage::WriteTxn* txn, std::vector<LogEntry>* entries)
+      : txn_(txn), entries_(entries) {}
+
+  Status Get(std::string_view key, std::string* value) override { return txn_->Get(key, value); }
+
+  Status Put(std::string_view key, std::string_view value) override {
+    put_attempted_ = true;
+    Status s = txn_->Put(key, value);
+    if (s.ok()) Record(LogEntry::Type::kPut, key, value);
+    return s;
+  }
+
+  Status Delete(std::string_view key) override {
+    Status s = txn_->Delete(key);
+    if (s.ok()) Record(LogEntry::Type::kDelete, key, {});
+    return s;
+  }
+
+  Status Clear() override {
+    Status s = txn_->Clear();
+    if (s.ok()) Record(LogEntry::Type::kClear, {}, {});
+    return s;
+  }
+
+  std::uint64_t KeyCount() override { return txn_->KeyCount(); }
+
+  // Whether any Put was tried: a write function without one may use the storage's reserve.
+  bool put_attempted() const { return put_attempted_; }
+
+ private:
+  void Record(LogEntry::Type type, std::string_view key, std::string_view value) {
+    LogEntry& e = entries_->emplace_back();
+    e.type = type;
+    e.key.assign(key);
+    e.value.assign(value);
+  }
+
+  Storage::WriteTxn* txn_;
+  std::vector<LogEntry>* entries_;
+  bool put_attempted_ = false;
+};
+
+Status CallWrite(const WriteFn& fn, WriteContext& ctx) {
+  try {
+    return fn(ctx);
+  } catch (const std::exception& e) {
+    return Status::IOError(fmt::format("write function threw: {}", e.what()));
+  } catch (...) {
+    return Status::IOError("write function threw a non-standard exception");
+  }
+}
+
+Status ApplyEntry(Storage::WriteTxn& txn, const LogEntry& e) {
+  switch (e.type) {
+    case LogEntry::Type::kPut:
+      return txn.Put(e.key, e.value);
+    case LogEntry::Type::kDelete: {
+      Status s = txn.Delete(e.key);
+      return s.IsNotFound() ? Status::Ok() : s;
+    }
+    case LogEntry::Type::kClear:
+      return txn.Clear();
+  }
+  return Status::Corruption("unknown log entry type");
+}
+
+// Replays log entries newer than the storage's applied_seq into LMDB, then syncs LMDB.
+Status Recover(Storage& storage, Log& log) {
+  std::uint64_t applied = 0;
+  {
+    auto snapshot = storage.Read();
+    if (!snapshot.ok()) return snapshot.status();
+    applied = snapshot->AppliedSeq();
+  }
+  const std::uint64_t last = log.last_seq();
+  if (applied > last) {
+    spdlog::error(
+        "engine: the storage has applied sequence {} but the log ends at {}: the log lost "
+        "entries; continuing from sequence {} (replicas will need a full resync)",
+        applied, last, applied + 1);
+    return log.ResetStart(applied + 1);
+  }
+  if (applied == last) return Status::Ok();
+
+  spdlog::info("engine: replaying log entries {} to {}", applied + 1, last);
+  std::uint64_t from = applied + 1;
+  while (from <= last) {
+    auto begun = storage.BeginWrite();
+    if (!begun.ok()) return begun.status();
+    std::optional<Storage::WriteTxn> txn(std::move(begun).value());
+    std::uint64_t in_txn = 0;
+    std::uint64_t txn_last = 0;
+    Status apply;
+    auto commit = [&]() {
+      Status s = txn->SetAppliedSeq(txn_last);
+      if (s.ok()) s = txn->Commit();
+      if (s.ok()) {
+        from = txn_last + 1;
+        in_txn = 0;
+      }
+      return s;
+    };
+    Status read = log.ReadFrom(from, [&](std::uint64_t seq, const LogEntry& e) {
+      apply = ApplyEntry(*txn, e);
+      if (!apply.ok()) return false;
+      txn_last = seq;
+      if (++in_txn < kReplayChunk) return true;
+      apply = commit();
+      if (!apply.ok()) return false;
+      auto next = storage.BeginWrite();
+      if (!next.ok()) {
+        apply = next.status();
+        return false;
+      }
+      txn.reset();
+      txn.emplace(std::move(next).value());
+      return true;
+    });
+    if (read.IsNotFound()) {
+      return Status::Corruption(fmt::format(
+          "the storage needs log entries from {} but the log no longer has them ({}); restore "
+          "the data directory from a backup or resync from the master",
+          from, read.message()));
+    }
+    if (!read.ok()) return read;
+    if (apply.ok() && in_txn > 0) apply = commit();
+    if (apply.IsStorageFull()) {
+      txn.reset();  // abort the failed chunk, grow, replay it again
+      if (Status g = storage.Grow(); !g.ok()) {
+        return Status::StorageFull(
+            fmt::format("recovery cannot replay the log: {}; raise max_map_bytes", g.message()));
+      }
+      continue;
+    }
+    if (!apply.ok()) return apply;
+    if (from <= last) {
+      return Status::Corruption(
+          fmt::format("the log ended at sequence {} during replay, expected {}", from - 1, last));
+    }
+  }
+  if (Status s = storage.Sync(); !s.ok()) return s;
+  spdlog::info("engine: replay done, applied sequence {}", last);
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  struct Request {
+    std::vector<WriteFn> writes;
+    WriteDone done;
+    std::vector<Status> statuses;
+  };
+
+  // How one attempt at a group commit ended.
+  enum class Attempt { kDone, kIsolate, kFull };
+
+  Impl(const EngineOptions& opts, Storage* s, Log* l) : options(opts), storage(s), log(l) {}
+
+  EngineOptions options;
+  Storage* storage;
+  Log* log;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Request> queue;  // GUARDED_BY(mu)
+  bool stopping = false;       // GUARDED_BY(mu)
+
+  std::thread writer;
+  std::mutex shutdown_mu;
+  bool shut_down = false;  // GUARDED_BY(shutdown_mu)
+  Status final_status;     // set by the writer thread before it exits
+
+  // Writer thread only.
+  std::vector<Request> batch;
+  std::vector<LogEntry> entries;
+  std::uint64_t committed_seq = 0;  // last sequence committed to LMDB
+  bool log_unsynced = false;        // appends since the last log fsync
+  Clock::time_point last_log_sync;
+  Clock::time_point next_checkpoint;
+
+  // Stats, readable from any thread.
+  mutable std::mutex stats_mu;
+  std::uint64_t commits = 0;              // GUARDED_BY(stats_mu)
+  std::uint64_t committed_writes = 0;     // GUARDED_BY(stats_mu)
+  std::uint64_t fsyncs = 0;               // GUARDED_BY(stats_mu)
+  std::uint64_t last_checkpoint_seq = 0;  // GUARDED_BY(stats_mu)
+  std::string poison_message;             // GUARDED_BY(stats_mu)
+  std::atomic<bool> poisoned{false};
+
+  void Run();
+  void ProcessBatch();
+  Attempt TryGroup(bool isolate);
+  Status RunOne(const WriteFn& fn, bool* put_attempted);
+  void RunAlone(const Status& full_status);
+  Status Persist(Storage::WriteTxn& txn, bool* full);
+  Status SyncLog();
+  void Checkpoint();
+  void RunTimers();
+  Clock::time_point NextDeadline() const;
+  void Poison(std::string_view what, const Status& cause);
+  Status PoisonStatus();
+  void FailOk(const Status& s);
+};
+
+void Engine::Impl::Poison(std::string_view what, const Status& cause) {
+  std::lock_guard<std::mutex> lock(stats_mu);
+  if (poisoned.load()) return;
+  poison_message =
+      fmt::format("writes disabled after {}: {}; restart the server", what, cause.message());
+  poisoned.store(true);
+  spdlog::error("engine: {}", poison_message);
+}
+
+Status Engine::Impl::PoisonStatus() {
+  std::lock_guard<std::mutex> lock(stats_mu);
+  return Status::IOError(poison_message);
+}
+
+// Gives s to every write function of the batch that has not failed on its own.
+void Engine::Impl::FailOk(const Status& s) {
+  for (Request& r : batch) {
+    for (Status& st : r.statuses) {
+      if (st.ok()) st = s;
+    }
+  }
+}
+
+Status Engine::Impl::SyncLog() {
+  Status s = log->Sync();
+  last_log_sync = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ++fsyncs;
+  }
+  if (!s.ok()) {
+    Poison("a failed fsync", s);
+    return s;
+  }
+  log_unsynced = false;
+  return s;
+}
+
+// Makes the transaction's entries durable (per the fsync mode) and commits it. On failure the
+// log is back where it was, or the engine is poisoned. *full: the failure was a full map.
+Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
+  *full = false;
+  const std::uint64_t last = log->last_seq() + entries.size();
+  if (Status s = txn.SetAppliedSeq(last); !s.ok()) {
+    *full = s.IsStorageFull();
+    return s;
+  }
+  if (Status s = log->Append(entries); !s.ok()) return s;  // the log truncated itself back
+  log_unsynced = true;
+  if (options.fsync == FsyncMode::kAlways ||
+      (options.fsync == FsyncMode::kInterval &&
+       Clock::now() - last_log_sync >= options.fsync_interval)) {
+    if (Status s = SyncLog(); !s.ok()) {
+      (void)log->RollbackLastAppend();  // best effort: the engine is poisoned anyway
+      return PoisonStatus();
+    }
+  }
+  Status commit = txn.Commit();
+  if (!commit.ok()) {
+    Status undo = log->RollbackLastAppend();
+    if (undo.ok() && !log_unsynced) undo = log->Sync();  // the entries were durable: undo that
+    if (!undo.ok()) {
+      Poison("a failed log rollback", undo);
+      return PoisonStatus();
+    }
+    *full = commit.IsStorageFull();
+    return commit;
+  }
+  committed_seq = last;
+  return Status::Ok();
+}
+
+Engine::Impl::Attempt Engine::Impl::TryGroup(bool isolate) {
+  auto begun = storage->BeginWrite();
+  if (!begun.ok()) {
+    FailOk(begun.status());
+    return Attempt::kDone;
+  }
+  Storage::WriteTxn txn = std::move(begun).value();
+  entries.clear();
+  BatchContext ctx(&txn, &entries);
+  std::uint64_t ok_writes = 0;
+  for (Request& r : batch) {
+    for (std::size_t i = 0; i < r.writes.size(); ++i) {
+      const std::size_t mark = entries.size();
+      if (isolate) {
+        if (Status s = txn.BeginNested(); !s.ok()) {
+          if (s.IsStorageFull()) return Attempt::kFull;
+          FailOk(s);
+          return Attempt::kDone;
+        }
+      }
+      Status s = CallWrite(r.writes[i], ctx);
+      if (s.IsStorageFull()) return Attempt::kFull;  // txn aborts on return
+      if (s.ok() && isolate) {
+        s = txn.CommitNested();
+        if (s.IsStorageFull()) return Attempt::kFull;
+      } else if (!s.ok()) {
+        if (!isolate) return Attempt::kIsolate;
+        txn.AbortNested();
+      }
+      if (!s.ok()) entries.resize(mark);
+      r.statuses[i] = std::move(s);
+      if (r.statuses[i].ok()) ++ok_writes;
+    }
+  }
+  if (entries.empty()) return Attempt::kDone;  // nothing to log or commit: txn aborts
+
+  bool full = false;
+  Status s = Persist(txn, &full);
+  if (full) return Attempt::kFull;
+  if (!s.ok()) {
+    FailOk(s);
+    return Attempt::kDone;
+  }
+  std::lock_guard<std::mutex> lock(stats_mu);
+  ++commits;
+  committed_writes += ok_writes;
+  return Attempt::kDone;
+}
+
+// Runs one write function in its own transaction and group commit.
+Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
+  auto begun = storage->BeginWrite();
+  if (!begun.ok()) return begun.status();
+  Storage::WriteTxn txn = std::move(begun).value();
+  entries.clear();
+  BatchContext ctx(&txn, &entries);
+  Status s = CallWrite(fn, ctx);
+  *put_attempted = ctx.put_attempted();
+  if (!s.ok() || entries.empty()) return s;  // the transaction aborts
+  bool full = false;
+  s = Persist(txn, &full);
+  if (s.ok()) {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ++commits;
+    ++committed_writes;
+  }
+  return s;
+}
+
+// At the map limit: every write function alone, so that only the writes that do not fit fail.
+// A function that tried no Put (a delete) may use the storage's reserve when it needs it.
+void Engine::Impl::RunAlone(const Status& full_status) {
+  for (Request& r : batch) {
+    for (std::size_t i = 0; i < r.writes.size(); ++i) {
+      if (poisoned.load()) {
+        r.statuses[i] = PoisonStatus();
+        continue;
+      }
+      bool put_attempted = false;
+      Status s = RunOne(r.writes[i], &put_attempted);
+      if (s.IsStorageFull() && !put_attempted) {
+        if (Status open = storage->OpenReserve(); open.ok()) {
+          s = RunOne(r.writes[i], &put_attempted);
+        }
+        if (Status close = storage->CloseReserve(); !close.ok()) {
+          spdlog::warn("engine: cannot shrink the map back to its limit: {}", close.ToString());
+        }
+      }
+      if (s.IsStorageFull()) s = full_status;
+      r.statuses[i] = std::move(s);
+    }
+  }
+}
+
+void Engine::Impl::ProcessBatch() {
+  for (Request& r : batch) r.statuses.assign(r.writes.size(), Status::Ok());
+  if (poisoned.load()) {
+    FailOk(PoisonStatus());
+    return;
+  }
+  bool isolate = false;
+  for (;;) {
+    switch (TryGroup(isolate)) {
+      case Attempt::kDone:
+        return;
+      case Attempt::kIsolate:
+        isolate = true;
+        break;
+      case Attempt::kFull: {
+        for (Request& r : batch) r.statuses.assign(r.writes.size(), Status::Ok());
+        Status g = storage->Grow();
+        if (g.ok()) break;
+        if (g.IsStorageFull()) {
+          RunAlone(g);
+        } else {
+          FailOk(g);
+        }
+        return;
+      }
+    }
+  }
+}
+
+// Flushes LMDB up to the last committed sequence and trims the log behind it. The log is
+// synced first so that the log on disk always reaches at least as far as the storage.
+void Engine::Impl::Checkpoint() {
+  if (poisoned.load()) return;
+  const std::uint64_t seq = committed_seq;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    if (seq == last_checkpoint_seq) return;
+  }
+  if (log_unsynced && !SyncLog().ok()) return;
+  if (Status s = storage->Sync(); !s.ok()) {
+    Poison("a failed checkpoint fsync", s);
+    return;
+  }
+  if (Status s = log->Trim(seq); !s.ok()) spdlog::warn("engine: log trim failed: {}", s.ToString());
+  std::lock_guard<std::mutex> lock(stats_mu);
+  last_checkpoint_seq = seq;
+}
+
+void Engine::Impl::RunTimers() {
+  Clock::time_point now = Clock::now();
+  if (options.fsync == FsyncMode::kInterval && log_unsynced && !poisoned.load() &&
+      now - last_log_sync >= options.fsync_interval) {
+    (void)SyncLog();
+  }
+  if (now >= next_checkpoint) {
+    Checkpoint();
+    next_checkpoint = SaturatingAdd(Clock::now(), options.checkpoint_interval);
+  }
+}
+
+Clock::time_point Engine::Impl::NextDeadline() const {
+  // Wake at least once a minute, so no wait is ever computed from a saturated time point.
+  Clock::time_point deadline = std::min(next_checkpoint, Clock::now() + std::chrono::minutes(1));
+  if (options.fsync == FsyncMode::kInterval && log_unsynced) {
+    deadline = std::min(deadline, SaturatingAdd(last_log_sync, options.fsync_interval));
+  }
+  return deadline;
+}
+
+void Engine::Impl::Run() {
+  for (;;) {
+    bool stop = false;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      while (queue.empty() && !stopping) {
+        if (cv.wait_until(lock, NextDeadline()) == std::cv_status::timeout) break;
+      }
+      batch.swap(queue);
+      stop = stopping && batch.empty();
+    }
+    if (!batch.empty()) {
+      ProcessBatch();
+      for (Request& r : batch) {
+        try {
+          r.done(std::move(r.statuses));
+        } catch (const std::exception& e) {
+          spdlog::error("engine: a write completion callback threw: {}", e.what());
+        }
+      }
+      batch.clear();
+    }
+    RunTimers();
+    if (stop) break;
+  }
+  // Drained: make everything durable.
+  if (poisoned.load()) {
+    final_status = PoisonStatus();
+    return;
+  }
+  if (log_unsynced && !SyncLog().ok()) {
+    final_status = PoisonStatus();
+    return;
+  }
+  Checkpoint();
+  final_status = poisoned.load() ? PoisonStatus() : Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Engine::Engine(std::unique_ptr<Storage> storage, std::unique_ptr<Log> log,
+               std::unique_ptr<Impl> impl)
+    : storage_(std::move(storage)), log_(std::move(log)), impl_(std::move(impl)) {}
+
+Engine::~Engine() { (void)Shutdown(); }
+
+Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) {
+    return Status::IOError(
+        fmt::format("cannot create data directory {}: {}", options.data_dir, ec.message()));
+  }
+  StorageOptions storage_options;
+  storage_options.dir = options.data_dir + "/db";
+  storage_options.initial_map_bytes = options.initial_map_bytes;
+  storage_options.max_map_bytes = options.max_map_bytes;
+  storage_options.no_sync = true;
+  auto storage = Storage::Open(storage_options);
+  if (!storage.ok()) return storage.status();
+
+  LogOptions log_options;
+  log_options.dir = options.data_dir + "/log";
+  log_options.segment_bytes = options.log_segment_bytes;
+  log_options.retain_bytes = options.log_retain_bytes;
+  auto log = Log::Open(log_options);
+  if (!log.ok()) return log.status();
+
+  if (Status s = Recover(**storage, **log); !s.ok()) return s;
+
+  auto impl = std::make_unique<Impl>(options, storage->get(), log->get());
+  {
+    auto snapshot = (*storage)->Read();
+    if (!snapshot.ok()) return snapshot.status();
+    impl->committed_seq = snapshot->AppliedSeq();
+  }
+  impl->last_checkpoint_seq = impl->committed_seq;  // recovery synced the storage
+  impl->last_log_sync = Clock::now();
+  impl->next_checkpoint = SaturatingAdd(impl->last_log_sync, options.checkpoint_interval);
+  Impl* raw = impl.get();
+  std::unique_ptr<Engine> engine(
+      new Engine(std::move(storage).value(), std::move(log).value(), std::move(impl)));
+  raw->writer = std::thread([raw] { raw->Run(); });
+  return engine;
+}
+
+void Engine::Submit(std::vector<WriteFn> writes, WriteDone done) {
+  Impl& impl = *impl_;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    if (!impl.stopping) {
+      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}});
+      // A push onto a non-empty queue needs no wake-up: the first push already sent one.
+      wake = impl.queue.size() == 1;
+      if (!wake) return;
+    }
+  }
+  if (wake) {
+    impl.cv.notify_one();
+    return;
+  }
+  if (done)
+    done(std::vector<Status>(writes.size(), Status::Unavailable("server is shutting down")));
+}
+
+Status Engine::Shutdown() {
+  Impl& impl = *impl_;
+  std::lock_guard<std::mutex> once(impl.shutdown_mu);
+  if (impl.shut_down) return impl.final_status;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    impl.stopping = true;
+  }
+  impl.cv.notify_one();
+  if (impl.writer.joinable()) impl.writer.join();
+  impl.shut_down = true;
+  return impl.final_status;
+}
+
+EngineStats Engine::Stats() {
+  EngineStats stats;
+  {
+    std::lock_guard<std::mutex> lock(impl_->stats_mu);
+    stats.commits = impl_->commits;
+    stats.committed_writes = impl_->committed_writes;
+    stats.fsyncs = impl_->fsyncs;
+    stats.last_checkpoint_seq = impl_->last_checkpoint_seq;
+    stats.poisoned = impl_->poisoned.load();
+    stats.poison_reason = impl_->poison_message;
+  }
+  stats.storage = storage_->Stats();
+  stats.log = log_->Stats();
+  return stats;
+}
+
+}  // namespace kvstore
