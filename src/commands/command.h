@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,11 +30,29 @@ struct DispatcherOptions {
 
 class ScanCursors;
 
+// Lends read commands an engine snapshot. A session keeps one lender and reuses the snapshot for
+// the consecutive reads of a pipeline (a read transaction per GET is most of a GET's cost); it
+// must Release() before anything that waits, because growing the map waits for snapshots.
+// Not thread-safe: one per session.
+class SnapshotLender {
+ public:
+  explicit SnapshotLender(Engine& engine) : engine_(engine) {}
+  // The current snapshot, taken on first use. On failure appends an error reply to *out and
+  // returns nullptr.
+  Storage::Snapshot* Borrow(std::string* out);
+  void Release() { snapshot_.reset(); }
+
+ private:
+  Engine& engine_;
+  std::optional<Storage::Snapshot> snapshot_;
+};
+
 struct CommandContext {
   std::vector<std::string>& args;  // args[0] is the command name as sent
   ClientState& client;
   std::string* out;  // replies are appended here
   Engine& engine;
+  SnapshotLender& reads;
   ServerContext& server;
   const DispatcherOptions& options;
   ScanCursors& cursors;

@@ -60,6 +60,18 @@ bool ValidateValueSize(std::size_t size, const DispatcherOptions& options, std::
   return false;
 }
 
+Storage::Snapshot* SnapshotLender::Borrow(std::string* out) {
+  if (!snapshot_) {
+    auto snapshot = engine_.Read();
+    if (!snapshot.ok()) {
+      resp::AppendError(out, "ERR " + snapshot.status().message());
+      return nullptr;
+    }
+    snapshot_.emplace(std::move(*snapshot));
+  }
+  return &*snapshot_;
+}
+
 Outcome MakeWrite(std::function<Status(WriteContext&, std::string* reply)> fn) {
   Outcome outcome;
   outcome.kind = Outcome::Kind::kWrite;
@@ -138,7 +150,7 @@ const CommandSpec* Dispatcher::Lookup(std::string_view command) const {
 }
 
 Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& args,
-                            ClientState& client, std::string* out) {
+                            ClientState& client, SnapshotLender& reads, std::string* out) {
   const bool auth_required = !options_.requirepass.empty() && !client.authenticated;
   if (auth_required && (spec == nullptr || !(spec->flags & kFlagNoAuth))) {
     resp::AppendError(out, "NOAUTH Authentication required.");
@@ -153,7 +165,7 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     return Outcome::Replied();
   }
   client.info.last_command = spec->name;
-  CommandContext context{args, client, out, engine_, server_, options_, cursors_};
+  CommandContext context{args, client, out, engine_, reads, server_, options_, cursors_};
   return spec->handler(context);
 }
 

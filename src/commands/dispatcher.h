@@ -23,7 +23,7 @@ class Dispatcher {
   // commands are appended to *out at once; writes come back as Outcome::kWrite for the session
   // to batch into the engine.
   Outcome Execute(const CommandSpec* spec, std::vector<std::string>& args, ClientState& client,
-                  std::string* out);
+                  SnapshotLender& reads, std::string* out);
 
   const DispatcherOptions& options() const { return options_; }
 

@@ -29,11 +29,8 @@ Outcome Del(CommandContext& c) {
 
 // EXISTS key [key ...]: counts repeated keys once per mention, as Redis does.
 Outcome Exists(CommandContext& c) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   std::int64_t count = 0;
   std::string value;
   for (std::size_t i = 1; i < c.args.size(); ++i) {
@@ -44,11 +41,8 @@ Outcome Exists(CommandContext& c) {
 }
 
 Outcome Type(CommandContext& c) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   std::string value;
   resp::AppendSimpleString(c.out, snapshot->Get(c.args[1], &value).ok() ? "string" : "none");
   return Outcome::Replied();
@@ -105,11 +99,8 @@ Outcome Scan(CommandContext& c) {
     }
     start = std::move(*position);
   }
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   // Bound the work per call even with a selective MATCH, as Redis does with COUNT.
   const std::int64_t budget = std::min<std::int64_t>(count, 100000);
   std::vector<std::string> keys;
@@ -139,11 +130,8 @@ Outcome Scan(CommandContext& c) {
 }
 
 Outcome Keys(CommandContext& c) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   const std::string& pattern = c.args[1];
   std::vector<std::string> keys;
   Status s = snapshot->Scan("", false, [&](std::string_view key, std::string_view) {
@@ -160,11 +148,8 @@ Outcome Keys(CommandContext& c) {
 }
 
 Outcome DbSize(CommandContext& c) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   resp::AppendInteger(c.out, static_cast<std::int64_t>(snapshot->KeyCount()));
   return Outcome::Replied();
 }

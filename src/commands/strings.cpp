@@ -11,11 +11,8 @@ namespace {
 
 // Appends the value of key as a bulk string, or a null bulk string when absent.
 void ReplyValueOf(CommandContext& c, std::string_view key) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return;
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return;
   thread_local std::string value;
   Status s = snapshot->Get(key, &value);
   if (s.ok()) {
@@ -105,11 +102,8 @@ Outcome GetDel(CommandContext& c) {
 }
 
 Outcome MGet(CommandContext& c) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   resp::AppendArrayHeader(c.out, c.args.size() - 1);
   std::string value;
   for (std::size_t i = 1; i < c.args.size(); ++i) {
@@ -223,11 +217,8 @@ Outcome Append(CommandContext& c) {
 }
 
 Outcome StrLen(CommandContext& c) {
-  auto snapshot = c.engine.Read();
-  if (!snapshot.ok()) {
-    resp::AppendError(c.out, "ERR " + snapshot.status().message());
-    return Outcome::Replied();
-  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
   std::string value;
   const bool found = snapshot->Get(c.args[1], &value).ok();
   resp::AppendInteger(c.out, found ? static_cast<std::int64_t>(value.size()) : 0);

@@ -51,7 +51,8 @@ Session::Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server,
       dispatcher_(dispatcher),
       engine_(engine),
       options_(options),
-      parser_(options.parser_limits) {
+      parser_(options.parser_limits),
+      reads_(engine) {
   client_.info.id = id;
   std::error_code ec;
   auto remote = socket_.remote_endpoint(ec);
@@ -164,7 +165,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     const bool is_write = spec != nullptr && (spec->flags & kFlagWrite);
     // A read must see the writes queued before it: read-your-writes within a pipeline.
     if (!is_write && !queued_writes_.empty()) co_await FlushWrites();
-    Outcome outcome = dispatcher_.Execute(spec, args_, client_, &out_);
+    Outcome outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
     if (outcome.kind == Outcome::Kind::kWrite) {
       queued_writes_.push_back(std::move(outcome.write));
       queued_replies_.push_back(std::move(outcome.reply));
@@ -174,6 +175,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
       break;
     }
     if (out_.size() > options_.client_output_buffer_limit_bytes) {
+      reads_.Release();
       logging::Warn("closing client: output buffer limit exceeded",
                     {{"client", client_.info.addr},
                      {"limit_bytes", std::to_string(options_.client_output_buffer_limit_bytes)}});
@@ -190,6 +192,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
 }
 
 asio::awaitable<void> Session::FlushWrites() {
+  reads_.Release();  // never hold a snapshot while waiting (see SnapshotLender)
   if (queued_writes_.empty()) co_return;
   std::vector<WriteFn> writes;
   writes.swap(queued_writes_);
@@ -203,6 +206,7 @@ asio::awaitable<void> Session::FlushWrites() {
 }
 
 asio::awaitable<bool> Session::WriteOut() {
+  reads_.Release();  // never hold a snapshot while waiting (see SnapshotLender)
   if (out_.empty()) co_return true;
   state_ = State::kWriting;
   auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);

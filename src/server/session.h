@@ -56,6 +56,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<WriteFn> queued_writes_;
   std::vector<std::shared_ptr<std::string>> queued_replies_;
   ClientState client_;
+  SnapshotLender reads_;
   State state_ = State::kReading;
   bool stopping_ = false;
   bool frame_timed_out_ = false;

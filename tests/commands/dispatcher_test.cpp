@@ -42,7 +42,10 @@ class Fixture {
   // Runs one command to completion and returns its raw RESP reply.
   std::string Run(std::vector<std::string> args) {
     std::string out;
-    Outcome outcome = dispatcher_->Execute(dispatcher_->Lookup(args[0]), args, client_, &out);
+    SnapshotLender reads(*engine_);
+    Outcome outcome =
+        dispatcher_->Execute(dispatcher_->Lookup(args[0]), args, client_, reads, &out);
+    reads.Release();
     if (outcome.kind == Outcome::Kind::kWrite) {
       std::promise<std::vector<Status>> done;
       engine_->Submit({outcome.write}, [&done](std::vector<Status> s) { done.set_value(s); });
