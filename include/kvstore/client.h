@@ -16,7 +16,7 @@ namespace kvstore {
 struct ClientOptions {
   std::string host = "127.0.0.1";
   int port = 5555;
-  std::string password;  // sent with AUTH right after connecting when not empty
+  std::string password;                     // sent with AUTH right after connecting when not empty
   std::chrono::milliseconds timeout{5000};  // connect, and each reply
 };
 

@@ -166,8 +166,9 @@ Outcome Client(CommandContext& c) {
     }
   } else if (sub == "setname" && c.args.size() == 3) {
     if (!ValidClientName(c.args[2])) {
-      resp::AppendError(c.out, "ERR Client names cannot contain spaces, newlines or special "
-                               "characters.");
+      resp::AppendError(c.out,
+                        "ERR Client names cannot contain spaces, newlines or special "
+                        "characters.");
     } else {
       c.client.info.name = c.args[2];
       resp::AppendSimpleString(c.out, "OK");
@@ -175,8 +176,9 @@ Outcome Client(CommandContext& c) {
   } else if (sub == "setinfo" && c.args.size() == 4) {
     const std::string attribute = ToLower(c.args[2]);
     if (!ValidClientName(c.args[3])) {
-      resp::AppendError(c.out, "ERR " + attribute + " cannot contain spaces, newlines or "
-                                                    "special characters.");
+      resp::AppendError(c.out, "ERR " + attribute +
+                                   " cannot contain spaces, newlines or "
+                                   "special characters.");
     } else if (attribute == "lib-name") {
       c.client.info.lib_name = c.args[3];
       resp::AppendSimpleString(c.out, "OK");

@@ -107,8 +107,8 @@ void AppendWriteResult(const Status& status, const std::string& reply, std::stri
 std::span<const CommandSpec* const> AllCommands() {
   static const std::vector<const CommandSpec*> all = [] {
     std::vector<const CommandSpec*> specs;
-    for (auto group : {ConnectionCommands(), StringCommands(), KeyspaceCommands(),
-                       ServerCommands()}) {
+    for (auto group :
+         {ConnectionCommands(), StringCommands(), KeyspaceCommands(), ServerCommands()}) {
       for (const CommandSpec& spec : group) specs.push_back(&spec);
     }
     return specs;
@@ -125,8 +125,8 @@ namespace {
 
 void ReplyUnknownCommand(const std::vector<std::string>& args, std::string* out) {
   // Worded exactly as Redis 7: client libraries (go-redis) match this text.
-  std::string message = "ERR unknown command '" + args[0].substr(0, 128) +
-                        "', with args beginning with: ";
+  std::string message =
+      "ERR unknown command '" + args[0].substr(0, 128) + "', with args beginning with: ";
   for (std::size_t i = 1; i < args.size() && message.size() < 1024; ++i) {
     message += "'" + args[i].substr(0, 128) + "' ";
   }

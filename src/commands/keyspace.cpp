@@ -156,9 +156,8 @@ Outcome DbSize(CommandContext& c) {
 
 // FLUSHALL [ASYNC | SYNC]: both run synchronously, durably, in one logged step.
 Outcome FlushAll(CommandContext& c) {
-  if (c.args.size() > 2 ||
-      (c.args.size() == 2 && !EqualsIgnoreCase(c.args[1], "async") &&
-       !EqualsIgnoreCase(c.args[1], "sync"))) {
+  if (c.args.size() > 2 || (c.args.size() == 2 && !EqualsIgnoreCase(c.args[1], "async") &&
+                            !EqualsIgnoreCase(c.args[1], "sync"))) {
     ReplySyntaxError(c.out);
     return Outcome::Replied();
   }

@@ -24,9 +24,9 @@ class ScanCursors {
  private:
   const std::size_t capacity_;
   mutable std::mutex mutex_;
-  std::uint64_t next_;                                       // GUARDED_BY(mutex_)
+  std::uint64_t next_;                                        // GUARDED_BY(mutex_)
   std::unordered_map<std::uint64_t, std::string> positions_;  // GUARDED_BY(mutex_)
-  std::deque<std::uint64_t> order_;                          // GUARDED_BY(mutex_), oldest first
+  std::deque<std::uint64_t> order_;                           // GUARDED_BY(mutex_), oldest first
 };
 
 }  // namespace kvstore

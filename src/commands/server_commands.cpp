@@ -258,10 +258,8 @@ Outcome Time(CommandContext& c) {
 }
 
 constexpr CommandSpec kCommands[] = {
-    {"info", -1, kFlagAdmin, Info, 0, 0, 0},
-    {"role", 1, kFlagFast, Role, 0, 0, 0},
-    {"command", -1, kFlagAdmin, Command, 0, 0, 0},
-    {"config", -2, kFlagAdmin, Config, 0, 0, 0},
+    {"info", -1, kFlagAdmin, Info, 0, 0, 0},       {"role", 1, kFlagFast, Role, 0, 0, 0},
+    {"command", -1, kFlagAdmin, Command, 0, 0, 0}, {"config", -2, kFlagAdmin, Config, 0, 0, 0},
     {"time", 1, kFlagFast, Time, 0, 0, 0},
 };
 

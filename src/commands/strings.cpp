@@ -44,8 +44,8 @@ Outcome Set(CommandContext& c) {
     } else if (option == "keepttl") {
       // No key has a TTL, so keeping it is what already happens.
     } else if (option == "ex" || option == "px" || option == "exat" || option == "pxat") {
-      resp::AppendError(c.out, "ERR SET " + ToLower(option) +
-                                   " is not supported: kvstore keys do not expire");
+      resp::AppendError(
+          c.out, "ERR SET " + ToLower(option) + " is not supported: kvstore keys do not expire");
       return Outcome::Replied();
     } else {
       ReplySyntaxError(c.out);
@@ -143,30 +143,30 @@ Outcome MSet(CommandContext& c) {
 // Adds delta to the integer stored at key (absent counts as 0), like Redis' incrDecrCommand.
 Outcome IncrementBy(CommandContext& c, std::int64_t delta) {
   if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
-  return MakeWrite([key = std::move(c.args[1]), delta](WriteContext& db,
-                                                        std::string* reply) -> Status {
-    std::string old;
-    std::int64_t current = 0;
-    Status s = db.Get(key, &old);
-    if (s.ok()) {
-      if (!ParseInt64(old, &current)) {
-        ReplyNotInteger(reply);
+  return MakeWrite(
+      [key = std::move(c.args[1]), delta](WriteContext& db, std::string* reply) -> Status {
+        std::string old;
+        std::int64_t current = 0;
+        Status s = db.Get(key, &old);
+        if (s.ok()) {
+          if (!ParseInt64(old, &current)) {
+            ReplyNotInteger(reply);
+            return Status::Ok();
+          }
+        } else if (!s.IsNotFound()) {
+          return s;
+        }
+        if ((delta < 0 && current < std::numeric_limits<std::int64_t>::min() - delta) ||
+            (delta > 0 && current > std::numeric_limits<std::int64_t>::max() - delta)) {
+          resp::AppendError(reply, "ERR increment or decrement would overflow");
+          return Status::Ok();
+        }
+        const std::int64_t updated = current + delta;
+        s = db.Put(key, std::to_string(updated));
+        if (!s.ok()) return s;
+        resp::AppendInteger(reply, updated);
         return Status::Ok();
-      }
-    } else if (!s.IsNotFound()) {
-      return s;
-    }
-    if ((delta < 0 && current < std::numeric_limits<std::int64_t>::min() - delta) ||
-        (delta > 0 && current > std::numeric_limits<std::int64_t>::max() - delta)) {
-      resp::AppendError(reply, "ERR increment or decrement would overflow");
-      return Status::Ok();
-    }
-    const std::int64_t updated = current + delta;
-    s = db.Put(key, std::to_string(updated));
-    if (!s.ok()) return s;
-    resp::AppendInteger(reply, updated);
-    return Status::Ok();
-  });
+      });
 }
 
 Outcome Incr(CommandContext& c) { return IncrementBy(c, 1); }
@@ -197,23 +197,23 @@ Outcome DecrBy(CommandContext& c) {
 
 Outcome Append(CommandContext& c) {
   if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
-  return MakeWrite([key = std::move(c.args[1]), suffix = std::move(c.args[2]),
-                    limit = c.options.max_value_bytes](WriteContext& db,
-                                                       std::string* reply) -> Status {
-    std::string value;
-    Status s = db.Get(key, &value);
-    if (!s.ok() && !s.IsNotFound()) return s;
-    if (value.size() + suffix.size() > limit) {
-      resp::AppendError(reply, "ERR string exceeds maximum allowed size (max_value_bytes is " +
-                                   std::to_string(limit) + " bytes)");
-      return Status::Ok();
-    }
-    value += suffix;
-    s = db.Put(key, value);
-    if (!s.ok()) return s;
-    resp::AppendInteger(reply, static_cast<std::int64_t>(value.size()));
-    return Status::Ok();
-  });
+  return MakeWrite(
+      [key = std::move(c.args[1]), suffix = std::move(c.args[2]),
+       limit = c.options.max_value_bytes](WriteContext& db, std::string* reply) -> Status {
+        std::string value;
+        Status s = db.Get(key, &value);
+        if (!s.ok() && !s.IsNotFound()) return s;
+        if (value.size() + suffix.size() > limit) {
+          resp::AppendError(reply, "ERR string exceeds maximum allowed size (max_value_bytes is " +
+                                       std::to_string(limit) + " bytes)");
+          return Status::Ok();
+        }
+        value += suffix;
+        s = db.Put(key, value);
+        if (!s.ok()) return s;
+        resp::AppendInteger(reply, static_cast<std::int64_t>(value.size()));
+        return Status::Ok();
+      });
 }
 
 Outcome StrLen(CommandContext& c) {

@@ -31,15 +31,13 @@ Result<RoleDecision> DecideRole(const Config& config, bool pod_name_was_set,
                                      "\" (from env POD_NAME): expected <statefulset>-<ordinal>, "
                                      "for example kvstore-0");
     }
-    decision.reason = "no POD_NAME is set and the hostname \"" + hostname +
-                      "\" carries no ordinal";
+    decision.reason = "no POD_NAME is set and the hostname \"" + hostname + "\" carries no ordinal";
     return decision;
   }
   int master_ordinal = 0;
   const std::string& text = config.master_ordinal;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), master_ordinal);
-  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() ||
-      master_ordinal < 0) {
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() || master_ordinal < 0) {
     return Status::InvalidArgument("invalid master_ordinal \"" + text +
                                    "\": expected a non-negative integer");
   }
@@ -57,8 +55,8 @@ Result<RoleDecision> DecideRole(const Config& config, bool pod_name_was_set,
     const std::string statefulset = decision.pod_name.substr(0, decision.pod_name.rfind('-'));
     decision.master_address = statefulset + "-" + text + "." + config.headless_service + ":" +
                               std::to_string(config.port);
-    decision.reason = "ordinal " + std::to_string(*decision.ordinal) +
-                      " differs from MASTER_ORDINAL " + text;
+    decision.reason =
+        "ordinal " + std::to_string(*decision.ordinal) + " differs from MASTER_ORDINAL " + text;
   }
   return decision;
 }

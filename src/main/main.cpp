@@ -45,8 +45,8 @@ Status CheckDataDir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    return Status::InvalidArgument("invalid data_dir \"" + dir + "\": cannot create it: " +
-                                   ec.message());
+    return Status::InvalidArgument("invalid data_dir \"" + dir +
+                                   "\": cannot create it: " + ec.message());
   }
   const std::string probe = dir + "/.kvstore-write-test";
   {
@@ -73,8 +73,8 @@ int Serve(const Config& config, const RoleDecision& role) {
   }
   if (role.kind == RoleDecision::Kind::kReplica) {
     // Refuse rather than run as a second master: replication is not built yet.
-    std::cerr << "kvstore: this pod should start as a replica of " << role.master_address
-              << " (" << role.reason
+    std::cerr << "kvstore: this pod should start as a replica of " << role.master_address << " ("
+              << role.reason
               << "), but this build has no replication yet; set REPLICATION_ENABLED=false to "
                  "run it standalone\n";
     return kExitBadSetting;
@@ -124,9 +124,9 @@ int Serve(const Config& config, const RoleDecision& role) {
     logging::Error(s.message());
     return kExitRuntimeError;
   }
-  logging::Info("ready to accept connections",
-                {{"bind", config.bind}, {"port", std::to_string(server.port())},
-                 {"fsync", std::string(FsyncName(config.fsync))}});
+  logging::Info("ready to accept connections", {{"bind", config.bind},
+                                                {"port", std::to_string(server.port())},
+                                                {"fsync", std::string(FsyncName(config.fsync))}});
   server.Run();
   logging::Info("shutdown: connections closed; making all writes durable");
   if (Status s = (*engine)->Shutdown(); !s.ok()) {
@@ -182,7 +182,7 @@ int Main(int argc, char** argv) {
   }
   logging::SetGlobalField("pod", role->pod_name);
   if (invocation.role_only) {
-    const char* kind = role->kind == RoleDecision::Kind::kReplica ? "replica"
+    const char* kind = role->kind == RoleDecision::Kind::kReplica  ? "replica"
                        : role->kind == RoleDecision::Kind::kMaster ? "master"
                                                                    : "standalone master";
     std::cout << "role: " << kind << "\n"

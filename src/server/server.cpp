@@ -122,8 +122,7 @@ void Server::OnSessionClosed(std::uint64_t id) {
   }
 }
 
-void Server::CountTraffic(std::uint64_t in_bytes, std::uint64_t out_bytes,
-                          std::uint64_t commands) {
+void Server::CountTraffic(std::uint64_t in_bytes, std::uint64_t out_bytes, std::uint64_t commands) {
   if (in_bytes) net_input_bytes_.fetch_add(in_bytes, std::memory_order_relaxed);
   if (out_bytes) net_output_bytes_.fetch_add(out_bytes, std::memory_order_relaxed);
   if (commands) total_commands_.fetch_add(commands, std::memory_order_relaxed);

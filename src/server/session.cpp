@@ -65,8 +65,8 @@ Session::Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server,
 }
 
 void Session::Start() {
-  asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->Run(); },
-                 asio::detached);
+  asio::co_spawn(
+      socket_.get_executor(), [self = shared_from_this()] { return self->Run(); }, asio::detached);
 }
 
 void Session::Stop() {
@@ -196,8 +196,8 @@ asio::awaitable<void> Session::FlushWrites() {
   if (queued_writes_.empty()) co_return;
   std::vector<WriteFn> writes;
   writes.swap(queued_writes_);
-  const std::vector<Status> results = co_await AsyncSubmit(engine_, std::move(writes),
-                                                           asio::use_awaitable);
+  const std::vector<Status> results =
+      co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
   for (std::size_t i = 0; i < queued_replies_.size(); ++i) {
     AppendWriteResult(i < results.size() ? results[i] : Status::IOError("write lost"),
                       *queued_replies_[i], &out_);

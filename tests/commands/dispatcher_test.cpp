@@ -96,8 +96,7 @@ TEST_CASE("dispatcher: strings") {
 TEST_CASE("dispatcher: limits and errors worded like Redis") {
   Fixture f;
   CHECK(f.Run({"GET"}) == "-ERR wrong number of arguments for 'get' command\r\n");
-  CHECK(f.Run({"NOPE", "a"}) ==
-        "-ERR unknown command 'NOPE', with args beginning with: 'a' \r\n");
+  CHECK(f.Run({"NOPE", "a"}) == "-ERR unknown command 'NOPE', with args beginning with: 'a' \r\n");
   CHECK(f.Run({"SET", std::string(512, 'k'), "v"}).find("511") != std::string::npos);
   CHECK(f.Run({"SET", std::string(511, 'k'), "v"}) == "+OK\r\n");
   CHECK(f.Run({"SET", "", "v"}).starts_with("-ERR empty keys"));
@@ -109,7 +108,8 @@ TEST_CASE("dispatcher: limits and errors worded like Redis") {
 
 TEST_CASE("dispatcher: scan returns every key once across calls") {
   Fixture f;
-  for (int i = 0; i < 25; ++i) REQUIRE(f.Run({"SET", "key" + std::to_string(100 + i), "v"}) == "+OK\r\n");
+  for (int i = 0; i < 25; ++i)
+    REQUIRE(f.Run({"SET", "key" + std::to_string(100 + i), "v"}) == "+OK\r\n");
   CHECK(f.Run({"DBSIZE"}) == ":25\r\n");
   // The first page holds the 10 smallest keys and a non-zero cursor.
   const std::string page = f.Run({"SCAN", "0"});
