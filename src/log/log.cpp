@@ -1,12 +1,22 @@
 // The append-only log: segment files of CRC-checked records (grammar in log.h).
 // Threads: Append/Sync/RollbackLastAppend/Trim/ResetStart run on the engine's writer thread.
 // ReadFrom, Stats and last_seq may run on any thread: they copy what they need of the segment
-// list under mu and read the files through their own descriptors.
+// list under mu and read the files through their own descriptors. One short-lived background
+// thread at a time zero-fills the next segment (Impl::MaybePrepare); it touches only its own file.
 //
 // Encoding (all integers little endian):
+//   file    = record* end
 //   record  = length:u32 crc:u32 seq:u64 payload       ; length = 8 + payload size
 //   payload = type:u8 key_len:u32 key value_len:u32 value
 //   crc     = crc32 (zlib) over seq and payload
+//   end     = end of file | length 0 (the zeros of the preallocated, not yet written space)
+//
+// Preallocation: a new segment is created at segment_bytes, written full of zeros and
+// fdatasync'ed before it is used (as "next.log.tmp", renamed at the roll), so appends overwrite
+// allocated blocks and the per-batch fdatasync has no file-system metadata to journal. The next
+// segment is prepared on a background thread once the current one is half full, so the writer
+// normally never waits for the zero-fill. Undoing bytes (rollback, torn tail) writes zeros over
+// them instead of truncating.
 #include "log/log.h"
 
 #include <dirent.h>
@@ -26,6 +36,7 @@
 #include <mutex>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 namespace kvstore {
@@ -89,9 +100,77 @@ bool ParseSegmentName(std::string_view name, std::uint64_t* first_seq) {
 }
 
 Status ErrnoStatus(std::string_view what, int err) {
-  std::string msg = fmt::format("{}: {}", what, ErrnoText(err));
-  if (err == ENOSPC || err == EDQUOT) return Status::StorageFull(msg + "; free disk space");
-  return Status::IOError(msg);
+  if (err == ENOSPC || err == EDQUOT) {
+    return Status::StorageFull(fmt::format("storage full: {}: no space left on device", what));
+  }
+  return Status::IOError(fmt::format("{}: {}", what, ErrnoText(err)));
+}
+
+constexpr std::size_t kZeroChunk = 1 << 20;
+
+const std::string& Zeros() {
+  static const std::string zeros(kZeroChunk, '\0');
+  return zeros;
+}
+
+// Writes zeros over [offset, offset + n). 0 or an errno.
+int WriteZeros(int fd, std::uint64_t offset, std::uint64_t n) {
+  while (n > 0) {
+    std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(n, kZeroChunk));
+    ssize_t w = ::pwrite(fd, Zeros().data(), chunk, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    offset += static_cast<std::uint64_t>(w);
+    n -= static_cast<std::uint64_t>(w);
+  }
+  return 0;
+}
+
+// Creates path (replacing any old file) as bytes zeros, fdatasync'ed. StorageFull on ENOSPC /
+// EDQUOT, IOError otherwise; nothing is left behind on failure.
+Status CreateZeroFilled(const std::string& path, std::uint64_t bytes) {
+  ::unlink(path.c_str());
+  int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(fmt::format("cannot create log file {}", path), errno);
+  int err = WriteZeros(fd, 0, bytes);
+  if (err == 0 && ::fdatasync(fd) != 0) err = errno;
+  ::close(fd);
+  if (err != 0) {
+    ::unlink(path.c_str());
+    return ErrnoStatus(fmt::format("cannot preallocate log file {} ({} bytes)", path, bytes), err);
+  }
+  return Status::Ok();
+}
+
+// The offset just past the last non-zero byte of the file at or after from (from when none).
+// -1 (errno set) on a read error.
+std::int64_t EndOfNonZero(int fd, std::uint64_t from) {
+  std::string buf(kZeroChunk, '\0');
+  std::uint64_t end = from;
+  std::uint64_t offset = from;
+  for (;;) {
+    ssize_t r = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) break;
+    if (std::memcmp(buf.data(), Zeros().data(), static_cast<std::size_t>(r)) == 0) {
+      offset += static_cast<std::uint64_t>(r);
+      continue;
+    }
+    for (ssize_t i = r; i > 0; --i) {
+      if (buf[static_cast<std::size_t>(i - 1)] != '\0') {
+        end = offset + static_cast<std::uint64_t>(i);
+        break;
+      }
+    }
+    offset += static_cast<std::uint64_t>(r);
+  }
+  return static_cast<std::int64_t>(end);
 }
 
 // Writes all of data at offset, retrying short writes and EINTR.
@@ -121,7 +200,8 @@ class RecordReader {
   }
 
   // kRecord: *seq and (if entry) *entry are set and offset() moves past the record.
-  // kEnd: clean end of file at offset(). kBad: the record at offset() is torn or corrupt
+  // kEnd: clean end of the records at offset() (end of file or a zero length). kBad: the record at
+  // offset() is torn or corrupt
   // (*why says how). kError: read failure (*why).
   Next Read(std::uint64_t* seq, LogEntry* entry, std::string* why) {
     int have = Ensure(kHeaderBytes, why);
@@ -134,6 +214,7 @@ class RecordReader {
     const char* h = buf_.data() + pos_;
     std::uint32_t length = DecodeFixed32(h);
     std::uint32_t crc = DecodeFixed32(h + 4);
+    if (length == 0) return Next::kEnd;  // the preallocated zeros after the last record
     if (length < kMinRecordLength) {
       *why = fmt::format("invalid record length {}", length);
       return Next::kBad;
@@ -239,22 +320,29 @@ class FdCloser {
 struct Log::Impl {
   struct Segment {
     std::uint64_t first_seq = 0;
-    std::uint64_t bytes = 0;
+    std::uint64_t bytes = 0;  // logical: up to the end of the last record
     std::string path;
     // (seq, offset) of some record starts, ascending, at least kIndexStride apart.
     std::vector<std::pair<std::uint64_t, std::uint64_t>> index;
   };
 
   LogOptions options;
+  std::string prepared_path;  // the next segment, zero-filled ahead of the roll
   int dir_fd = -1;
   int fd = -1;              // newest segment, open for writing
   std::vector<int> rolled;  // older segments rolled away from since the last Sync
   bool dir_dirty = false;   // a file was created since the last directory fsync
-  std::string broken;       // set when a failed truncate left unknown bytes in the file
+  std::string broken;       // set when a failed undo left unknown bytes in the file
   std::string buf;          // Append's encoding buffer, reused
   bool have_last_append = false;
   std::uint64_t last_append_offset = 0;
   std::uint64_t last_append_count = 0;
+
+  // The background zero-fill of prepared_path. Started and joined by the writer thread;
+  // prepare_status is written by the preparing thread and read only after the join.
+  std::thread prepare_thread;
+  Status prepare_status;
+  bool prepared = false;  // prepared_path holds a complete zero-filled segment
 
   mutable std::mutex mu;
   std::vector<Segment> segments;  // GUARDED_BY(mu) for writes; oldest first
@@ -262,17 +350,46 @@ struct Log::Impl {
   std::atomic<std::uint64_t> last_seq{0};
 
   ~Impl() {
+    if (prepare_thread.joinable()) prepare_thread.join();
     for (int r : rolled) ::close(r);
     if (fd >= 0) ::close(fd);
     if (dir_fd >= 0) ::close(dir_fd);
   }
 
-  // Starts a new, empty newest segment whose first record will be last_seq+1.
+  // Starts zero-filling the next segment in the background once the newest is half full.
+  void MaybePrepare() {
+    if (prepared || prepare_thread.joinable() || segments.empty()) return;
+    if (segments.back().bytes < options.segment_bytes / 2) return;
+    prepare_thread = std::thread(
+        [this] { prepare_status = CreateZeroFilled(prepared_path, options.segment_bytes); });
+  }
+
+  // Starts a new, empty newest segment whose first record will be last_seq+1: the prepared
+  // file if there is one, else one zero-filled now. StorageFull when the disk has no room for
+  // it (nothing changes then; the next call tries again).
   Status Roll() {
+    if (prepare_thread.joinable()) {
+      prepare_thread.join();
+      prepared = prepare_status.ok();
+      if (!prepared) {
+        spdlog::warn("log: preparing the next segment failed: {}", prepare_status.ToString());
+      }
+    }
+    if (!prepared) {
+      if (Status s = CreateZeroFilled(prepared_path, options.segment_bytes); !s.ok()) return s;
+    }
+    prepared = false;
     std::uint64_t first = last_seq.load() + 1;
     std::string path = options.dir + "/" + SegmentName(first);
-    int nfd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-    if (nfd < 0) return ErrnoStatus(fmt::format("cannot create log file {}", path), errno);
+    if (::rename(prepared_path.c_str(), path.c_str()) != 0) {
+      return ErrnoStatus(fmt::format("cannot rename {} to {}", prepared_path, path), errno);
+    }
+    int nfd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (nfd < 0) {
+      int err = errno;
+      ::unlink(path.c_str());
+      return ErrnoStatus(fmt::format("cannot open log file {}", path), err);
+    }
     if (fd >= 0) rolled.push_back(fd);  // synced (and closed) by the next Sync()
     fd = nfd;
     dir_dirty = true;
@@ -303,6 +420,8 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  impl->prepared_path = options.dir + "/next.log.tmp";
+  ::unlink(impl->prepared_path.c_str());  // possibly incomplete: a crash during the zero-fill
   impl->dir_fd = ::open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (impl->dir_fd < 0) {
     return Status::IOError(
@@ -351,6 +470,7 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
     FdCloser closer(rfd);
     RecordReader reader(rfd, 0);
     std::uint64_t expect = seg.first_seq;
+    std::string newest_torn;  // why the record after the last good one is bad
     for (;;) {
       std::uint64_t seq = 0;
       std::string why;
@@ -377,21 +497,32 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
               "backup or resync from the master",
               seg.path, at, why));
         }
-        // A crash in the middle of an append: cut the torn tail off.
-        struct stat st;
-        std::uint64_t file_bytes = ::fstat(rfd, &st) == 0 ? st.st_size : 0;
-        int wfd = ::open(seg.path.c_str(), O_WRONLY | O_CLOEXEC);
-        if (wfd < 0 || ::ftruncate(wfd, static_cast<off_t>(at)) != 0 || ::fdatasync(wfd) != 0) {
-          int err = errno;
-          if (wfd >= 0) ::close(wfd);
-          return Status::IOError(fmt::format("cannot truncate the torn tail of log file {}: {}",
-                                             seg.path, ErrnoText(err)));
+        newest_torn = why;
+      }
+      if (newest) {
+        // A crash in the middle of an append: zero the torn tail (a partial record, or records
+        // whose blocks reached the disk out of order behind a zero gap), so the space after
+        // the last record is zeros again, as appends expect.
+        std::int64_t end = EndOfNonZero(rfd, at);
+        if (end < 0) {
+          return Status::IOError(
+              fmt::format("cannot read log file {}: {}", seg.path, ErrnoText(errno)));
         }
-        ::close(wfd);
-        spdlog::warn(
-            "log: cut a torn tail off {} at offset {} ({} bytes dropped: {}); last sequence is "
-            "now {}",
-            seg.path, at, file_bytes - at, why, expect - 1);
+        if (static_cast<std::uint64_t>(end) > at) {
+          int wfd = ::open(seg.path.c_str(), O_WRONLY | O_CLOEXEC);
+          int err = wfd < 0 ? errno : WriteZeros(wfd, at, static_cast<std::uint64_t>(end) - at);
+          if (err == 0 && ::fdatasync(wfd) != 0) err = errno;
+          if (wfd >= 0) ::close(wfd);
+          if (err != 0) {
+            return Status::IOError(fmt::format("cannot zero the torn tail of log file {}: {}",
+                                               seg.path, ErrnoText(err)));
+          }
+          spdlog::warn(
+              "log: cut a torn tail off {} at offset {} ({} bytes zeroed: {}); last sequence is "
+              "now {}",
+              seg.path, at, static_cast<std::uint64_t>(end) - at,
+              newest_torn.empty() ? "data after the end of the records" : newest_torn, expect - 1);
+        }
       }
       seg.bytes = at;
       break;
@@ -442,11 +573,18 @@ Status Log::Append(const std::vector<LogEntry>& entries) {
 
   const std::uint64_t offset = impl.segments.back().bytes;
   if (int err = WriteAll(impl.fd, buf.data(), buf.size(), offset); err != 0) {
-    if (::ftruncate(impl.fd, static_cast<off_t>(offset)) != 0) {
+    // Zero what part of the append reached the file (only up to its size: a write past the
+    // preallocated end may have failed for want of space).
+    struct stat st;
+    int undo = ::fstat(impl.fd, &st) != 0 ? errno : 0;
+    if (undo == 0 && static_cast<std::uint64_t>(st.st_size) > offset) {
+      undo = WriteZeros(impl.fd, offset, std::min<std::uint64_t>(buf.size(), st.st_size - offset));
+    }
+    if (undo != 0) {
       impl.broken = fmt::format(
-          "log file {} holds a partial append that could not be truncated ({}); restart the "
+          "log file {} holds a partial append that could not be undone ({}); restart the "
           "server",
-          impl.segments.back().path, ErrnoText(errno));
+          impl.segments.back().path, ErrnoText(undo));
     }
     return ErrnoStatus(fmt::format("log append to {} failed", impl.segments.back().path), err);
   }
@@ -461,6 +599,7 @@ Status Log::Append(const std::vector<LogEntry>& entries) {
   impl.have_last_append = true;
   impl.last_append_offset = offset;
   impl.last_append_count = entries.size();
+  impl.MaybePrepare();
   return Status::Ok();
 }
 
@@ -492,8 +631,9 @@ Status Log::Sync() {
 Status Log::RollbackLastAppend() {
   Impl& impl = *impl_;
   if (!impl.have_last_append) return Status::InvalidArgument("no log append to roll back");
-  if (::ftruncate(impl.fd, static_cast<off_t>(impl.last_append_offset)) != 0) {
-    int err = errno;
+  const std::uint64_t end = impl.segments.back().bytes;
+  if (int err = WriteZeros(impl.fd, impl.last_append_offset, end - impl.last_append_offset);
+      err != 0) {
     impl.broken = fmt::format("log file {} could not be rolled back ({}); restart the server",
                               impl.segments.back().path, ErrnoText(err));
     return Status::IOError(

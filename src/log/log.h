@@ -2,13 +2,17 @@
 // Threads: Append/Sync/Rollback/Trim are called by the engine's writer thread only; ReadFrom
 // may be called by any thread (it opens its own file handles).
 //
-// Files: <dir>/<first_seq as 20 digits>.log, each a sequence of records:
+// Files: <dir>/<first_seq as 20 digits>.log, each a sequence of records, then the end:
+//   file    = record* end
 //   record  = length:u32le crc:u32le seq:u64le payload      ; length = size of seq + payload
 //                                                          ; crc = crc32 (zlib) of seq + payload
 //   payload = type:u8 key_len:u32le key value_len:u32le value
 //   type    = 1 (put) | 2 (delete; value empty) | 3 (clear; key and value empty)
-// Sequence numbers are consecutive across records and files, starting at 1.
-// A torn record at the end of the newest file (a crash mid-append) is cut off at Open; damage
+//   end     = end of file | length:u32le = 0 (zeros to the end of the file)
+// Files are created at segment_bytes, full of zeros and synced (preallocated), so the end is
+// usually the zero length after the last record; <dir>/next.log.tmp is the next file being
+// prepared. Sequence numbers are consecutive across records and files, starting at 1.
+// A torn record at the end of the newest file (a crash mid-append) is zeroed at Open; damage
 // anywhere else is Corruption and stops the start.
 #pragma once
 
@@ -30,15 +34,15 @@ struct LogEntry {
 };
 
 struct LogOptions {
-  std::string dir;                                // created if missing
-  std::uint64_t segment_bytes = 64ull << 20;      // roll to a new file past this size
-  std::uint64_t retain_bytes = 1ull << 30;        // keep at least this much history (replication)
+  std::string dir;                            // created if missing
+  std::uint64_t segment_bytes = 64ull << 20;  // roll to a new file past this size
+  std::uint64_t retain_bytes = 1ull << 30;    // keep at least this much history (replication)
 };
 
 struct LogStats {
   std::uint64_t first_seq = 0;  // oldest sequence still on disk (0 when empty)
   std::uint64_t last_seq = 0;   // newest appended sequence (0 when empty)
-  std::uint64_t bytes = 0;
+  std::uint64_t bytes = 0;      // of records (files are larger: preallocated zeros follow)
   std::uint64_t segments = 0;
 };
 
@@ -51,13 +55,14 @@ class Log {
   std::uint64_t last_seq() const;
 
   // Writes entries with sequences last_seq()+1 ... (not yet durable: call Sync). On failure
-  // nothing of this call stays in the file (it is truncated back) and last_seq() is unchanged:
-  // StorageFull for ENOSPC / EDQUOT, IOError otherwise.
+  // nothing of this call stays in the file (it is zeroed again) and last_seq() is unchanged:
+  // StorageFull for ENOSPC / EDQUOT (also when no new segment can be preallocated; the next
+  // Append tries again), IOError otherwise.
   Status Append(const std::vector<LogEntry>& entries);
   // fdatasync of the current file (and the directory after a roll). IOError on failure.
   Status Sync();
   // Removes the entries appended by the last Append (used when the storage commit that follows
-  // fails). IOError if the truncate fails.
+  // fails) by writing zeros over them. IOError if that write fails.
   Status RollbackLastAppend();
 
   // Calls visit for every entry with seq >= from_seq in order, until it returns false.

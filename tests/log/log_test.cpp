@@ -90,7 +90,9 @@ TEST_CASE("append and read back") {
     CHECK(stats.first_seq == 1);
     CHECK(stats.last_seq == 4);
     CHECK(stats.segments == 1);
-    CHECK(stats.bytes == fs::file_size(dir.path() + "/00000000000000000001.log"));
+    // Logical bytes: the records, not the preallocated file.
+    CHECK(stats.bytes == 4 * (8 + 8 + 1 + 4 + 4) + 1 + 1 + 1 + 1);
+    CHECK(fs::file_size(dir.path() + "/00000000000000000001.log") == 64 << 20);
   }
   // Reopen: same content, appends continue the numbering.
   auto log = OpenLog(dir.path());
@@ -113,8 +115,11 @@ TEST_CASE("the record format is the one documented in log.h") {
   REQUIRE(log->Append({Put("k", "vv")}).ok());
   std::ifstream in(dir.path() + "/00000000000000000001.log", std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // length(4) crc(4) seq(8) type(1) key_len(4) "k" value_len(4) "vv"
-  REQUIRE(bytes.size() == 4 + 4 + 8 + 1 + 4 + 1 + 4 + 2);
+  // length(4) crc(4) seq(8) type(1) key_len(4) "k" value_len(4) "vv", then the end: zeros to
+  // the preallocated size.
+  REQUIRE(bytes.size() == 64 << 20);
+  CHECK(bytes.find_first_not_of('\0', 28) == std::string::npos);
+  bytes.resize(28);
   CHECK(bytes.substr(0, 4) == std::string("\x14\0\0\0", 4));  // 8 + 1 + 4 + 1 + 4 + 2 = 20
   CHECK(bytes.substr(8, 8) == std::string("\x01\0\0\0\0\0\0\0", 8));
   CHECK(bytes.substr(16) == std::string("\x01\x01\0\0\0k\x02\0\0\0vv", 12));
@@ -184,36 +189,90 @@ TEST_CASE("ReadFrom seeks into big segments and sees concurrent appends up to it
   CHECK(log->last_seq() == 2500);
 }
 
-TEST_CASE("a torn tail of the newest file is cut off at open") {
+void WriteAt(const std::string& path, std::uint64_t offset, const std::string& bytes) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST_CASE("reopen after appends into a preallocated segment finds exactly the appended entries") {
   TempDir dir;
   const std::string file = dir.path() + "/00000000000000000001.log";
-  std::uint64_t good_size = 0;
   {
-    auto log = OpenLog(dir.path());
+    auto log = OpenLog(dir.path(), 1 << 20);
+    for (int i = 0; i < 10; ++i) REQUIRE(log->Append({Put("k" + std::to_string(i), "v")}).ok());
+    REQUIRE(log->Sync().ok());
+    CHECK(fs::file_size(file) == 1 << 20);
+  }
+  auto log = OpenLog(dir.path(), 1 << 20);
+  CHECK(log->last_seq() == 10);
+  CHECK(log->Stats().bytes == 10 * (8 + 8 + 1 + 4 + 2 + 4 + 1));
+  CHECK(Render(*log, 9) == "9:1:k8=v;10:1:k9=v;");
+  CHECK(fs::file_size(file) == 1 << 20);  // nothing was cut
+}
+
+TEST_CASE("the next segment is prepared in the background and used at the roll") {
+  TempDir dir;
+  auto log = OpenLog(dir.path(), 4096);
+  for (int i = 0; i < 100; ++i) REQUIRE(log->Append({Put("key", std::string(100, 'v'))}).ok());
+  REQUIRE(log->Sync().ok());
+  CHECK(log->Stats().segments > 2);
+  for (const auto& name : Files(dir.path())) {
+    if (name.ends_with(".log")) CHECK(fs::file_size(dir.path() + "/" + name) == 4096);
+  }
+  log.reset();
+  log = OpenLog(dir.path(), 4096);  // a leftover next.log.tmp is removed, not taken for a segment
+  CHECK(log->last_seq() == 100);
+  for (const auto& name : Files(dir.path())) CHECK(name.ends_with(".log"));
+}
+
+TEST_CASE("a torn tail of the newest file is zeroed at open") {
+  TempDir dir;
+  const std::string file = dir.path() + "/00000000000000000001.log";
+  std::uint64_t good = 0;  // logical size with two records
+  {
+    auto log = OpenLog(dir.path(), 1 << 20);
     REQUIRE(log->Append({Put("a", "1"), Put("b", "2")}).ok());
     REQUIRE(log->Sync().ok());
-    good_size = fs::file_size(file);
+    good = log->Stats().bytes;
   }
-  SECTION("partial record") {
+  std::uint64_t file_size = 1 << 20;
+  SECTION("partial record followed by the preallocated zeros") {
     // The first 11 bytes of a record for seq 3.
-    AppendBytes(file, std::string("\x20\0\0\0\x12\x34\x56\x78\x03\0\0", 11));
+    WriteAt(file, good, std::string("\x20\0\0\0\x12\x34\x56\x78\x03\0\0", 11));
   }
-  SECTION("garbage") { AppendBytes(file, std::string(64, '\xab')); }
-  SECTION("zeros (size extended, data never written)") {
-    AppendBytes(file, std::string(4096, '\0'));
+  SECTION("garbage") { WriteAt(file, good, std::string(64, '\xab')); }
+  SECTION("a record whose first block never reached the disk (data behind a zero gap)") {
+    WriteAt(file, good + 4096, std::string(100, '\x42'));
   }
   SECTION("a complete record with a bad checksum") {
-    auto log = OpenLog(dir.path());
-    REQUIRE(log->Append({Put("c", "3")}).ok());
-    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
-    f.seekp(static_cast<std::streamoff>(fs::file_size(file) - 1));
-    f.put('X');
+    {
+      auto log = OpenLog(dir.path(), 1 << 20);
+      REQUIRE(log->Append({Put("c", "3")}).ok());
+      WriteAt(file, log->Stats().bytes - 1, "X");
+    }
   }
-  auto log = OpenLog(dir.path());
-  CHECK(fs::file_size(file) == good_size);
+  SECTION("a file that is not preallocated (written by an older version)") {
+    fs::resize_file(file, good);
+    AppendBytes(file, std::string("\x20\0\0\0\x12\x34\x56\x78\x03\0\0", 11));
+    file_size = good + 11;
+  }
+  auto log = OpenLog(dir.path(), 1 << 20);
   CHECK(log->last_seq() == 2);
+  CHECK(log->Stats().bytes == good);
   CHECK(Render(*log) == "1:1:a=1;2:1:b=2;");
+  std::string bytes = ReadFile(file);
+  CHECK(bytes.size() == file_size);
+  CHECK(bytes.find_first_not_of('\0', good) == std::string::npos);
   REQUIRE(log->Append({Put("c", "new")}).ok());
+  CHECK(Render(*log) == "1:1:a=1;2:1:b=2;3:1:c=new;");
+  log.reset();
+  log = OpenLog(dir.path(), 1 << 20);
   CHECK(Render(*log) == "1:1:a=1;2:1:b=2;3:1:c=new;");
 }
 
@@ -262,16 +321,27 @@ TEST_CASE("a missing middle file is Corruption") {
 
 TEST_CASE("rollback of the last append") {
   TempDir dir;
-  auto log = OpenLog(dir.path());
+  const std::string file = dir.path() + "/00000000000000000001.log";
+  auto log = OpenLog(dir.path(), 1 << 20);
   REQUIRE(log->Append({Put("a", "1")}).ok());
   const std::uint64_t size = log->Stats().bytes;
   REQUIRE(log->Append({Put("b", "2"), Put("c", "3")}).ok());
   REQUIRE(log->RollbackLastAppend().ok());
   CHECK(log->last_seq() == 1);
   CHECK(log->Stats().bytes == size);
-  CHECK(fs::file_size(dir.path() + "/00000000000000000001.log") == size);
+  std::string bytes = ReadFile(file);
+  CHECK(bytes.size() == 1 << 20);  // zeroed, not truncated: the space stays allocated
+  CHECK(bytes.find_first_not_of('\0', size) == std::string::npos);
   CHECK(log->RollbackLastAppend().code() == Status::Code::kInvalidArgument);  // only once
   REQUIRE(log->Append({Put("d", "4")}).ok());
+  CHECK(Render(*log) == "1:1:a=1;2:1:d=4;");
+  REQUIRE(log->Append({Put("e", "5")}).ok());
+  REQUIRE(log->RollbackLastAppend().ok());
+  REQUIRE(log->Sync().ok());
+  log.reset();
+  // Reopen: exactly the entries that were not rolled back.
+  log = OpenLog(dir.path(), 1 << 20);
+  CHECK(log->last_seq() == 2);
   CHECK(Render(*log) == "1:1:a=1;2:1:d=4;");
 }
 
