@@ -5,9 +5,10 @@
 //
 // One group commit, as in LevelDB's DBImpl::Write:
 //   1. take every queued request (the queue lock is held only for the swap);
-//   2. run all their write functions in one LMDB write transaction, collecting log entries
-//      (first without nested transactions; if some function fails, run the batch again with
-//      one nested transaction per function so that only its own effects are dropped);
+//   2. run all their write functions in one LMDB write transaction, collecting log entries.
+//      A function that fails after changing something (LMDB with MDB_WRITEMAP has no nested
+//      transactions to undo just its part) gets its error, and the batch is aborted and run
+//      again without it; at most once per function;
 //   3. set applied_seq, append the entries to the log, fdatasync it once (fsync: always),
 //      commit LMDB (MDB_NOSYNC: LMDB is flushed at checkpoints);
 //   4. complete every request, outside the queue lock.
@@ -60,18 +61,21 @@ class BatchContext : public WriteContext {
     put_attempted_ = true;
     Status s = txn_->Put(key, value);
     if (s.ok()) Record(LogEntry::Type::kPut, key, value);
+    if (!s.ok() && s.code() != Status::Code::kInvalidArgument) txn_failed_ = true;
     return s;
   }
 
   Status Delete(std::string_view key) override {
     Status s = txn_->Delete(key);
     if (s.ok()) Record(LogEntry::Type::kDelete, key, {});
+    if (!s.ok() && !s.IsNotFound()) txn_failed_ = true;
     return s;
   }
 
   Status Clear() override {
     Status s = txn_->Clear();
     if (s.ok()) Record(LogEntry::Type::kClear, {}, {});
+    if (!s.ok()) txn_failed_ = true;
     return s;
   }
 
@@ -79,6 +83,8 @@ class BatchContext : public WriteContext {
 
   // Whether any Put was tried: a write function without one may use the storage's reserve.
   bool put_attempted() const { return put_attempted_; }
+  // Whether an LMDB operation failed (the transaction may be unusable then).
+  bool txn_failed() const { return txn_failed_; }
 
  private:
   void Record(LogEntry::Type type, std::string_view key, std::string_view value) {
@@ -91,6 +97,7 @@ class BatchContext : public WriteContext {
   Storage::WriteTxn* txn_;
   std::vector<LogEntry>* entries_;
   bool put_attempted_ = false;
+  bool txn_failed_ = false;
 };
 
 Status CallWrite(const WriteFn& fn, WriteContext& ctx) {
@@ -203,10 +210,11 @@ struct Engine::Impl {
     std::vector<WriteFn> writes;
     WriteDone done;
     std::vector<Status> statuses;
+    std::vector<char> failed;  // the function failed: leave it out of the batch
   };
 
   // How one attempt at a group commit ended.
-  enum class Attempt { kDone, kIsolate, kFull };
+  enum class Attempt { kDone, kRetry, kFull };
 
   Impl(const EngineOptions& opts, Storage* s, Log* l) : options(opts), storage(s), log(l) {}
 
@@ -243,7 +251,7 @@ struct Engine::Impl {
 
   void Run();
   void ProcessBatch();
-  Attempt TryGroup(bool isolate);
+  Attempt TryGroup();
   Status RunOne(const WriteFn& fn, bool* put_attempted);
   void RunAlone(const Status& full_status);
   Status Persist(Storage::WriteTxn& txn, bool* full);
@@ -273,8 +281,8 @@ Status Engine::Impl::PoisonStatus() {
 // Gives s to every write function of the batch that has not failed on its own.
 void Engine::Impl::FailOk(const Status& s) {
   for (Request& r : batch) {
-    for (Status& st : r.statuses) {
-      if (st.ok()) st = s;
+    for (std::size_t i = 0; i < r.statuses.size(); ++i) {
+      if (!r.failed[i]) r.statuses[i] = s;
     }
   }
 }
@@ -328,7 +336,10 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
   return Status::Ok();
 }
 
-Engine::Impl::Attempt Engine::Impl::TryGroup(bool isolate) {
+// One attempt at the batch, leaving out the functions that failed in earlier attempts.
+// kRetry: a function failed after changing the transaction; it is now marked failed and the
+// transaction aborted, so the caller runs the batch again.
+Engine::Impl::Attempt Engine::Impl::TryGroup() {
   auto begun = storage->BeginWrite();
   if (!begun.ok()) {
     FailOk(begun.status());
@@ -336,30 +347,24 @@ Engine::Impl::Attempt Engine::Impl::TryGroup(bool isolate) {
   }
   Storage::WriteTxn txn = std::move(begun).value();
   entries.clear();
-  BatchContext ctx(&txn, &entries);
   std::uint64_t ok_writes = 0;
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
+      if (r.failed[i]) continue;
       const std::size_t mark = entries.size();
-      if (isolate) {
-        if (Status s = txn.BeginNested(); !s.ok()) {
-          if (s.IsStorageFull()) return Attempt::kFull;
-          FailOk(s);
-          return Attempt::kDone;
-        }
-      }
+      BatchContext ctx(&txn, &entries);
       Status s = CallWrite(r.writes[i], ctx);
       if (s.IsStorageFull()) return Attempt::kFull;  // txn aborts on return
-      if (s.ok() && isolate) {
-        s = txn.CommitNested();
-        if (s.IsStorageFull()) return Attempt::kFull;
-      } else if (!s.ok()) {
-        if (!isolate) return Attempt::kIsolate;
-        txn.AbortNested();
+      if (!s.ok()) {
+        r.statuses[i] = std::move(s);
+        r.failed[i] = 1;
+        // A failure that changed nothing (the usual case: a wrong type, a bad argument) needs
+        // no undo; otherwise run the batch again without this function.
+        if (entries.size() != mark || ctx.txn_failed()) return Attempt::kRetry;
+        continue;
       }
-      if (!s.ok()) entries.resize(mark);
-      r.statuses[i] = std::move(s);
-      if (r.statuses[i].ok()) ++ok_writes;
+      r.statuses[i] = Status::Ok();
+      ++ok_writes;
     }
   }
   if (entries.empty()) return Attempt::kDone;  // nothing to log or commit: txn aborts
@@ -402,6 +407,7 @@ Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
 void Engine::Impl::RunAlone(const Status& full_status) {
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
+      if (r.failed[i]) continue;  // failed on its own in the group attempt
       if (poisoned.load()) {
         r.statuses[i] = PoisonStatus();
         continue;
@@ -423,21 +429,21 @@ void Engine::Impl::RunAlone(const Status& full_status) {
 }
 
 void Engine::Impl::ProcessBatch() {
-  for (Request& r : batch) r.statuses.assign(r.writes.size(), Status::Ok());
+  for (Request& r : batch) {
+    r.statuses.assign(r.writes.size(), Status::Ok());
+    r.failed.assign(r.writes.size(), 0);
+  }
   if (poisoned.load()) {
     FailOk(PoisonStatus());
     return;
   }
-  bool isolate = false;
   for (;;) {
-    switch (TryGroup(isolate)) {
+    switch (TryGroup()) {
       case Attempt::kDone:
         return;
-      case Attempt::kIsolate:
-        isolate = true;
-        break;
+      case Attempt::kRetry:
+        break;  // bounded: each retry leaves out one more function
       case Attempt::kFull: {
-        for (Request& r : batch) r.statuses.assign(r.writes.size(), Status::Ok());
         Status g = storage->Grow();
         if (g.ok()) break;
         if (g.IsStorageFull()) {
@@ -583,7 +589,7 @@ void Engine::Submit(std::vector<WriteFn> writes, WriteDone done) {
   {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (!impl.stopping) {
-      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}});
+      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}});
       // A push onto a non-empty queue needs no wake-up: the first push already sent one.
       wake = impl.queue.size() == 1;
       if (!wake) return;

@@ -30,7 +30,7 @@ enum class FsyncMode { kAlways, kInterval, kNever };
 struct EngineOptions {
   std::string data_dir;  // LMDB in <data_dir>/db, log in <data_dir>/log
   FsyncMode fsync = FsyncMode::kAlways;
-  std::chrono::milliseconds fsync_interval{1000};      // for kInterval
+  std::chrono::milliseconds fsync_interval{1000};       // for kInterval
   std::chrono::milliseconds checkpoint_interval{1000};  // LMDB sync + log trim
   std::uint64_t initial_map_bytes = 64ull << 20;
   std::uint64_t max_map_bytes = 32ull << 30;
@@ -52,14 +52,15 @@ class WriteContext {
 
 // A write: reads and mutates through the context, stores its own reply in captured state.
 // Must be deterministic given the context: it may run more than once (after a full map the
-// engine re-runs it alone in a fresh transaction); only the last run's effects count.
+// engine re-runs it alone in a fresh transaction; when another write of its batch fails after
+// changing something, the batch runs again without that one); only the last run's effects count.
 using WriteFn = std::function<Status(WriteContext&)>;
 // Called once on the writer thread with one Status per WriteFn, in order.
 using WriteDone = std::function<void(std::vector<Status>)>;
 
 struct EngineStats {
-  std::uint64_t commits = 0;          // group commits
-  std::uint64_t committed_writes = 0; // write functions committed
+  std::uint64_t commits = 0;           // group commits
+  std::uint64_t committed_writes = 0;  // write functions committed
   std::uint64_t fsyncs = 0;
   std::uint64_t last_checkpoint_seq = 0;
   bool poisoned = false;

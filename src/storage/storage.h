@@ -22,9 +22,9 @@
 namespace kvstore {
 
 struct StorageOptions {
-  std::string dir;                                 // created if missing
-  std::uint64_t initial_map_bytes = 64ull << 20;   // grows x2 on demand ...
-  std::uint64_t max_map_bytes = 32ull << 30;       // ... up to this bound
+  std::string dir;                                // created if missing
+  std::uint64_t initial_map_bytes = 64ull << 20;  // grows x2 on demand ...
+  std::uint64_t max_map_bytes = 32ull << 30;      // ... up to this bound
   // When true, LMDB commits do not fsync (MDB_NOSYNC); durability comes from the engine's log and
   // Sync() checkpoints. Tests of storage alone may set it false.
   bool no_sync = true;
@@ -34,16 +34,18 @@ inline constexpr std::size_t kMaxKeyBytes = 511;  // mdb_env_get_maxkeysize() fo
 
 struct StorageStats {
   std::uint64_t keys = 0;
-  std::uint64_t map_bytes = 0;       // current map size
+  std::uint64_t map_bytes = 0;  // current map size
   std::uint64_t max_map_bytes = 0;
-  std::uint64_t used_bytes = 0;      // pages in use * page size (last committed transaction)
+  std::uint64_t used_bytes = 0;  // pages in use * page size (last committed transaction)
   std::uint64_t applied_seq = 0;
 };
 
 class Storage {
  public:
-  // Opens (or creates) the environment in options.dir and clears stale reader slots.
-  // Failure: IOError naming the directory and the LMDB / errno reason.
+  // Opens (or creates) the environment in options.dir and clears stale reader slots. The data
+  // file takes the whole map on disk (at least initial_map_bytes; less if the disk is smaller).
+  // Failure: IOError naming the directory and the LMDB / errno reason; StorageFull when the
+  // disk has no room even for the pages in use.
   static Result<std::unique_ptr<Storage>> Open(const StorageOptions& options);
   ~Storage();
   Storage(const Storage&) = delete;
@@ -61,9 +63,9 @@ class Storage {
     // Visits keys in sorted order starting at the first key >= start (or > start when
     // exclusive is true), until visit returns false. Values are views into the map, valid only
     // during the call.
-    Status Scan(std::string_view start, bool exclusive,
-                const std::function<bool(std::string_view key, std::string_view value)>& visit)
-        const;
+    Status Scan(
+        std::string_view start, bool exclusive,
+        const std::function<bool(std::string_view key, std::string_view value)>& visit) const;
     std::uint64_t KeyCount() const;
     std::uint64_t AppliedSeq() const;
 
@@ -93,15 +95,6 @@ class Storage {
     // Keys in the database as this transaction sees it (its own writes included).
     std::uint64_t KeyCount() const;
 
-    // Nested transactions (LMDB child transactions), so one part of a batch can fail without
-    // losing the rest. While a nested transaction is open, every operation above acts on it.
-    // CommitNested() merges it into its parent; AbortNested() discards it, and the parent stays
-    // usable even when the child failed with StorageFull. BeginNested/CommitNested fail with
-    // StorageFull or IOError; Commit()/Abort() of the outer transaction discard open children.
-    Status BeginNested();
-    Status CommitNested();
-    void AbortNested();
-
     // Makes the changes visible to new snapshots (durable only after Storage::Sync when
     // no_sync is set). StorageFull or IOError on failure; the transaction is gone either way.
     Status Commit();
@@ -110,15 +103,17 @@ class Storage {
    private:
     friend class Storage;
     WriteTxn(Storage* storage, void* txn);
-    void* Current() const;  // innermost open MDB_txn*
+    void* Current() const;  // the open MDB_txn*
     Storage* storage_;
-    void* txn_;  // the outer MDB_txn*; nested children live in Storage::Impl
+    void* txn_;  // MDB_txn*
   };
 
   Result<WriteTxn> BeginWrite();
 
   // Doubles the map size, up to max_map_bytes minus a small reserve (see below). Waits for
-  // live snapshots to end. StorageFull when already at that limit. Must not be called with a
+  // live snapshots to end. The data file's blocks for the new size are allocated first
+  // (MDB_WRITEMAP must never fault on a full disk). StorageFull when already at that limit or
+  // when the disk has no room (the map then keeps its size). Must not be called with a
   // WriteTxn open.
   Status Grow();
 

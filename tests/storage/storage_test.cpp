@@ -113,25 +113,6 @@ TEST_CASE("an aborted or dropped write transaction leaves nothing") {
   CHECK(Render(*storage) == "a=1;");
 }
 
-TEST_CASE("nested transactions commit or abort on their own") {
-  TempDir dir;
-  auto storage = OpenStorage(dir.path());
-  auto txn = storage->BeginWrite();
-  REQUIRE(txn.ok());
-  REQUIRE(txn->Put("a", "1").ok());
-  REQUIRE(txn->BeginNested().ok());
-  REQUIRE(txn->Put("b", "2").ok());
-  CHECK(txn->KeyCount() == 2);
-  txn->AbortNested();
-  CHECK(txn->KeyCount() == 1);
-  REQUIRE(txn->BeginNested().ok());
-  REQUIRE(txn->Put("c", "3").ok());
-  REQUIRE(txn->Delete("a").ok());
-  REQUIRE(txn->CommitNested().ok());
-  REQUIRE(txn->Commit().ok());
-  CHECK(Render(*storage) == "c=3;");
-}
-
 TEST_CASE("scan order and exclusive start") {
   TempDir dir;
   auto storage = OpenStorage(dir.path());
