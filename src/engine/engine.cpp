@@ -254,6 +254,7 @@ struct Engine::Impl {
   Attempt TryGroup();
   Status RunOne(const WriteFn& fn, bool* put_attempted);
   void RunAlone(const Status& full_status);
+  Status AdvanceTxnId();
   Status Persist(Storage::WriteTxn& txn, bool* full);
   Status SyncLog();
   void Checkpoint();
@@ -402,8 +403,34 @@ Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
   return s;
 }
 
+// Commits two transactions that only rewrite applied_seq (no log entry: the value does not
+// change). LMDB reuses the pages freed by transaction T only from transaction T+2 on, and puts
+// refused at the full map abort without advancing the id, so pages freed by deletes would stay
+// unusable until some other write commits. Uses the delete reserve if it must.
+Status Engine::Impl::AdvanceTxnId() {
+  auto commit_trivial = [this]() {
+    auto begun = storage->BeginWrite();
+    if (!begun.ok()) return begun.status();
+    Storage::WriteTxn txn = std::move(begun).value();
+    if (Status s = txn.SetAppliedSeq(committed_seq); !s.ok()) return s;
+    return txn.Commit();
+  };
+  for (int i = 0; i < 2; ++i) {
+    Status s = commit_trivial();
+    if (s.IsStorageFull()) {
+      if (Status open = storage->OpenReserve(); open.ok()) s = commit_trivial();
+      if (Status close = storage->CloseReserve(); !close.ok()) {
+        spdlog::warn("engine: cannot shrink the map back to its limit: {}", close.ToString());
+      }
+    }
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
 // At the map limit: every write function alone, so that only the writes that do not fit fail.
-// A function that tried no Put (a delete) may use the storage's reserve when it needs it.
+// A function that tried no Put (a delete) may use the storage's reserve when it needs it; one
+// whose put does not fit gets a second try after AdvanceTxnId() made freed pages reusable.
 void Engine::Impl::RunAlone(const Status& full_status) {
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
@@ -414,6 +441,9 @@ void Engine::Impl::RunAlone(const Status& full_status) {
       }
       bool put_attempted = false;
       Status s = RunOne(r.writes[i], &put_attempted);
+      if (s.IsStorageFull() && put_attempted && AdvanceTxnId().ok()) {
+        s = RunOne(r.writes[i], &put_attempted);
+      }
       if (s.IsStorageFull() && !put_attempted) {
         if (Status open = storage->OpenReserve(); open.ok()) {
           s = RunOne(r.writes[i], &put_attempted);
