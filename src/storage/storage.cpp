@@ -66,7 +66,10 @@ Status CheckKey(std::string_view key) {
 // Maps an LMDB write-path error. MAP_FULL / TXN_FULL / ENOSPC mean "no room": the caller may
 // grow the map or free space; anything else is an I/O problem.
 Status WriteError(std::string_view what, int rc) {
-  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC || rc == EDQUOT) {
+  if (rc == ENOSPC || rc == EDQUOT) {
+    return Status::StorageFull(fmt::format("storage full: {}: no space left on device", what));
+  }
+  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
     return Status::StorageFull(fmt::format("{}: {}", what, mdb_strerror(rc)));
   }
   return Status::IOError(fmt::format("{}: {}", what, mdb_strerror(rc)));
