@@ -6,9 +6,9 @@
 // One group commit, as in LevelDB's DBImpl::Write:
 //   1. take every queued request (the queue lock is held only for the swap);
 //   2. run all their write functions in one LMDB write transaction, collecting log entries.
-//      A function that fails after changing something (LMDB with MDB_WRITEMAP has no nested
-//      transactions to undo just its part) gets its error, and the batch is aborted and run
-//      again without it; at most once per function;
+//      A function that fails after changing something (no nested LMDB transactions, which
+//      MDB_WRITEMAP would not allow, to undo just its part) gets its error, and the batch is
+//      aborted and run again without it; at most once per function;
 //   3. set applied_seq, append the entries to the log, fdatasync it once (fsync: always),
 //      commit LMDB (MDB_NOSYNC: LMDB is flushed at checkpoints);
 //   4. complete every request, outside the queue lock.

@@ -6,11 +6,11 @@
 // Every Snapshot holds map_mutex shared; Grow() takes it exclusive. So that a steady stream of
 // readers cannot starve Grow(), new readers first pass through grow_gate while a grow waits.
 //
-// MDB_WRITEMAP: commits write into the shared map instead of pwrite'ing dirty pages (less work
-// in the kernel per commit). A page of a sparse file that cannot be allocated when first written
-// through the map would be a SIGBUS, so the data file's blocks are made real (posix_fallocate)
-// for the whole map whenever its size is set: at Open and before every Grow/OpenReserve. A full
-// disk is then StorageFull at that moment, never a fault or an I/O error inside a commit.
+// Disk space: the data file's blocks are made real (posix_fallocate) for the whole map whenever
+// its size is set: at Open and before every Grow/OpenReserve. A full disk is then StorageFull at
+// that moment, not an I/O error inside a commit (LMDB turns a short pwrite into EIO). This also
+// keeps MDB_WRITEMAP safe (no SIGBUS on a sparse page); it is not used because it did not
+// measurably speed up commits here (see docs/ARCHITECTURE.md).
 #include "storage/storage.h"
 
 #include <fcntl.h>
@@ -247,7 +247,7 @@ Result<std::unique_ptr<Storage>> Storage::Open(const StorageOptions& options) {
   rc = mdb_env_set_mapsize(impl->env, map_bytes);
   if (rc != 0) return fail("mdb_env_set_mapsize", rc);
 
-  unsigned flags = MDB_NOTLS | MDB_WRITEMAP;
+  unsigned flags = MDB_NOTLS;
   if (options.no_sync) flags |= MDB_NOSYNC;
   rc = mdb_env_open(impl->env, options.dir.c_str(), flags, 0644);
   if (rc != 0) return fail("mdb_env_open", rc);

@@ -112,7 +112,7 @@ class Storage {
 
   // Doubles the map size, up to max_map_bytes minus a small reserve (see below). Waits for
   // live snapshots to end. The data file's blocks for the new size are allocated first
-  // (MDB_WRITEMAP must never fault on a full disk). StorageFull when already at that limit or
+  // (so commits never run out of disk). StorageFull when already at that limit or
   // when the disk has no room (the map then keeps its size). Must not be called with a
   // WriteTxn open.
   Status Grow();
