@@ -49,7 +49,7 @@ def wait_ready(port, proc, timeout=30):
 
 def start_kvstore(binary, workdir, fsync):
     port = free_port()
-    data = Path(workdir) / f"kvstore-{fsync}"
+    data = Path(tempfile.mkdtemp(prefix=f"kvstore-{fsync}-", dir=workdir))
     proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--data-dir",
                              str(data), "--admin-port", "0", "--fsync", fsync,
                              "--log-level", "warn"],
@@ -60,8 +60,7 @@ def start_kvstore(binary, workdir, fsync):
 
 def start_redis(workdir, appendfsync):
     port = free_port()
-    data = Path(workdir) / f"redis-{appendfsync}"
-    data.mkdir()
+    data = Path(tempfile.mkdtemp(prefix=f"redis-{appendfsync}-", dir=workdir))
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                              "--dir", str(data), "--save", "", "--appendonly", "yes",
                              "--appendfsync", appendfsync, "--loglevel", "warning"],
