@@ -327,17 +327,7 @@ Setting FsyncSetting() {
         }
         return std::nullopt;
       },
-      [](const Config& config) -> std::string {
-        switch (config.fsync) {
-          case FsyncMode::kAlways:
-            return "always";
-          case FsyncMode::kInterval:
-            return "interval";
-          case FsyncMode::kNever:
-            return "never";
-        }
-        return "always";
-      }};
+      [](const Config& config) { return std::string(FsyncModeName(config.fsync)); }};
 }
 
 Setting MasterOrdinalSetting() {

@@ -312,7 +312,13 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
     *full = s.IsStorageFull();
     return s;
   }
-  if (Status s = log->Append(entries); !s.ok()) return s;  // the log truncated itself back
+  if (Status s = log->Append(entries); !s.ok()) {
+    // Usually the log undid its partial append and the batch just fails; when it could not,
+    // the log's state on disk is unknown.
+    if (!log->broken()) return s;
+    Poison("a failed log append", s);
+    return PoisonStatus();
+  }
   log_unsynced = true;
   if (options.fsync == FsyncMode::kAlways ||
       (options.fsync == FsyncMode::kInterval &&
@@ -325,7 +331,8 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
   Status commit = txn.Commit();
   if (!commit.ok()) {
     Status undo = log->RollbackLastAppend();
-    if (undo.ok() && !log_unsynced) undo = log->Sync();  // the entries were durable: undo that
+    // Sync the undo in every fsync mode: the kernel may already have written the entries.
+    if (undo.ok()) undo = log->Sync();
     if (!undo.ok()) {
       Poison("a failed log rollback", undo);
       return PoisonStatus();

@@ -27,6 +27,19 @@ namespace kvstore {
 
 enum class FsyncMode { kAlways, kInterval, kNever };
 
+// "always", "interval" or "never": the setting's spelling, for config, INFO and logs.
+constexpr std::string_view FsyncModeName(FsyncMode mode) {
+  switch (mode) {
+    case FsyncMode::kAlways:
+      return "always";
+    case FsyncMode::kInterval:
+      return "interval";
+    case FsyncMode::kNever:
+      return "never";
+  }
+  return "always";
+}
+
 struct EngineOptions {
   std::string data_dir;  // LMDB in <data_dir>/db, log in <data_dir>/log
   FsyncMode fsync = FsyncMode::kAlways;

@@ -409,6 +409,8 @@ Log::Log(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Log::~Log() = default;
 
+bool Log::broken() const { return !impl_->broken.empty(); }
+
 std::uint64_t Log::last_seq() const { return impl_->last_seq.load(std::memory_order_acquire); }
 
 Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
@@ -585,6 +587,7 @@ Status Log::Append(const std::vector<LogEntry>& entries) {
           "log file {} holds a partial append that could not be undone ({}); restart the "
           "server",
           impl.segments.back().path, ErrnoText(undo));
+      return Status::IOError(impl.broken);
     }
     return ErrnoStatus(fmt::format("log append to {} failed", impl.segments.back().path), err);
   }

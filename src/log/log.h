@@ -53,6 +53,9 @@ class Log {
   ~Log();
 
   std::uint64_t last_seq() const;
+  // True after an append failed and could not be undone: the file's content is unknown, and every
+  // later Append fails.
+  bool broken() const;
 
   // Writes entries with sequences last_seq()+1 ... (not yet durable: call Sync). On failure
   // nothing of this call stays in the file (it is zeroed again) and last_seq() is unchanged:

@@ -27,18 +27,6 @@ std::string Hostname() {
   return name;
 }
 
-std::string_view FsyncName(FsyncMode mode) {
-  switch (mode) {
-    case FsyncMode::kAlways:
-      return "always";
-    case FsyncMode::kInterval:
-      return "interval";
-    case FsyncMode::kNever:
-      return "never";
-  }
-  return "always";
-}
-
 // The data directory must exist (or be creatable) and be writable, or the start stops here
 // with one line instead of failing later inside LMDB.
 Status CheckDataDir(const std::string& dir) {
@@ -115,7 +103,7 @@ int Serve(const Config& config, const RoleDecision& role) {
   dispatcher_options.requirepass = config.requirepass;
   dispatcher_options.max_value_bytes = config.max_value_bytes;
   dispatcher_options.version = KVSTORE_VERSION;
-  dispatcher_options.fsync = std::string(FsyncName(config.fsync));
+  dispatcher_options.fsync = std::string(FsyncModeName(config.fsync));
   dispatcher_options.data_dir = config.data_dir;
   dispatcher_options.max_clients = config.max_clients;
 
@@ -124,9 +112,10 @@ int Serve(const Config& config, const RoleDecision& role) {
     logging::Error(s.message());
     return kExitRuntimeError;
   }
-  logging::Info("ready to accept connections", {{"bind", config.bind},
-                                                {"port", std::to_string(server.port())},
-                                                {"fsync", std::string(FsyncName(config.fsync))}});
+  logging::Info("ready to accept connections",
+                {{"bind", config.bind},
+                 {"port", std::to_string(server.port())},
+                 {"fsync", std::string(FsyncModeName(config.fsync))}});
   server.Run();
   logging::Info("shutdown: connections closed; making all writes durable");
   if (Status s = (*engine)->Shutdown(); !s.ok()) {

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "kvstore/resp.h"
+#include "resp/input_buffer.h"
 
 namespace kvstore::resp {
 namespace {
@@ -20,9 +21,6 @@ namespace {
 constexpr std::size_t kMaxNestingDepth = 64;
 // Do not trust an array count for preallocation beyond this many elements.
 constexpr std::size_t kMaxReserve = 1024;
-// Same compaction policy as RequestParser (see request_parser.cpp).
-constexpr std::size_t kCompactMinBytes = 16 * 1024;
-constexpr std::size_t kIdleBufferMaxCapacity = 1024 * 1024;
 
 bool ParseInt(std::string_view s, std::int64_t* out) {
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
@@ -47,19 +45,7 @@ ReplyParser::ParseStatus ReplyParser::Fail(std::string reason) {
   return ParseStatus::kError;
 }
 
-void ReplyParser::Compact() {
-  if (consumed_ == buffer_.size()) {
-    if (buffer_.capacity() > kIdleBufferMaxCapacity) {
-      std::string().swap(buffer_);
-    } else {
-      buffer_.clear();
-    }
-    consumed_ = 0;
-  } else if (consumed_ >= kCompactMinBytes && consumed_ >= buffer_.size() - consumed_) {
-    buffer_.erase(0, consumed_);
-    consumed_ = 0;
-  }
-}
+void ReplyParser::Compact() { CompactInput(&buffer_, &consumed_); }
 
 ReplyParser::ParseStatus ReplyParser::Next(Value* value) {
   if (!error_.empty()) return ParseStatus::kError;

@@ -15,16 +15,10 @@
 #include <cstring>
 
 #include "kvstore/resp.h"
+#include "resp/input_buffer.h"
 
 namespace kvstore::resp {
 namespace {
-
-// Parsed bytes are dropped from the front of the buffer only when there are at least this many
-// and at least as many as the unparsed ones, so the memmove is paid for by bytes already parsed.
-constexpr std::size_t kCompactMinBytes = 16 * 1024;
-// A drained buffer bigger than this is freed, so one huge request does not pin its memory for
-// the life of the connection.
-constexpr std::size_t kIdleBufferMaxCapacity = 1024 * 1024;
 
 // Parses a "*<n>" / "$<n>" number with the rules of Redis' string2ll: an optional '-', digits,
 // no '+', no spaces, no leading zeros ("-0" and "01" are invalid), no overflow.
@@ -174,19 +168,7 @@ void RequestParser::ResetFrame() {
   spans_.clear();
 }
 
-void RequestParser::Compact() {
-  if (consumed_ == buffer_.size()) {
-    if (buffer_.capacity() > kIdleBufferMaxCapacity) {
-      std::string().swap(buffer_);
-    } else {
-      buffer_.clear();
-    }
-    consumed_ = 0;
-  } else if (consumed_ >= kCompactMinBytes && consumed_ >= buffer_.size() - consumed_) {
-    buffer_.erase(0, consumed_);
-    consumed_ = 0;
-  }
-}
+void RequestParser::Compact() { CompactInput(&buffer_, &consumed_); }
 
 // Finds the CR ending the header line ("*<n>" or "$<n>") that starts at frame offset `start`.
 // kFound: *cr is its offset and the byte after it has arrived. kTooLong: no CR within

@@ -15,9 +15,10 @@ constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
 Server::Server(ServerOptions options, Engine& engine, DispatcherOptions dispatcher_options)
     : options_(std::move(options)),
       engine_(engine),
-      acceptor_(io_),
-      signals_(io_, SIGINT, SIGTERM),
-      shutdown_timer_(io_),
+      control_(asio::make_strand(io_)),
+      acceptor_(control_),
+      signals_(control_, SIGINT, SIGTERM),
+      shutdown_timer_(control_),
       dispatcher_(engine, *this, std::move(dispatcher_options)) {}
 
 Server::~Server() = default;
@@ -43,7 +44,7 @@ void Server::Run() {
     logging::Info("shutdown: signal received, stopping", {{"signal", std::to_string(signal)}});
     BeginShutdown();
   });
-  asio::co_spawn(io_, AcceptLoop(), asio::detached);
+  asio::co_spawn(control_, AcceptLoop(), asio::detached);
   std::vector<std::thread> threads;
   for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { io_.run(); });
   io_.run();
@@ -51,7 +52,7 @@ void Server::Run() {
 }
 
 void Server::Shutdown() {
-  asio::post(io_, [this] { BeginShutdown(); });
+  asio::post(control_, [this] { BeginShutdown(); });
 }
 
 void Server::BeginShutdown() {
@@ -118,7 +119,7 @@ void Server::OnSessionClosed(std::uint64_t id) {
   sessions_.erase(id);
   if (shutting_down_ && sessions_.empty()) {
     // Last one out: nothing else keeps the io_context busy, so Run() returns.
-    asio::post(io_, [this] { shutdown_timer_.cancel(); });
+    asio::post(control_, [this] { shutdown_timer_.cancel(); });
   }
 }
 

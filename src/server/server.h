@@ -60,11 +60,14 @@ class Server final : public ServerContext {
 
  private:
   asio::awaitable<void> AcceptLoop();
-  void BeginShutdown();  // runs on the io_context
+  void BeginShutdown();  // runs on control_
 
   const ServerOptions options_;
   Engine& engine_;
   asio::io_context io_;
+  // The acceptor, the signals, the shutdown timer and BeginShutdown all run on this strand, so
+  // closing the acceptor and arming or cancelling the timer never race between io threads.
+  asio::strand<asio::io_context::executor_type> control_;
   asio::ip::tcp::acceptor acceptor_;
   asio::signal_set signals_;
   asio::steady_timer shutdown_timer_;

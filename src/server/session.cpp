@@ -99,9 +99,14 @@ void Session::Publish() {
 }
 
 void Session::ArmFrameTimer() {
-  if (!parser_.mid_frame()) return;
-  // A request that stops arriving half-way is cut off, so it cannot pin its buffer forever.
-  frame_timer_.expires_after(options_.frame_timeout);
+  if (!parser_.mid_frame()) {
+    frame_deadline_.reset();
+    return;
+  }
+  // A request must arrive in full within frame_timeout of its first byte, so a client trickling
+  // a byte at a time cannot pin its (up to max_query_buffer_bytes) buffer forever.
+  if (!frame_deadline_) frame_deadline_ = std::chrono::steady_clock::now() + options_.frame_timeout;
+  frame_timer_.expires_at(*frame_deadline_);
   frame_timer_.async_wait(
       [self = shared_from_this(), generation = read_generation_](std::error_code ec) {
         if (ec || self->read_generation_ != generation) return;
@@ -120,6 +125,7 @@ asio::awaitable<void> Session::Run() {
     ++read_generation_;
     frame_timer_.cancel();
     state_ = State::kExecuting;
+    if (!ec) frame_timed_out_ = false;  // the timer fired just as data arrived: too late to count
     if (ec) {
       if (frame_timed_out_) {
         resp::AppendError(&out_, "ERR Protocol error: request not completed within " +
@@ -164,11 +170,20 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     const CommandSpec* spec = dispatcher_.Lookup(args_[0]);
     const bool is_write = spec != nullptr && (spec->flags & kFlagWrite);
     // A read must see the writes queued before it: read-your-writes within a pipeline.
-    if (!is_write && !queued_writes_.empty()) co_await FlushWrites();
-    Outcome outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
-    if (outcome.kind == Outcome::Kind::kWrite) {
-      queued_writes_.push_back(std::move(outcome.write));
-      queued_replies_.push_back(std::move(outcome.reply));
+    if (!is_write && !queued_replies_.empty()) co_await FlushWrites();
+    if (queued_replies_.empty()) {
+      Outcome outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
+      if (outcome.kind == Outcome::Kind::kWrite) QueueWrite(std::move(outcome));
+    } else {
+      // Writes are queued, so even an immediate reply (a syntax error, NOAUTH) must wait its
+      // turn behind theirs.
+      auto reply = std::make_shared<std::string>();
+      Outcome outcome = dispatcher_.Execute(spec, args_, client_, reads_, reply.get());
+      if (outcome.kind == Outcome::Kind::kWrite) {
+        QueueWrite(std::move(outcome));
+      } else {
+        queued_replies_.push_back({false, std::move(reply)});
+      }
     }
     if (client_.close_after_reply) {
       keep_open = false;
@@ -191,16 +206,30 @@ asio::awaitable<bool> Session::ProcessBuffered() {
   co_return keep_open;
 }
 
+void Session::QueueWrite(Outcome outcome) {
+  queued_writes_.push_back(std::move(outcome.write));
+  queued_replies_.push_back({true, std::move(outcome.reply)});
+}
+
 asio::awaitable<void> Session::FlushWrites() {
   reads_.Release();  // never hold a snapshot while waiting (see SnapshotLender)
-  if (queued_writes_.empty()) co_return;
-  std::vector<WriteFn> writes;
-  writes.swap(queued_writes_);
-  const std::vector<Status> results =
-      co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
-  for (std::size_t i = 0; i < queued_replies_.size(); ++i) {
-    AppendWriteResult(i < results.size() ? results[i] : Status::IOError("write lost"),
-                      *queued_replies_[i], &out_);
+  if (queued_replies_.empty()) co_return;
+  std::vector<Status> results;
+  if (!queued_writes_.empty()) {
+    std::vector<WriteFn> writes;
+    writes.swap(queued_writes_);
+    results = co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
+  }
+  std::size_t next_result = 0;
+  for (const QueuedReply& queued : queued_replies_) {
+    if (!queued.from_engine) {
+      out_.append(*queued.reply);
+      continue;
+    }
+    const Status status =
+        next_result < results.size() ? results[next_result] : Status::IOError("write lost");
+    ++next_result;
+    AppendWriteResult(status, *queued.reply, &out_);
   }
   queued_replies_.clear();
 }

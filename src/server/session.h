@@ -7,6 +7,7 @@
 #include <asio.hpp>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ProcessBuffered();
   // Submits the queued writes as one engine batch and appends their replies.
   asio::awaitable<void> FlushWrites();
+  void QueueWrite(Outcome outcome);
   asio::awaitable<bool> WriteOut();
   void ArmFrameTimer();
   void Publish();
@@ -53,13 +55,20 @@ class Session : public std::enable_shared_from_this<Session> {
   resp::RequestParser parser_;
   std::vector<std::string> args_;
   std::string out_;
+  // One entry per command since the first queued write, in request order: the reply of a
+  // write the engine will run (from_engine), or an immediate reply that must wait behind it.
+  struct QueuedReply {
+    bool from_engine;
+    std::shared_ptr<std::string> reply;
+  };
   std::vector<WriteFn> queued_writes_;
-  std::vector<std::shared_ptr<std::string>> queued_replies_;
+  std::vector<QueuedReply> queued_replies_;
   ClientState client_;
   SnapshotLender reads_;
   State state_ = State::kReading;
   bool stopping_ = false;
   bool frame_timed_out_ = false;
+  std::optional<std::chrono::steady_clock::time_point> frame_deadline_;  // of the partial request
   std::uint64_t read_generation_ = 0;
 
   mutable std::mutex published_mutex_;

@@ -109,6 +109,21 @@ def test_quit_in_a_pipeline(module_server, seeded):
     assert module_server.client().exists("after-quit") == 0
 
 
+def test_immediate_errors_keep_their_place_behind_queued_writes(module_server, seeded):
+    # SET is queued for the group commit; the INCRBY and SET errors are known at once. Replies
+    # must still come back in request order, or a client would pair them with the wrong command.
+    with RespConn(module_server.port) as conn:
+        conn.send(b"SET order:a 1\r\nINCRBY order:a x\r\nSET order:b 2 EX 5\r\n"
+                  b"SET order:c 3\r\nSET\r\nGET order:c\r\n")
+        replies = [conn.read_reply() for _ in range(6)]
+    assert replies[0] == "OK"
+    assert isinstance(replies[1], RespError) and "not an integer" in str(replies[1])
+    assert isinstance(replies[2], RespError) and "not supported" in str(replies[2])
+    assert replies[3] == "OK"
+    assert isinstance(replies[4], RespError) and "wrong number of arguments" in str(replies[4])
+    assert replies[5] == b"3"
+
+
 def test_pipeline_of_10k_pings_in_one_send(module_server, seeded):
     count = 10000
     expected = b"+PONG\r\n" * count
