@@ -116,6 +116,7 @@ def test_immediate_errors_keep_their_place_behind_queued_writes(module_server, s
         conn.send(b"SET order:a 1\r\nINCRBY order:a x\r\nSET order:b 2 EX 5\r\n"
                   b"SET order:c 3\r\nSET\r\nGET order:c\r\n")
         replies = [conn.read_reply() for _ in range(6)]
+        assert conn.call("DEL", "order:a", "order:c") == 2  # the module's key space stays seeded
     assert replies[0] == "OK"
     assert isinstance(replies[1], RespError) and "not an integer" in str(replies[1])
     assert isinstance(replies[2], RespError) and "not supported" in str(replies[2])
