@@ -3,9 +3,9 @@
 #include "commands/dispatcher.h"
 
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <future>
-#include <random>
+
+#include "temp_dir.h"
 
 namespace kvstore {
 namespace {
@@ -19,10 +19,9 @@ class NoClients : public ServerContext {
 class Fixture {
  public:
   explicit Fixture(std::string password = "") {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kvstore-dispatcher-" + std::to_string(std::random_device{}()));
+    REQUIRE(!dir_.path().empty());
     EngineOptions options;
-    options.data_dir = dir_.string();
+    options.data_dir = dir_.path();
     auto engine = Engine::Open(options);
     REQUIRE(engine.ok());
     engine_ = std::move(*engine);
@@ -36,7 +35,6 @@ class Fixture {
     dispatcher_.reset();
     (void)engine_->Shutdown();
     engine_.reset();
-    std::filesystem::remove_all(dir_);
   }
 
   // Runs one command to completion and returns its raw RESP reply.
@@ -59,7 +57,7 @@ class Fixture {
   ClientState& client() { return client_; }
 
  private:
-  std::filesystem::path dir_;
+  testing::TempDir dir_{"kvstore_dispatcher_test"};
   NoClients server_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Dispatcher> dispatcher_;

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir.h"
+
 namespace kvstore {
 namespace {
 
@@ -25,22 +27,16 @@ namespace fs = std::filesystem;
 class TempYaml {
  public:
   explicit TempYaml(const std::string& contents) {
-    std::string pattern = (fs::temp_directory_path() / "kvstore-config-test-XXXXXX").string();
-    REQUIRE(mkdtemp(pattern.data()) != nullptr);
-    dir_ = pattern;
-    path_ = (dir_ / "kvstore.yaml").string();
+    REQUIRE(!dir_.path().empty());
+    path_ = dir_.path() + "/kvstore.yaml";
     std::ofstream out(path_, std::ios::binary);
     out << contents;
     REQUIRE(out.good());
   }
-  ~TempYaml() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
   const std::string& path() const { return path_; }
 
  private:
-  fs::path dir_;
+  testing::TempDir dir_{"kvstore-config-test"};
   std::string path_;
 };
 

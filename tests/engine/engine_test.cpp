@@ -10,22 +10,17 @@
 #include <string>
 #include <thread>
 
+#include "temp_dir.h"
+
 namespace kvstore {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// Each test's own data directory.
+class TempDir : public testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = "/tmp/kvstore_engine_test.XXXXXX";
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : testing::TempDir("kvstore_engine_test") {}
 };
 
 EngineOptions Options(const std::string& dir) {
@@ -199,21 +194,28 @@ TEST_CASE("a batch without mutations commits nothing") {
   CHECK(stats.log.last_seq == 1);
 }
 
+// Writes pairs straight into the engine's LMDB under data_dir, recording applied_seq, as the
+// storage would look after a crash (the engine itself never leaves it like this).
+void SeedStorage(const std::string& data_dir,
+                 const std::vector<std::pair<std::string, std::string>>& pairs,
+                 std::uint64_t applied_seq) {
+  StorageOptions so;
+  so.dir = data_dir + "/db";
+  auto storage = Storage::Open(so);
+  REQUIRE(storage.ok());
+  auto txn = (*storage)->BeginWrite();
+  REQUIRE(txn.ok());
+  for (const auto& [key, value] : pairs) REQUIRE(txn->Put(key, value).ok());
+  REQUIRE(txn->SetAppliedSeq(applied_seq).ok());
+  REQUIRE(txn->Commit().ok());
+  REQUIRE((*storage)->Sync().ok());
+}
+
 TEST_CASE("recovery replays log entries that LMDB does not have") {
   TempDir dir;
   {
     // What a crash leaves: LMDB has applied up to seq 2, the log holds 1..6.
-    StorageOptions so;
-    so.dir = dir.path() + "/db";
-    auto storage = Storage::Open(so);
-    REQUIRE(storage.ok());
-    auto txn = (*storage)->BeginWrite();
-    REQUIRE(txn.ok());
-    REQUIRE(txn->Put("a", "1").ok());
-    REQUIRE(txn->Put("gone", "x").ok());
-    REQUIRE(txn->SetAppliedSeq(2).ok());
-    REQUIRE(txn->Commit().ok());
-    REQUIRE((*storage)->Sync().ok());
+    SeedStorage(dir.path(), {{"a", "1"}, {"gone", "x"}}, 2);
 
     LogOptions lo;
     lo.dir = dir.path() + "/log";
@@ -269,18 +271,7 @@ TEST_CASE("recovery replays a clear and many entries in chunks") {
 
 TEST_CASE("a storage ahead of a lost log continues the numbering after it") {
   TempDir dir;
-  {
-    StorageOptions so;
-    so.dir = dir.path() + "/db";
-    auto storage = Storage::Open(so);
-    REQUIRE(storage.ok());
-    auto txn = (*storage)->BeginWrite();
-    REQUIRE(txn.ok());
-    REQUIRE(txn->Put("a", "1").ok());
-    REQUIRE(txn->SetAppliedSeq(10).ok());
-    REQUIRE(txn->Commit().ok());
-    REQUIRE((*storage)->Sync().ok());
-  }
+  SeedStorage(dir.path(), {{"a", "1"}}, 10);
   {
     auto engine = OpenEngine(Options(dir.path()));
     CHECK(Render(*engine) == "a=1;");

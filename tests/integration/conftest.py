@@ -280,6 +280,15 @@ class RespConn:
         raise AssertionError(f"malformed reply line {line!r}")
 
 
+@pytest.fixture
+def r(module_server):
+    """A redis-py client on the module's server, whose key space starts empty."""
+    client = module_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
 def read_until_closed(sock, timeout=5.0, limit=1 << 24):
     """Reads until the peer closes the connection or timeout passes.
     Returns (data, closed): closed is True when recv returned b"" or the peer reset."""

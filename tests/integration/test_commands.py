@@ -11,14 +11,6 @@ from conftest import RespConn, RespError
 
 
 @pytest.fixture
-def r(module_server):
-    client = module_server.client()
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def raw(module_server, r):
     with RespConn(module_server.port) as conn:
         yield conn

@@ -5,17 +5,7 @@ import random
 import socket
 import subprocess
 
-import pytest
-
 from conftest import KVCTL_BIN, clean_env
-
-
-@pytest.fixture
-def r(module_server):
-    client = module_server.client()
-    client.flushall()
-    yield client
-    client.close()
 
 
 def ok(result):

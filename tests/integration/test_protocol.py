@@ -130,14 +130,7 @@ def test_pipeline_of_10k_pings_in_one_send(module_server, seeded):
     expected = b"+PONG\r\n" * count
     with connect(module_server.port) as s:
         s.sendall(b"*1\r\n$4\r\nPING\r\n" * (count // 2) + b"PING\r\n" * (count // 2))
-        got = b""
-        deadline = time.monotonic() + 20
-        while len(got) < len(expected) and time.monotonic() < deadline:
-            s.settimeout(max(0.1, deadline - time.monotonic()))
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            got += chunk
+        got, _ = read_until_closed(s, timeout=20, limit=len(expected))
     assert len(got) == len(expected), f"{len(got) // 7} of {count} replies"
     assert got == expected
 
@@ -151,14 +144,7 @@ def test_pipeline_of_writes_and_reads_in_one_send(module_server, seeded):
     expected = b"".join(b"+OK\r\n$%d\r\n%d\r\n" % (len(b"%d" % i), i) for i in range(2000))
     with connect(module_server.port) as s:
         s.sendall(b"".join(requests))
-        got = b""
-        deadline = time.monotonic() + 30
-        while len(got) < len(expected) and time.monotonic() < deadline:
-            s.settimeout(max(0.1, deadline - time.monotonic()))
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            got += chunk
+        got, _ = read_until_closed(s, timeout=30, limit=len(expected))
     assert got == expected
     client = module_server.client()
     client.delete(*[f"pipe:{i}" for i in range(2000)])

@@ -11,22 +11,17 @@
 #include <string>
 #include <thread>
 
+#include "temp_dir.h"
+
 namespace kvstore {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// Each test's own data directory.
+class TempDir : public testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = "/tmp/kvstore_log_test.XXXXXX";
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : testing::TempDir("kvstore_log_test") {}
 };
 
 std::unique_ptr<Log> OpenLog(const std::string& dir, std::uint64_t segment_bytes = 64 << 20,

@@ -9,20 +9,15 @@
 #include <string>
 #include <thread>
 
+#include "temp_dir.h"
+
 namespace kvstore {
 namespace {
 
-class TempDir {
+// Each test's own data directory.
+class TempDir : public testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = "/tmp/kvstore_storage_test.XXXXXX";
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : testing::TempDir("kvstore_storage_test") {}
 };
 
 std::unique_ptr<Storage> OpenStorage(const std::string& dir, std::uint64_t initial = 1 << 20,
