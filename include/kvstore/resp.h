@@ -80,6 +80,11 @@ class RequestParser {
   std::vector<std::pair<std::size_t, std::size_t>> spans_;  // (offset, length) of full args
 };
 
+// Parses a signed 64-bit decimal with the rules of Redis' string2ll: an optional '-', digits, no
+// '+', no spaces, no leading zeros ("01" and "-0" are invalid), no overflow. Used for request
+// lengths and for integer command arguments, so both accept exactly what Redis accepts.
+bool ParseInteger(std::string_view text, std::int64_t* value);
+
 // Reply encoders: each appends one RESP2 value to *out.
 void AppendSimpleString(std::string* out, std::string_view s);  // "+s\r\n"; s has no CR/LF
 void AppendError(std::string* out, std::string_view message);   // "-message\r\n"; CR/LF -> ' '

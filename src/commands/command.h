@@ -112,8 +112,6 @@ void ReplyNotInteger(std::string* out);
 // Checks a key a write is about to store; appends an error and returns false when invalid.
 bool ValidateKeyForWrite(std::string_view key, std::string* out);
 bool ValidateValueSize(std::size_t size, const DispatcherOptions& options, std::string* out);
-// Parses a signed 64-bit decimal like Redis' string2ll (no spaces, no '+', no leading zeros).
-bool ParseInt64(std::string_view text, std::int64_t* value);
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 std::string ToLower(std::string_view s);
 

@@ -66,7 +66,7 @@ Outcome Hello(CommandContext& c) {
   std::size_t i = 1;
   if (c.args.size() >= 2) {
     std::int64_t version = 0;
-    if (!ParseInt64(c.args[1], &version)) {
+    if (!resp::ParseInteger(c.args[1], &version)) {
       resp::AppendError(c.out, "ERR Protocol version is not an integer or out of range");
       return Outcome::Replied();
     }
@@ -126,7 +126,7 @@ Outcome Quit(CommandContext& c) {
 // SELECT index: there is one database, 0.
 Outcome Select(CommandContext& c) {
   std::int64_t index = -1;
-  if (!ParseInt64(c.args[1], &index)) {
+  if (!resp::ParseInteger(c.args[1], &index)) {
     ReplyNotInteger(c.out);
   } else if (index != 0) {
     resp::AppendError(c.out, "ERR DB index is out of range");

@@ -2,7 +2,6 @@
 #include "commands/dispatcher.h"
 
 #include <algorithm>
-#include <charconv>
 
 #include "kvstore/resp.h"
 #include "storage/storage.h"
@@ -20,14 +19,6 @@ std::string ToLower(std::string_view s) {
   std::string lower(s);
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return lower;
-}
-
-bool ParseInt64(std::string_view text, std::int64_t* value) {
-  if (text.empty() || text.size() > 20) return false;
-  // Redis rejects "+1", " 1" and "01"; "-0" too.
-  if (text.size() > 1 && (text[0] == '0' || (text[0] == '-' && text[1] == '0'))) return false;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *value);
-  return ec == std::errc() && ptr == text.data() + text.size();
 }
 
 void ReplyWrongArity(std::string_view command, std::string* out) {

@@ -75,7 +75,7 @@ Outcome Scan(CommandContext& c) {
     if (option == "match") {
       pattern = c.args[i + 1];
     } else if (option == "count") {
-      if (!ParseInt64(c.args[i + 1], &count)) {
+      if (!resp::ParseInteger(c.args[i + 1], &count)) {
         ReplyNotInteger(c.out);
         return Outcome::Replied();
       }

@@ -149,7 +149,7 @@ Outcome IncrementBy(CommandContext& c, std::int64_t delta) {
         std::int64_t current = 0;
         Status s = db.Get(key, &old);
         if (s.ok()) {
-          if (!ParseInt64(old, &current)) {
+          if (!resp::ParseInteger(old, &current)) {
             ReplyNotInteger(reply);
             return Status::Ok();
           }
@@ -174,7 +174,7 @@ Outcome Decr(CommandContext& c) { return IncrementBy(c, -1); }
 
 Outcome IncrBy(CommandContext& c) {
   std::int64_t delta = 0;
-  if (!ParseInt64(c.args[2], &delta)) {
+  if (!resp::ParseInteger(c.args[2], &delta)) {
     ReplyNotInteger(c.out);
     return Outcome::Replied();
   }
@@ -183,7 +183,7 @@ Outcome IncrBy(CommandContext& c) {
 
 Outcome DecrBy(CommandContext& c) {
   std::int64_t delta = 0;
-  if (!ParseInt64(c.args[2], &delta)) {
+  if (!resp::ParseInteger(c.args[2], &delta)) {
     ReplyNotInteger(c.out);
     return Outcome::Replied();
   }

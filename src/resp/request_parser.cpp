@@ -20,15 +20,6 @@
 namespace kvstore::resp {
 namespace {
 
-// Parses a "*<n>" / "$<n>" number with the rules of Redis' string2ll: an optional '-', digits,
-// no '+', no spaces, no leading zeros ("-0" and "01" are invalid), no overflow.
-bool ParseLength(const char* begin, const char* end, std::int64_t* out) {
-  const std::size_t size = end - begin;
-  if (size > 1 && (begin[0] == '0' || (begin[0] == '-' && begin[1] == '0'))) return false;
-  auto [ptr, ec] = std::from_chars(begin, end, *out);
-  return size > 0 && ec == std::errc() && ptr == end;
-}
-
 // Bytes an inline request may not contain: a telnet user never types them, so they mean that
 // a binary protocol (TLS, HTTP/2, garbage) is talking to us.
 bool IsForbiddenInlineByte(unsigned char c) {
@@ -130,6 +121,12 @@ bool SplitInline(std::string_view line, std::vector<std::string>* args) {
 
 }  // namespace
 
+bool ParseInteger(std::string_view text, std::int64_t* value) {
+  if (text.size() > 1 && (text[0] == '0' || (text[0] == '-' && text[1] == '0'))) return false;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return !text.empty() && ec == std::errc() && ptr == text.data() + text.size();
+}
+
 RequestParser::RequestParser(ParserLimits limits) : limits_(limits) {}
 
 void RequestParser::Feed(std::string_view bytes) {
@@ -210,7 +207,8 @@ RequestParser::ParseStatus RequestParser::ParseMultibulk(std::vector<std::string
         break;
     }
     std::int64_t count = 0;
-    if (!ParseLength(frame + 1, frame + cr, &count) || frame[cr + 1] != '\n' || count < -1 ||
+    if (!ParseInteger(std::string_view(frame + 1, cr - 1), &count) || frame[cr + 1] != '\n' ||
+        count < -1 ||
         static_cast<std::uint64_t>(std::max<std::int64_t>(count, 0)) >
             limits_.max_multibulk_count) {
       return Fail("invalid multibulk length");
@@ -240,8 +238,9 @@ RequestParser::ParseStatus RequestParser::ParseMultibulk(std::vector<std::string
           break;
       }
       std::int64_t length = 0;
-      if (!ParseLength(frame + frame_pos_ + 1, frame + cr, &length) || frame[cr + 1] != '\n' ||
-          length < 0 || static_cast<std::uint64_t>(length) > limits_.max_bulk_bytes) {
+      if (!ParseInteger(std::string_view(frame + frame_pos_ + 1, cr - frame_pos_ - 1), &length) ||
+          frame[cr + 1] != '\n' || length < 0 ||
+          static_cast<std::uint64_t>(length) > limits_.max_bulk_bytes) {
         return Fail("invalid bulk length");
       }
       bulk_len_ = length;
