@@ -26,10 +26,15 @@
 #include <condition_variable>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
+
+#include "common/coding.h"
+#include "snapshot/snapshot_format.h"
 
 namespace kvstore {
 
@@ -40,6 +45,31 @@ using Clock = std::chrono::steady_clock;
 // Replay commits LMDB every this many log entries.
 constexpr std::uint64_t kReplayChunk = 10000;
 
+// Storage meta names owned by the engine.
+constexpr std::string_view kEpochsMeta = "epochs";
+// Set, in the same transaction, by a snapshot install: the log must restart at this sequence.
+// Cleared once it has; found at Open, the restart is done then (a crash in between).
+constexpr std::string_view kLogRestartMeta = "log_restart";
+
+Result<EpochHistory> ReadEpochs(const Storage::WriteTxn& txn) {
+  std::string bytes;
+  Status s = txn.GetMeta(kEpochsMeta, &bytes);
+  if (s.IsNotFound()) return EpochHistory{};
+  if (!s.ok()) return s;
+  return DecodeEpochHistory(bytes);
+}
+
+// Appends the epoch opened by entry (at seq) to the history stored in txn.
+Status RecordEpoch(Storage::WriteTxn& txn, std::uint64_t seq, const LogEntry& entry) {
+  auto epoch = ParseEpochEntry(seq, entry);
+  if (!epoch.ok())
+    return Status::Corruption("malformed epoch entry at sequence " + std::to_string(seq));
+  auto history = ReadEpochs(txn);
+  if (!history.ok()) return history.status();
+  history->push_back(*epoch);
+  return txn.PutMeta(kEpochsMeta, EncodeEpochHistory(*history));
+}
+
 Clock::time_point SaturatingAdd(Clock::time_point t, std::chrono::milliseconds d) {
   if (d.count() < 0) return t;
   auto limit = Clock::time_point::max() - t;
@@ -49,11 +79,30 @@ Clock::time_point SaturatingAdd(Clock::time_point t, std::chrono::milliseconds d
   return t + d;
 }
 
+// Applies one logged entry (at seq) to txn. A delete of a missing key is fine: replay and
+// replication apply what was logged, and the effect is the same.
+Status ApplyEntry(Storage::WriteTxn& txn, std::uint64_t seq, const LogEntry& e) {
+  switch (e.type) {
+    case LogEntry::Type::kPut:
+      return txn.Put(e.key, e.value);
+    case LogEntry::Type::kDelete: {
+      Status s = txn.Delete(e.key);
+      return s.IsNotFound() ? Status::Ok() : s;
+    }
+    case LogEntry::Type::kClear:
+      return txn.Clear();
+    case LogEntry::Type::kEpoch:
+      return RecordEpoch(txn, seq, e);
+  }
+  return Status::Corruption("unknown log entry type");
+}
+
 // A WriteContext over the batch's write transaction that records every mutation for the log.
 class BatchContext : public WriteContext {
  public:
-  BatchContext(Storage::WriteTxn* txn, std::vector<LogEntry>* entries)
-      : txn_(txn), entries_(entries) {}
+  // first_seq: the sequence the batch's first log entry gets.
+  BatchContext(Storage::WriteTxn* txn, std::vector<LogEntry>* entries, std::uint64_t first_seq)
+      : txn_(txn), entries_(entries), first_seq_(first_seq) {}
 
   Status Get(std::string_view key, std::string* value) override { return txn_->Get(key, value); }
 
@@ -81,6 +130,27 @@ class BatchContext : public WriteContext {
 
   std::uint64_t KeyCount() override { return txn_->KeyCount(); }
 
+  std::uint64_t NextSeq() override { return first_seq_ + entries_->size(); }
+
+  Status ApplyLogged(const LogEntry& entry) override {
+    if (entry.type == LogEntry::Type::kPut) put_attempted_ = true;
+    Status s = ApplyEntry(*txn_, NextSeq(), entry);
+    if (!s.ok()) {
+      txn_failed_ = true;
+      return s;
+    }
+    entries_->push_back(entry);
+    return s;
+  }
+
+  Status OpenEpoch(std::uint64_t id, Epoch* opened) override {
+    auto history = ReadEpochs(*txn_);
+    if (!history.ok()) return history.status();
+    const std::uint64_t number = history->empty() ? 1 : history->back().number + 1;
+    *opened = Epoch{number, id, NextSeq()};
+    return ApplyLogged(MakeEpochEntry(number, id));
+  }
+
   // Whether any Put was tried: a write function without one may use the storage's reserve.
   bool put_attempted() const { return put_attempted_; }
   // Whether an LMDB operation failed (the transaction may be unusable then).
@@ -96,6 +166,7 @@ class BatchContext : public WriteContext {
 
   Storage::WriteTxn* txn_;
   std::vector<LogEntry>* entries_;
+  std::uint64_t first_seq_;
   bool put_attempted_ = false;
   bool txn_failed_ = false;
 };
@@ -108,20 +179,6 @@ Status CallWrite(const WriteFn& fn, WriteContext& ctx) {
   } catch (...) {
     return Status::IOError("write function threw a non-standard exception");
   }
-}
-
-Status ApplyEntry(Storage::WriteTxn& txn, const LogEntry& e) {
-  switch (e.type) {
-    case LogEntry::Type::kPut:
-      return txn.Put(e.key, e.value);
-    case LogEntry::Type::kDelete: {
-      Status s = txn.Delete(e.key);
-      return s.IsNotFound() ? Status::Ok() : s;
-    }
-    case LogEntry::Type::kClear:
-      return txn.Clear();
-  }
-  return Status::Corruption("unknown log entry type");
 }
 
 // Replays log entries newer than the storage's applied_seq into LMDB, then syncs LMDB.
@@ -161,7 +218,7 @@ Status Recover(Storage& storage, Log& log) {
       return s;
     };
     Status read = log.ReadFrom(from, [&](std::uint64_t seq, const LogEntry& e) {
-      apply = ApplyEntry(*txn, e);
+      apply = ApplyEntry(*txn, seq, e);
       if (!apply.ok()) return false;
       txn_last = seq;
       if (++in_txn < kReplayChunk) return true;
@@ -203,6 +260,31 @@ Status Recover(Storage& storage, Log& log) {
   return Status::Ok();
 }
 
+// Completes a snapshot install that a crash interrupted between its storage commit and its log
+// restart (see Engine::Impl::Install).
+Status FinishLogRestart(Storage& storage, Log& log) {
+  std::uint64_t next_seq = 0;
+  {
+    auto snapshot = storage.Read();
+    if (!snapshot.ok()) return snapshot.status();
+    std::string value;
+    Status s = snapshot->GetMeta(kLogRestartMeta, &value);
+    if (s.IsNotFound()) return Status::Ok();
+    if (!s.ok()) return s;
+    if (value.size() != 8) return Status::Corruption("malformed log_restart mark in storage");
+    next_seq = coding::DecodeFixed64(value.data());
+  }
+  spdlog::warn("engine: finishing an interrupted snapshot install: the log restarts at {}",
+               next_seq);
+  if (Status s = log.ResetStart(next_seq); !s.ok()) return s;
+  auto begun = storage.BeginWrite();
+  if (!begun.ok()) return begun.status();
+  Storage::WriteTxn txn = std::move(begun).value();
+  if (Status s = txn.DeleteMeta(kLogRestartMeta); !s.ok()) return s;
+  if (Status s = txn.Commit(); !s.ok()) return s;
+  return storage.Sync();
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -211,6 +293,8 @@ struct Engine::Impl {
     WriteDone done;
     std::vector<Status> statuses;
     std::vector<char> failed;  // the function failed: leave it out of the batch
+    // Set for work that must run alone on the writer thread, between batches (an install).
+    std::function<void()> exclusive;
   };
 
   // How one attempt at a group commit ended.
@@ -236,6 +320,7 @@ struct Engine::Impl {
   std::vector<Request> batch;
   std::vector<LogEntry> entries;
   std::uint64_t committed_seq = 0;  // last sequence committed to LMDB
+  std::uint64_t published_seq = 0;  // last sequence given to the commit listener
   bool log_unsynced = false;        // appends since the last log fsync
   Clock::time_point last_log_sync;
   Clock::time_point next_checkpoint;
@@ -248,9 +333,17 @@ struct Engine::Impl {
   std::uint64_t last_checkpoint_seq = 0;  // GUARDED_BY(stats_mu)
   std::string poison_message;             // GUARDED_BY(stats_mu)
   std::atomic<bool> poisoned{false};
+  std::atomic<std::uint64_t> visible_seq{0};  // committed_seq, for other threads
+
+  std::mutex hooks_mu;
+  std::function<void(std::uint64_t)> commit_listener;  // GUARDED_BY(hooks_mu)
+  std::function<std::uint64_t()> retention_pin;        // GUARDED_BY(hooks_mu)
 
   void Run();
   void ProcessBatch();
+  void CompleteBatch();
+  void PublishCommitted();
+  Status Install(const std::string& path);
   Attempt TryGroup();
   Status RunOne(const WriteFn& fn, bool* put_attempted);
   void RunAlone(const Status& full_status);
@@ -341,6 +434,7 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
     return commit;
   }
   committed_seq = last;
+  visible_seq.store(last, std::memory_order_release);
   return Status::Ok();
 }
 
@@ -360,7 +454,7 @@ Engine::Impl::Attempt Engine::Impl::TryGroup() {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
       if (r.failed[i]) continue;
       const std::size_t mark = entries.size();
-      BatchContext ctx(&txn, &entries);
+      BatchContext ctx(&txn, &entries, log->last_seq() + 1);
       Status s = CallWrite(r.writes[i], ctx);
       if (s.IsStorageFull()) return Attempt::kFull;  // txn aborts on return
       if (!s.ok()) {
@@ -396,7 +490,7 @@ Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
   if (!begun.ok()) return begun.status();
   Storage::WriteTxn txn = std::move(begun).value();
   entries.clear();
-  BatchContext ctx(&txn, &entries);
+  BatchContext ctx(&txn, &entries, log->last_seq() + 1);
   Status s = CallWrite(fn, ctx);
   *put_attempted = ctx.put_attempted();
   if (!s.ok() || entries.empty()) return s;  // the transaction aborts
@@ -508,9 +602,108 @@ void Engine::Impl::Checkpoint() {
     Poison("a failed checkpoint fsync", s);
     return;
   }
-  if (Status s = log->Trim(seq); !s.ok()) spdlog::warn("engine: log trim failed: {}", s.ToString());
+  std::uint64_t pinned = 0;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu);
+    if (retention_pin) pinned = retention_pin();
+  }
+  if (Status s = log->Trim(seq, pinned); !s.ok()) {
+    spdlog::warn("engine: log trim failed: {}", s.ToString());
+  }
   std::lock_guard<std::mutex> lock(stats_mu);
   last_checkpoint_seq = seq;
+}
+
+namespace {
+
+// Loads a snapshot stream into an open write transaction (after clearing it).
+class InstallVisitor : public SnapshotVisitor {
+ public:
+  explicit InstallVisitor(Storage::WriteTxn* txn) : txn_(txn) {}
+  Status OnHeader(std::uint64_t applied_seq, std::string_view meta) override {
+    applied_seq_ = applied_seq;
+    meta_.assign(meta);
+    if (auto history = DecodeEpochHistory(meta); !history.ok()) return history.status();
+    return txn_->Clear();
+  }
+  Status OnPair(std::string_view key, std::string_view value) override {
+    return txn_->Put(key, value);
+  }
+  Status OnEnd(std::uint64_t) override { return Status::Ok(); }
+
+  std::uint64_t applied_seq() const { return applied_seq_; }
+  const std::string& meta() const { return meta_; }
+
+ private:
+  Storage::WriteTxn* txn_;
+  std::uint64_t applied_seq_ = 0;
+  std::string meta_;
+};
+
+}  // namespace
+
+// Writer thread only, between batches. The storage commit (with the new applied_seq, epochs and
+// the log restart mark) is the atomic switch; the log restart follows, and Open redoes it if a
+// crash comes in between.
+Status Engine::Impl::Install(const std::string& path) {
+  if (poisoned.load()) return PoisonStatus();
+  std::uint64_t applied = 0;
+  for (;;) {
+    std::ifstream file(path, std::ios::binary);
+    if (!file) return Status::IOError(fmt::format("cannot open snapshot file {}", path));
+    auto begun = storage->BeginWrite();
+    if (!begun.ok()) return begun.status();
+    Storage::WriteTxn txn = std::move(begun).value();
+    InstallVisitor visitor(&txn);
+    SnapshotDecoder decoder;
+    std::string chunk(1 << 20, '\0');
+    Status s;
+    while (s.ok() && file) {
+      file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      s = decoder.Feed(std::string_view(chunk.data(), static_cast<std::size_t>(file.gcount())),
+                       visitor);
+    }
+    if (s.ok() && file.bad())
+      s = Status::IOError(fmt::format("cannot read snapshot file {}", path));
+    if (s.ok()) s = decoder.CheckFinished();
+    if (s.ok()) s = txn.SetAppliedSeq(visitor.applied_seq());
+    if (s.ok()) s = txn.PutMeta(kEpochsMeta, visitor.meta());
+    std::string restart;
+    coding::PutFixed64(&restart, visitor.applied_seq() + 1);
+    if (s.ok()) s = txn.PutMeta(kLogRestartMeta, restart);
+    if (s.ok()) s = txn.Commit();
+    if (s.IsStorageFull()) {
+      txn.Abort();
+      Status g = storage->Grow();
+      if (g.ok()) continue;
+      return Status::StorageFull(
+          fmt::format("storage full: the snapshot does not fit: {}", g.message()));
+    }
+    if (!s.ok()) return s;
+    applied = visitor.applied_seq();
+    break;
+  }
+  if (Status s = storage->Sync(); !s.ok()) {
+    Poison("a failed fsync after a snapshot install", s);
+    return PoisonStatus();
+  }
+  if (Status s = log->ResetStart(applied + 1); !s.ok()) {
+    Poison("a failed log restart after a snapshot install", s);
+    return PoisonStatus();
+  }
+  log_unsynced = false;
+  {
+    auto begun = storage->BeginWrite();
+    if (!begun.ok()) return begun.status();
+    Storage::WriteTxn txn = std::move(begun).value();
+    if (Status s = txn.DeleteMeta(kLogRestartMeta); !s.ok()) return s;
+    if (Status s = txn.Commit(); !s.ok()) return s;
+  }
+  committed_seq = applied;
+  visible_seq.store(applied, std::memory_order_release);
+  std::lock_guard<std::mutex> lock(stats_mu);
+  last_checkpoint_seq = applied;
+  return Status::Ok();
 }
 
 void Engine::Impl::RunTimers() {
@@ -534,7 +727,26 @@ Clock::time_point Engine::Impl::NextDeadline() const {
   return deadline;
 }
 
+void Engine::Impl::CompleteBatch() {
+  for (Request& r : batch) {
+    try {
+      r.done(std::move(r.statuses), committed_seq);
+    } catch (const std::exception& e) {
+      spdlog::error("engine: a write completion callback threw: {}", e.what());
+    }
+  }
+  batch.clear();
+}
+
+void Engine::Impl::PublishCommitted() {
+  if (committed_seq == published_seq) return;
+  published_seq = committed_seq;
+  std::lock_guard<std::mutex> lock(hooks_mu);
+  if (commit_listener) commit_listener(committed_seq);
+}
+
 void Engine::Impl::Run() {
+  std::vector<Request> taken;
   for (;;) {
     bool stop = false;
     {
@@ -542,20 +754,23 @@ void Engine::Impl::Run() {
       while (queue.empty() && !stopping) {
         if (cv.wait_until(lock, NextDeadline()) == std::cv_status::timeout) break;
       }
-      batch.swap(queue);
-      stop = stopping && batch.empty();
+      taken.swap(queue);
+      stop = stopping && taken.empty();
     }
-    if (!batch.empty()) {
-      ProcessBatch();
-      for (Request& r : batch) {
-        try {
-          r.done(std::move(r.statuses));
-        } catch (const std::exception& e) {
-          spdlog::error("engine: a write completion callback threw: {}", e.what());
-        }
+    // Group the requests up to each exclusive one; that one runs alone, in order.
+    for (std::size_t i = 0; i <= taken.size(); ++i) {
+      if (i < taken.size() && !taken[i].exclusive) {
+        batch.push_back(std::move(taken[i]));
+        continue;
       }
-      batch.clear();
+      if (!batch.empty()) {
+        ProcessBatch();
+        CompleteBatch();
+      }
+      if (i < taken.size()) taken[i].exclusive();
     }
+    taken.clear();
+    PublishCommitted();
     RunTimers();
     if (stop) break;
   }
@@ -602,6 +817,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   auto log = Log::Open(log_options);
   if (!log.ok()) return log.status();
 
+  if (Status s = FinishLogRestart(**storage, **log); !s.ok()) return s;
   if (Status s = Recover(**storage, **log); !s.ok()) return s;
 
   auto impl = std::make_unique<Impl>(options, storage->get(), log->get());
@@ -610,6 +826,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
     if (!snapshot.ok()) return snapshot.status();
     impl->committed_seq = snapshot->AppliedSeq();
   }
+  impl->visible_seq.store(impl->committed_seq);
+  impl->published_seq = impl->committed_seq;
   impl->last_checkpoint_seq = impl->committed_seq;  // recovery synced the storage
   impl->last_log_sync = Clock::now();
   impl->next_checkpoint = SaturatingAdd(impl->last_log_sync, options.checkpoint_interval);
@@ -626,7 +844,7 @@ void Engine::Submit(std::vector<WriteFn> writes, WriteDone done) {
   {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (!impl.stopping) {
-      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}});
+      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}, {}});
       // A push onto a non-empty queue needs no wake-up: the first push already sent one.
       wake = impl.queue.size() == 1;
       if (!wake) return;
@@ -636,8 +854,64 @@ void Engine::Submit(std::vector<WriteFn> writes, WriteDone done) {
     impl.cv.notify_one();
     return;
   }
-  if (done)
-    done(std::vector<Status>(writes.size(), Status::Unavailable("server is shutting down")));
+  if (done) {
+    done(std::vector<Status>(writes.size(), Status::Unavailable("server is shutting down")),
+         impl.visible_seq.load());
+  }
+}
+
+std::uint64_t Engine::committed_seq() const {
+  return impl_->visible_seq.load(std::memory_order_acquire);
+}
+
+Status Engine::ReadLog(std::uint64_t from_seq,
+                       const std::function<bool(std::uint64_t, const LogEntry&)>& visit) {
+  // Only committed entries: a later entry may still be rolled back.
+  const std::uint64_t limit = committed_seq();
+  if (from_seq > limit) return Status::Ok();
+  return log_->ReadFrom(from_seq, [&](std::uint64_t seq, const LogEntry& entry) {
+    if (seq > limit) return false;
+    return visit(seq, entry) && seq < limit;
+  });
+}
+
+Result<EpochHistory> Engine::EpochsOf(const Storage::Snapshot& snapshot) {
+  std::string bytes;
+  Status s = snapshot.GetMeta(kEpochsMeta, &bytes);
+  if (s.IsNotFound()) return EpochHistory{};
+  if (!s.ok()) return s;
+  return DecodeEpochHistory(bytes);
+}
+
+Result<EpochHistory> Engine::Epochs() {
+  auto snapshot = Read();
+  if (!snapshot.ok()) return snapshot.status();
+  return EpochsOf(*snapshot);
+}
+
+void Engine::SetCommitListener(std::function<void(std::uint64_t)> listener) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->commit_listener = std::move(listener);
+}
+
+void Engine::SetRetentionPin(std::function<std::uint64_t()> pin) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->retention_pin = std::move(pin);
+}
+
+Status Engine::InstallSnapshot(const std::string& path) {
+  Impl& impl = *impl_;
+  auto result = std::make_shared<std::promise<Status>>();
+  auto future = result->get_future();
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    if (impl.stopping) return Status::Unavailable("server is shutting down");
+    Impl::Request request;
+    request.exclusive = [&impl, path, result] { result->set_value(impl.Install(path)); };
+    impl.queue.push_back(std::move(request));
+  }
+  impl.cv.notify_one();
+  return future.get();
 }
 
 Status Engine::Shutdown() {

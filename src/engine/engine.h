@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/epochs.h"
 #include "kvstore/status.h"
 #include "log/log.h"
 #include "storage/storage.h"
@@ -61,6 +62,13 @@ class WriteContext {
   virtual Status Delete(std::string_view key) = 0;  // Ok or NotFound (nothing logged then)
   virtual Status Clear() = 0;
   virtual std::uint64_t KeyCount() = 0;
+  // The sequence the next logged entry of this write gets.
+  virtual std::uint64_t NextSeq() = 0;
+  // Applies a replicated entry exactly as logged and logs it, even when it changes nothing (a
+  // delete of a missing key), so the replica's sequences stay the master's.
+  virtual Status ApplyLogged(const LogEntry& entry) = 0;
+  // Opens a new epoch (number = the newest known + 1) with the given random id.
+  virtual Status OpenEpoch(std::uint64_t id, Epoch* opened) = 0;
 };
 
 // A write: reads and mutates through the context, stores its own reply in captured state.
@@ -68,8 +76,10 @@ class WriteContext {
 // engine re-runs it alone in a fresh transaction; when another write of its batch fails after
 // changing something, the batch runs again without that one); only the last run's effects count.
 using WriteFn = std::function<Status(WriteContext&)>;
-// Called once on the writer thread with one Status per WriteFn, in order.
-using WriteDone = std::function<void(std::vector<Status>)>;
+// Called once on the writer thread with one Status per WriteFn, in order, and the engine's
+// committed sequence after them (at or past every entry they logged: what WAIT and sync
+// replication wait for).
+using WriteDone = std::function<void(std::vector<Status>, std::uint64_t committed_seq)>;
 
 struct EngineStats {
   std::uint64_t commits = 0;           // group commits
@@ -96,6 +106,29 @@ class Engine {
 
   // A read snapshot of the latest committed state.
   Result<Storage::Snapshot> Read() { return storage_->Read(); }
+
+  // The newest sequence that is committed (durable per the fsync mode, and visible). Only
+  // entries up to here may be shipped to replicas. Any thread.
+  std::uint64_t committed_seq() const;
+  // Reads committed log entries from from_seq on (see Log::ReadFrom). Any thread.
+  Status ReadLog(std::uint64_t from_seq,
+                 const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
+  // The epoch history as of the latest commit. Any thread.
+  Result<EpochHistory> Epochs();
+  // Same, from a given snapshot (consistent with its data and AppliedSeq).
+  static Result<EpochHistory> EpochsOf(const Storage::Snapshot& snapshot);
+
+  // Replication hooks, set once before serving. listener runs on the writer thread after each
+  // group commit with the new committed sequence (it must only hand the news over); pin returns
+  // the oldest sequence a replica still needs (0: none), consulted when the log is trimmed.
+  void SetCommitListener(std::function<void(std::uint64_t committed_seq)> listener);
+  void SetRetentionPin(std::function<std::uint64_t()> pin);
+
+  // Replaces the whole key space, the epoch history and the log position with the snapshot in
+  // the file at path (snapshot_format.h), atomically: the file is checked while it is loaded
+  // into one LMDB transaction, and on any error nothing changes. Afterwards the log restarts at
+  // the snapshot's sequence + 1. Blocks until done; runs on the writer thread between batches.
+  Status InstallSnapshot(const std::string& path);
 
   // Completes everything queued, fsyncs the log, checkpoints LMDB and stops the writer.
   Status Shutdown();

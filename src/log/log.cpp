@@ -39,6 +39,8 @@
 #include <thread>
 #include <utility>
 
+#include "common/coding.h"
+
 namespace kvstore {
 
 namespace {
@@ -52,33 +54,10 @@ constexpr std::uint64_t kIndexStride = 256 << 10;
 
 std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
 
-void PutFixed32(std::string* dst, std::uint32_t v) {
-  char buf[4];
-  for (int i = 0; i < 4; ++i) buf[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  dst->append(buf, 4);
-}
-
-void PutFixed64(std::string* dst, std::uint64_t v) {
-  char buf[8];
-  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  dst->append(buf, 8);
-}
-
-void EncodeFixed32At(char* dst, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-
-std::uint32_t DecodeFixed32(const char* p) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= std::uint32_t{static_cast<unsigned char>(p[i])} << (8 * i);
-  return v;
-}
-
-std::uint64_t DecodeFixed64(const char* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
-  return v;
-}
+using coding::DecodeFixed32;
+using coding::DecodeFixed64;
+using coding::PutFixed32;
+using coding::PutFixed64;
 
 std::uint32_t Crc(const char* data, std::size_t n) {
   return static_cast<std::uint32_t>(
@@ -189,6 +168,40 @@ int WriteAll(int fd, const char* data, std::size_t n, std::uint64_t offset) {
   return 0;
 }
 
+// Checks and decodes one record's body (seq + payload, length bytes) against its crc. On success
+// sets *seq and (if entry) *entry; otherwise says why in *why.
+bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, std::uint64_t* seq,
+                     LogEntry* entry, std::string* why) {
+  if (Crc(body, length) != crc) {
+    *why = "checksum mismatch";
+    return false;
+  }
+  const char* p = body + 8;
+  const char* limit = body + length;
+  auto type = static_cast<std::uint8_t>(*p++);
+  std::uint64_t key_len = DecodeFixed32(p);
+  p += 4;
+  if (type < 1 || type > 4 || key_len > static_cast<std::uint64_t>(limit - p) - 4) {
+    *why = "malformed payload";
+    return false;
+  }
+  const char* key = p;
+  p += key_len;
+  std::uint64_t value_len = DecodeFixed32(p);
+  p += 4;
+  if (value_len != static_cast<std::uint64_t>(limit - p)) {
+    *why = "malformed payload";
+    return false;
+  }
+  *seq = DecodeFixed64(body);
+  if (entry != nullptr) {
+    entry->type = static_cast<LogEntry::Type>(type);
+    entry->key.assign(key, key_len);
+    entry->value.assign(p, value_len);
+  }
+  return true;
+}
+
 // Sequential reader of the records of one file, from a given offset.
 class RecordReader {
  public:
@@ -234,33 +247,7 @@ class RecordReader {
       return Next::kBad;
     }
     const char* body = buf_.data() + pos_ + kHeaderBytes;
-    if (Crc(body, length) != crc) {
-      *why = "checksum mismatch";
-      return Next::kBad;
-    }
-    const char* p = body + 8;
-    const char* limit = body + length;
-    auto type = static_cast<std::uint8_t>(*p++);
-    std::uint64_t key_len = DecodeFixed32(p);
-    p += 4;
-    if (type < 1 || type > 3 || key_len > static_cast<std::uint64_t>(limit - p) - 4) {
-      *why = "malformed payload";
-      return Next::kBad;
-    }
-    const char* key = p;
-    p += key_len;
-    std::uint64_t value_len = DecodeFixed32(p);
-    p += 4;
-    if (value_len != static_cast<std::uint64_t>(limit - p)) {
-      *why = "malformed payload";
-      return Next::kBad;
-    }
-    *seq = DecodeFixed64(body);
-    if (entry != nullptr) {
-      entry->type = static_cast<LogEntry::Type>(type);
-      entry->key.assign(key, key_len);
-      entry->value.assign(p, value_len);
-    }
+    if (!ParseRecordBody(body, length, crc, seq, entry, why)) return Next::kBad;
     pos_ += kHeaderBytes + length;
     offset_ += kHeaderBytes + length;
     return Next::kRecord;
@@ -316,6 +303,46 @@ class FdCloser {
 };
 
 }  // namespace
+
+Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* out) {
+  const std::uint64_t length = 8 + 1 + 4 + entry.key.size() + 4 + entry.value.size();
+  if (length > kMaxRecordLength) {
+    return Status::InvalidArgument(
+        fmt::format("log entry of {} bytes exceeds the record limit of 4 GiB", length));
+  }
+  const std::size_t start = out->size();
+  PutFixed32(out, static_cast<std::uint32_t>(length));
+  PutFixed32(out, 0);  // crc, filled in below
+  PutFixed64(out, seq);
+  out->push_back(static_cast<char>(entry.type));
+  PutFixed32(out, static_cast<std::uint32_t>(entry.key.size()));
+  out->append(entry.key);
+  PutFixed32(out, static_cast<std::uint32_t>(entry.value.size()));
+  out->append(entry.value);
+  coding::EncodeFixed32(out->data() + start + 4, Crc(out->data() + start + kHeaderBytes, length));
+  return Status::Ok();
+}
+
+Status DecodeLogRecords(std::string_view data,
+                        const std::function<bool(std::uint64_t seq, LogEntry& entry)>& visit) {
+  LogEntry entry;
+  while (!data.empty()) {
+    if (data.size() < kHeaderBytes) return Status::Corruption("truncated log record header");
+    const std::uint32_t length = DecodeFixed32(data.data());
+    const std::uint32_t crc = DecodeFixed32(data.data() + 4);
+    if (length < kMinRecordLength || length > data.size() - kHeaderBytes) {
+      return Status::Corruption(fmt::format("invalid log record length {}", length));
+    }
+    std::uint64_t seq = 0;
+    std::string why;
+    if (!ParseRecordBody(data.data() + kHeaderBytes, length, crc, &seq, &entry, &why)) {
+      return Status::Corruption("bad log record: " + why);
+    }
+    if (!visit(seq, entry)) break;
+    data.remove_prefix(kHeaderBytes + length);
+  }
+  return Status::Ok();
+}
 
 struct Log::Impl {
   struct Segment {
@@ -556,21 +583,7 @@ Status Log::Append(const std::vector<LogEntry>& entries) {
   buf.clear();
   std::uint64_t seq = impl.last_seq.load() + 1;
   for (const LogEntry& e : entries) {
-    std::uint64_t length = 8 + 1 + 4 + e.key.size() + 4 + e.value.size();
-    if (length > kMaxRecordLength || e.key.size() > 0xffffffffu || e.value.size() > 0xffffffffu) {
-      return Status::InvalidArgument(
-          fmt::format("log entry of {} bytes exceeds the record limit of 4 GiB", length));
-    }
-    std::size_t start = buf.size();
-    PutFixed32(&buf, static_cast<std::uint32_t>(length));
-    PutFixed32(&buf, 0);  // crc, filled in below
-    PutFixed64(&buf, seq++);
-    buf.push_back(static_cast<char>(e.type));
-    PutFixed32(&buf, static_cast<std::uint32_t>(e.key.size()));
-    buf.append(e.key);
-    PutFixed32(&buf, static_cast<std::uint32_t>(e.value.size()));
-    buf.append(e.value);
-    EncodeFixed32At(buf.data() + start + 4, Crc(buf.data() + start + kHeaderBytes, length));
+    if (Status st = EncodeLogRecord(seq++, e, &buf); !st.ok()) return st;
   }
 
   const std::uint64_t offset = impl.segments.back().bytes;
@@ -724,7 +737,7 @@ Status Log::ReadFrom(std::uint64_t from_seq,
   return Status::Ok();
 }
 
-Status Log::Trim(std::uint64_t checkpoint_seq) {
+Status Log::Trim(std::uint64_t checkpoint_seq, std::uint64_t pinned_seq) {
   Impl& impl = *impl_;
   for (;;) {
     std::string path;
@@ -735,6 +748,10 @@ Status Log::Trim(std::uint64_t checkpoint_seq) {
       std::uint64_t oldest_last = impl.segments[1].first_seq - 1;
       if (oldest_last > checkpoint_seq) break;
       if (impl.total_bytes - oldest.bytes < impl.options.retain_bytes) break;
+      // A replica still needs these entries, unless keeping them would pass the hard bound
+      // (that replica then gets a full resync instead).
+      const bool pinned = pinned_seq != 0 && oldest_last >= pinned_seq;
+      if (pinned && impl.total_bytes <= impl.options.max_retain_bytes) break;
       path = oldest.path;
       impl.total_bytes -= oldest.bytes;
       impl.segments.erase(impl.segments.begin());
@@ -753,11 +770,7 @@ Status Log::Trim(std::uint64_t checkpoint_seq) {
 
 Status Log::ResetStart(std::uint64_t next_seq) {
   Impl& impl = *impl_;
-  if (next_seq <= impl.last_seq.load()) {
-    return Status::InvalidArgument(
-        fmt::format("cannot restart the log at {}: sequence {} is already used", next_seq,
-                    impl.last_seq.load()));
-  }
+  if (next_seq == 0) return Status::InvalidArgument("the log cannot restart at sequence 0");
   for (int r : impl.rolled) ::close(r);
   impl.rolled.clear();
   if (impl.fd >= 0) ::close(impl.fd);

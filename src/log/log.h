@@ -8,6 +8,7 @@
 //                                                          ; crc = crc32 (zlib) of seq + payload
 //   payload = type:u8 key_len:u32le key value_len:u32le value
 //   type    = 1 (put) | 2 (delete; value empty) | 3 (clear; key and value empty)
+//           | 4 (epoch: key empty, value = epoch:u64le id:u64le; see engine/epochs.h)
 //   end     = end of file | length:u32le = 0 (zeros to the end of the file)
 // Files are created at segment_bytes, full of zeros and synced (preallocated), so the end is
 // usually the zero length after the last record; <dir>/next.log.tmp is the next file being
@@ -20,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kvstore/status.h"
@@ -27,7 +29,7 @@
 namespace kvstore {
 
 struct LogEntry {
-  enum class Type : std::uint8_t { kPut = 1, kDelete = 2, kClear = 3 };
+  enum class Type : std::uint8_t { kPut = 1, kDelete = 2, kClear = 3, kEpoch = 4 };
   Type type = Type::kPut;
   std::string key;
   std::string value;
@@ -37,7 +39,17 @@ struct LogOptions {
   std::string dir;                            // created if missing
   std::uint64_t segment_bytes = 64ull << 20;  // roll to a new file past this size
   std::uint64_t retain_bytes = 1ull << 30;    // keep at least this much history (replication)
+  // Entries pinned by replicas are kept beyond retain_bytes, but only up to this total.
+  std::uint64_t max_retain_bytes = 8ull << 30;
 };
+
+// The record encoding (record in the grammar above), shared by the log files and the replication
+// stream. Encode appends one record to *out (InvalidArgument past the 4 GiB record limit).
+Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* out);
+// Decodes consecutive records filling all of data, calling visit for each until it returns
+// false. Corruption on a truncated, malformed or checksum-failing record.
+Status DecodeLogRecords(std::string_view data,
+                        const std::function<bool(std::uint64_t seq, LogEntry& entry)>& visit);
 
 struct LogStats {
   std::uint64_t first_seq = 0;  // oldest sequence still on disk (0 when empty)
@@ -74,13 +86,15 @@ class Log {
                   const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
 
   // Deletes whole files whose entries are all <= checkpoint_seq, keeping at least
-  // retain_bytes of history and always the newest file.
-  Status Trim(std::uint64_t checkpoint_seq);
+  // retain_bytes of history and always the newest file. Files holding entries >= pinned_seq
+  // (the oldest entry a replica still needs; 0 for none) are kept too, while the log is within
+  // max_retain_bytes.
+  Status Trim(std::uint64_t checkpoint_seq, std::uint64_t pinned_seq = 0);
 
   // Deletes every file and restarts the log empty, so that the next Append gets sequence
-  // next_seq (which must be > last_seq()). For the engine's recovery when the storage is
-  // ahead of the log (the log was lost): sequences never go backwards. Readers asking for older
-  // entries get NotFound (a full resync). Writer thread only.
+  // next_seq. For the engine's recovery when the storage is ahead of the log (the log was lost),
+  // and after a full resync installed another history. Readers asking for older entries get
+  // NotFound (a full resync). Writer thread only.
   Status ResetStart(std::uint64_t next_seq);
 
   LogStats Stats() const;

@@ -28,11 +28,12 @@ auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& 
         auto executor = asio::get_associated_executor(handler);
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
         auto guard = asio::make_work_guard(executor);
-        engine.Submit(std::move(writes), [shared, executor, guard](std::vector<Status> results) {
-          asio::post(executor, [shared, results = std::move(results)]() mutable {
-            (*shared)(std::move(results));
-          });
-        });
+        engine.Submit(std::move(writes),
+                      [shared, executor, guard](std::vector<Status> results, std::uint64_t) {
+                        asio::post(executor, [shared, results = std::move(results)]() mutable {
+                          (*shared)(std::move(results));
+                        });
+                      });
       },
       token, std::move(writes));
 }

@@ -31,6 +31,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/coding.h"
+
 namespace kvstore {
 
 namespace {
@@ -77,15 +79,8 @@ Status WriteError(std::string_view what, int rc) {
 
 std::uint64_t RoundUp(std::uint64_t n, std::uint64_t unit) { return (n + unit - 1) / unit * unit; }
 
-void EncodeFixed64(char* dst, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-
-std::uint64_t DecodeFixed64(const char* src) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(src[i])} << (8 * i);
-  return v;
-}
+using coding::DecodeFixed64;
+using coding::EncodeFixed64;
 
 // Reads "applied_seq" from meta in txn; 0 when absent or malformed.
 std::uint64_t ReadAppliedSeq(MDB_txn* txn, MDB_dbi meta) {
@@ -93,6 +88,19 @@ std::uint64_t ReadAppliedSeq(MDB_txn* txn, MDB_dbi meta) {
   MDB_val v;
   if (mdb_get(txn, meta, &k, &v) != 0 || v.mv_size != 8) return 0;
   return DecodeFixed64(static_cast<const char*>(v.mv_data));
+}
+
+// Reads meta[name] into *value: Ok, NotFound or IOError.
+Status ReadMeta(MDB_txn* txn, MDB_dbi meta, std::string_view name, std::string* value) {
+  MDB_val k = ToVal(name);
+  MDB_val v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  if (rc == MDB_NOTFOUND) return Status::NotFound(fmt::format("no {} in storage", name));
+  if (rc != 0) {
+    return Status::IOError(fmt::format("storage read of {} failed: {}", name, mdb_strerror(rc)));
+  }
+  value->assign(static_cast<const char*>(v.mv_data), v.mv_size);
+  return Status::Ok();
 }
 
 std::uint64_t EntryCount(MDB_txn* txn, MDB_dbi dbi) {
@@ -354,6 +362,10 @@ std::uint64_t Storage::Snapshot::AppliedSeq() const {
   return ReadAppliedSeq(AsTxn(txn_), storage_->impl_->meta);
 }
 
+Status Storage::Snapshot::GetMeta(std::string_view name, std::string* value) const {
+  return ReadMeta(AsTxn(txn_), storage_->impl_->meta, name, value);
+}
+
 Result<Storage::Snapshot> Storage::Read() {
   Impl& impl = *impl_;
   if (impl.grow_pending.load(std::memory_order_acquire) && t_snapshots_held <= 0) {
@@ -458,6 +470,29 @@ Status Storage::WriteTxn::SetAppliedSeq(std::uint64_t seq) {
   MDB_val v{sizeof(buf), buf};
   int rc = mdb_put(AsTxn(Current()), storage_->impl_->meta, &k, &v, 0);
   if (rc != 0) return WriteError("storage put of applied_seq failed", rc);
+  return Status::Ok();
+}
+
+Status Storage::WriteTxn::GetMeta(std::string_view name, std::string* value) const {
+  if (txn_ == nullptr) return Finished();
+  return ReadMeta(AsTxn(Current()), storage_->impl_->meta, name, value);
+}
+
+Status Storage::WriteTxn::PutMeta(std::string_view name, std::string_view value) {
+  if (txn_ == nullptr) return Finished();
+  MDB_val k = ToVal(name);
+  MDB_val v = ToVal(value);
+  int rc = mdb_put(AsTxn(Current()), storage_->impl_->meta, &k, &v, 0);
+  if (rc != 0) return WriteError(fmt::format("storage put of {} failed", name), rc);
+  return Status::Ok();
+}
+
+Status Storage::WriteTxn::DeleteMeta(std::string_view name) {
+  if (txn_ == nullptr) return Finished();
+  MDB_val k = ToVal(name);
+  int rc = mdb_del(AsTxn(Current()), storage_->impl_->meta, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return Status::Ok();
+  if (rc != 0) return WriteError(fmt::format("storage delete of {} failed", name), rc);
   return Status::Ok();
 }
 

@@ -7,7 +7,8 @@
 //   database "kv"   : key bytes -> value bytes (1 <= key size <= 511, LMDB's limit)
 //   database "meta" : "applied_seq" -> u64 little endian: the last log sequence whose effect is
 //                     in this environment (written in the same transaction as the effect, so
-//                     recovery knows exactly where to resume replay).
+//                     recovery knows exactly where to resume replay);
+//                     other names -> values owned by the engine (GetMeta / PutMeta).
 #pragma once
 
 #include <cstdint>
@@ -68,6 +69,8 @@ class Storage {
         const std::function<bool(std::string_view key, std::string_view value)>& visit) const;
     std::uint64_t KeyCount() const;
     std::uint64_t AppliedSeq() const;
+    // Ok and *value set, NotFound or IOError.
+    Status GetMeta(std::string_view name, std::string* value) const;
 
    private:
     friend class Storage;
@@ -92,6 +95,9 @@ class Storage {
     Status Delete(std::string_view key);  // Ok, or NotFound when the key did not exist
     Status Clear();                       // removes every key
     Status SetAppliedSeq(std::uint64_t seq);
+    Status GetMeta(std::string_view name, std::string* value) const;  // Ok, NotFound or IOError
+    Status PutMeta(std::string_view name, std::string_view value);    // StorageFull like Put
+    Status DeleteMeta(std::string_view name);                         // Ok when absent too
     // Keys in the database as this transaction sees it (its own writes included).
     std::uint64_t KeyCount() const;
 

@@ -46,7 +46,8 @@ class Fixture {
     reads.Release();
     if (outcome.kind == Outcome::Kind::kWrite) {
       std::promise<std::vector<Status>> done;
-      engine_->Submit({outcome.write}, [&done](std::vector<Status> s) { done.set_value(s); });
+      engine_->Submit({outcome.write},
+                      [&done](std::vector<Status> s, std::uint64_t) { done.set_value(s); });
       const auto results = done.get_future().get();
       REQUIRE(results.size() == 1);
       AppendWriteResult(results[0], *outcome.reply, &out);

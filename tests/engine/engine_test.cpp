@@ -42,8 +42,9 @@ std::vector<Status> Run(Engine& engine, std::vector<WriteFn> writes) {
   // Shared, so the promise outlives set_value even when the waiter returns first.
   auto done = std::make_shared<std::promise<std::vector<Status>>>();
   auto result = done->get_future();
-  engine.Submit(std::move(writes),
-                [done](std::vector<Status> statuses) { done->set_value(std::move(statuses)); });
+  engine.Submit(std::move(writes), [done](std::vector<Status> statuses, std::uint64_t) {
+    done->set_value(std::move(statuses));
+  });
   return result.get();
 }
 
@@ -474,9 +475,10 @@ TEST_CASE("shutdown completes everything queued") {
   {
     auto engine = OpenEngine(Options(dir.path()));
     for (int i = 0; i < 200; ++i) {
-      engine->Submit({PutFn("k" + std::to_string(i), "v")}, [&](std::vector<Status> statuses) {
-        if (statuses[0].ok()) ++ok;
-      });
+      engine->Submit({PutFn("k" + std::to_string(i), "v")},
+                     [&](std::vector<Status> statuses, std::uint64_t) {
+                       if (statuses[0].ok()) ++ok;
+                     });
     }
   }  // the destructor shuts down
   CHECK(ok == 200);
