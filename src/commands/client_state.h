@@ -24,7 +24,8 @@ struct ClientInfo {
 struct ClientState {
   ClientInfo info;
   bool authenticated = false;
-  bool close_after_reply = false;  // set by QUIT
+  bool close_after_reply = false;    // set by QUIT
+  std::uint64_t last_write_seq = 0;  // committed sequence after this client's last write (WAIT)
 };
 
 }  // namespace kvstore

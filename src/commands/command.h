@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "commands/client_state.h"
+#include "commands/replication_context.h"
 #include "commands/server_context.h"
 #include "engine/engine.h"
 
@@ -54,6 +55,7 @@ struct CommandContext {
   Engine& engine;
   SnapshotLender& reads;
   ServerContext& server;
+  ReplicationContext* replication;  // null: a standalone master (unit tests)
   const DispatcherOptions& options;
   ScanCursors& cursors;
 };
@@ -61,12 +63,15 @@ struct CommandContext {
 // What happened to a command.
 struct Outcome {
   enum class Kind {
-    kReplied,  // the reply is in *out
-    kWrite,    // run `write` through the engine, then append `*reply` (or the error)
+    kReplied,   // the reply is in *out
+    kWrite,     // run `write` through the engine, then append `*reply` (or the error)
+    kDeferred,  // call `deferred`; the reply it delivers (on any thread) is this command's
+    kHandoff,   // the connection becomes a replication stream (REPLSYNC): hand the socket over
   };
   Kind kind = Kind::kReplied;
   WriteFn write;
   std::shared_ptr<std::string> reply;
+  std::function<void(std::function<void(std::string reply)> deliver)> deferred;
 
   static Outcome Replied() { return {}; }
 };
@@ -97,10 +102,14 @@ struct CommandSpec {
 };
 
 // The command groups, each defined in its own file.
-std::span<const CommandSpec> ConnectionCommands();  // connection.cpp
-std::span<const CommandSpec> StringCommands();      // strings.cpp
-std::span<const CommandSpec> KeyspaceCommands();    // keyspace.cpp
-std::span<const CommandSpec> ServerCommands();      // server_commands.cpp
+std::span<const CommandSpec> ConnectionCommands();   // connection.cpp
+std::span<const CommandSpec> StringCommands();       // strings.cpp
+std::span<const CommandSpec> KeyspaceCommands();     // keyspace.cpp
+std::span<const CommandSpec> ServerCommands();       // server_commands.cpp
+std::span<const CommandSpec> ReplicationCommands();  // replication_commands.cpp
+
+// The "# Replication" section of INFO (replication_commands.cpp).
+void AppendReplicationInfo(const ReplicationStatus& status, std::string* text);
 
 // Every command, for COMMAND and dispatch.
 std::span<const CommandSpec* const> AllCommands();

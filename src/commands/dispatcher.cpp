@@ -89,6 +89,12 @@ void AppendWriteResult(const Status& status, const std::string& reply, std::stri
     case Status::Code::kReadOnly:
       resp::AppendError(out, "READONLY " + status.message());
       break;
+    case Status::Code::kUnavailable:
+      // Sync replication's refusal carries its own Redis error code.
+      resp::AppendError(out, status.message().starts_with("NOREPLICAS ")
+                                 ? status.message()
+                                 : "ERR " + status.message());
+      break;
     default:
       resp::AppendError(out, "ERR " + status.message());
       break;
@@ -98,8 +104,8 @@ void AppendWriteResult(const Status& status, const std::string& reply, std::stri
 std::span<const CommandSpec* const> AllCommands() {
   static const std::vector<const CommandSpec*> all = [] {
     std::vector<const CommandSpec*> specs;
-    for (auto group :
-         {ConnectionCommands(), StringCommands(), KeyspaceCommands(), ServerCommands()}) {
+    for (auto group : {ConnectionCommands(), StringCommands(), KeyspaceCommands(), ServerCommands(),
+                       ReplicationCommands()}) {
       for (const CommandSpec& spec : group) specs.push_back(&spec);
     }
     return specs;
@@ -107,8 +113,9 @@ std::span<const CommandSpec* const> AllCommands() {
   return all;
 }
 
-Dispatcher::Dispatcher(Engine& engine, ServerContext& server, DispatcherOptions options)
-    : engine_(engine), server_(server), options_(std::move(options)) {
+Dispatcher::Dispatcher(Engine& engine, ServerContext& server, ReplicationContext* replication,
+                       DispatcherOptions options)
+    : engine_(engine), server_(server), replication_(replication), options_(std::move(options)) {
   for (const CommandSpec* spec : AllCommands()) table_.emplace(std::string(spec->name), spec);
 }
 
@@ -156,7 +163,14 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     return Outcome::Replied();
   }
   client.info.last_command = spec->name;
-  CommandContext context{args, client, out, engine_, reads, server_, options_, cursors_};
+  if ((spec->flags & kFlagWrite) && replication_ != nullptr) {
+    if (auto refusal = replication_->WriteRefusal()) {
+      resp::AppendError(out, *refusal);
+      return Outcome::Replied();
+    }
+  }
+  CommandContext context{args,    client,       out,      engine_, reads,
+                         server_, replication_, options_, cursors_};
   return spec->handler(context);
 }
 

@@ -14,7 +14,9 @@ namespace kvstore {
 
 class Dispatcher {
  public:
-  Dispatcher(Engine& engine, ServerContext& server, DispatcherOptions options);
+  // replication may be null: a standalone master that always takes writes.
+  Dispatcher(Engine& engine, ServerContext& server, ReplicationContext* replication,
+             DispatcherOptions options);
 
   // The command named by args[0] (any case), or nullptr when unknown.
   const CommandSpec* Lookup(std::string_view name) const;
@@ -30,6 +32,7 @@ class Dispatcher {
  private:
   Engine& engine_;
   ServerContext& server_;
+  ReplicationContext* replication_;
   DispatcherOptions options_;
   ScanCursors cursors_;
   std::unordered_map<std::string, const CommandSpec*> table_;

@@ -1,4 +1,4 @@
-// Server commands: INFO, ROLE, COMMAND, CONFIG GET, TIME.
+// Server commands: INFO, COMMAND, CONFIG GET, TIME.
 // INFO uses Redis' field names wherever one exists, so Redis tools (redis-cli, exporters,
 // dashboards) read it; kvstore-only fields carry a kvstore_ prefix.
 #include <sys/utsname.h>
@@ -105,11 +105,16 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
     text += "\r\n";
   }
   if (want("replication")) {
-    text += "# Replication\r\n";
-    Field(&text, "role", std::string("master"));
-    Field(&text, "connected_slaves", 0);
-    Field(&text, "master_repl_offset", stats.log.last_seq);
-    text += "\r\n";
+    ReplicationStatus status;
+    if (c.replication != nullptr) {
+      status = c.replication->CurrentStatus();
+    } else {
+      status.standalone = true;
+      status.seq = c.engine.committed_seq();
+      status.log_first_seq = stats.log.first_seq;
+      status.log_bytes = stats.log.bytes;
+    }
+    AppendReplicationInfo(status, &text);
   }
   if (want("keyspace")) {
     text += "# Keyspace\r\n";
@@ -128,15 +133,6 @@ Outcome Info(CommandContext& c) {
   std::vector<std::string> wanted;
   for (std::size_t i = 1; i < c.args.size(); ++i) wanted.push_back(ToLower(c.args[i]));
   resp::AppendBulkString(c.out, InfoText(c, wanted));
-  return Outcome::Replied();
-}
-
-// ROLE -> ["master", offset, []]
-Outcome Role(CommandContext& c) {
-  resp::AppendArrayHeader(c.out, 3);
-  resp::AppendBulkString(c.out, "master");
-  resp::AppendInteger(c.out, static_cast<std::int64_t>(c.engine.Stats().log.last_seq));
-  resp::AppendArrayHeader(c.out, 0);
   return Outcome::Replied();
 }
 
@@ -258,8 +254,9 @@ Outcome Time(CommandContext& c) {
 }
 
 constexpr CommandSpec kCommands[] = {
-    {"info", -1, kFlagAdmin, Info, 0, 0, 0},       {"role", 1, kFlagFast, Role, 0, 0, 0},
-    {"command", -1, kFlagAdmin, Command, 0, 0, 0}, {"config", -2, kFlagAdmin, Config, 0, 0, 0},
+    {"info", -1, kFlagAdmin, Info, 0, 0, 0},
+    {"command", -1, kFlagAdmin, Command, 0, 0, 0},
+    {"config", -2, kFlagAdmin, Config, 0, 0, 0},
     {"time", 1, kFlagFast, Time, 0, 0, 0},
 };
 

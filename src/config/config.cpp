@@ -24,7 +24,9 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
@@ -284,6 +286,12 @@ std::optional<std::string> HostName(std::string_view text) {
 
 std::optional<std::string> HostPort(std::string_view text) {
   if (text.empty()) return std::nullopt;
+  // "{ordinal}" stands for MASTER_ORDINAL (a local cluster on one host: 127.0.0.1:710{ordinal}).
+  std::string substituted(text);
+  if (const auto at = substituted.find("{ordinal}"); at != std::string::npos) {
+    substituted.replace(at, 9, "0");
+    text = substituted;
+  }
   const std::string expected =
       "expected host:port with a port between 1 and 65535 (IPv6 as [address]:port), or empty";
   std::string_view host;
@@ -375,6 +383,10 @@ std::vector<Setting> BuildTable() {
                               "size past which the log rolls over to a new file"));
   table.push_back(SizeSetting("repl_backlog_bytes", &Config::repl_backlog_bytes, kMiB, 16 * kTiB,
                               "log history kept so that replicas resume without a full resync"));
+  table.push_back(SizeSetting("repl_backlog_max_bytes", &Config::repl_backlog_max_bytes, kMiB,
+                              16 * kTiB,
+                              "most log kept for lagging replicas; past it they get a full "
+                              "resync instead"));
   // Limits
   table.push_back(SizeSetting("max_value_bytes", &Config::max_value_bytes, 1, 512 * kMiB,
                               "largest bulk string (a key or a value) a command may carry"));
@@ -391,6 +403,9 @@ std::vector<Setting> BuildTable() {
                                 "longest time a client may take to send one whole command"));
   table.push_back(MillisSetting("shutdown_timeout_ms", &Config::shutdown_timeout_ms, 1,
                                 "longest time a shutdown waits for clients and pending writes"));
+  table.push_back(MillisSetting("shutdown_replica_wait_ms", &Config::shutdown_replica_wait_ms, 0,
+                                "at shutdown, how long a master waits for its replicas to "
+                                "acknowledge every write"));
   // Security
   table.push_back(WithEnv(
       TextSetting("requirepass", &Config::requirepass, nullptr,
@@ -416,10 +431,31 @@ std::vector<Setting> BuildTable() {
                               "async, or sync: a write is acknowledged once replicas have it"));
   table.push_back(TextSetting(
       "master_address", &Config::master_address, HostPort,
-      "host:port of the master, instead of the one derived from master_ordinal (tests, local)"));
+      "host:port of the master, instead of the one derived from master_ordinal; \"{ordinal}\" "
+      "in it stands for master_ordinal (tests, local clusters)"));
   table.push_back(TextSetting("headless_service", &Config::headless_service, HostName,
                               "headless Service giving each pod a DNS name: "
                               "<statefulset>-<ordinal>.<headless_service>"));
+  table.push_back(MillisSetting("config_poll_ms", &Config::config_poll_ms, 10,
+                                "how often the ConfigMap directory is read for role changes"));
+  // Replication
+  table.push_back(IntSetting("sync_replicas", &Config::sync_replicas, 1, 64,
+                             "expected an integer between 1 and 64",
+                             "with replication_mode sync, replicas that must acknowledge a write"));
+  table.push_back(MillisSetting("sync_timeout_ms", &Config::sync_timeout_ms, 1,
+                                "with replication_mode sync, how long a write waits for them "
+                                "before -NOREPLICAS"));
+  table.push_back(IntSetting("min_replicas_to_write", &Config::min_replicas_to_write, 0, 64,
+                             "expected an integer between 0 and 64",
+                             "writes are refused unless this many replicas are connected and "
+                             "recent (Redis' min-replicas-to-write); 0 disables"));
+  table.push_back(UintSetting("min_replicas_max_lag", &Config::min_replicas_max_lag, 1, 3600,
+                              "an integer of seconds",
+                              "seconds since its last acknowledgement for a replica to count "
+                              "for min_replicas_to_write"));
+  table.push_back(MillisSetting("promotion_timeout_ms", &Config::promotion_timeout_ms, 1,
+                                "how long a promoted replica tries to fence and catch up with "
+                                "the old master"));
 
   const Config defaults;
   for (Setting& setting : table) setting.info.default_value = setting.format(defaults);
@@ -608,6 +644,16 @@ Result<Config> LoadConfig(const ConfigSources& sources) {
       return s;
     }
   }
+  for (const Setting& setting : Table()) {
+    const auto it = sources.config_dir_files.find(setting.info.env);
+    if (it == sources.config_dir_files.end()) continue;
+    if (Status s =
+            Apply(setting, it->second,
+                  "ConfigMap file " + sources.config_dir + "/" + setting.info.env, config, origins);
+        !s.ok()) {
+      return s;
+    }
+  }
   for (const auto& [name, value] : sources.flags) {
     if (FindSetting(name) == nullptr) {
       return Status::InvalidArgument("unknown setting " + QuoteValue(name) +
@@ -624,6 +670,23 @@ Result<Config> LoadConfig(const ConfigSources& sources) {
   }
   if (Status s = CheckCombinations(config, origins); !s.ok()) return s;
   return config;
+}
+
+std::map<std::string, std::string> ReadConfigDir(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  if (dir.empty()) return files;
+  for (const SettingInfo& setting : Settings()) {
+    // Kubernetes mounts each key as a symlink into a ..data directory it swaps atomically, so
+    // reading by name always sees one consistent version.
+    std::ifstream file(dir + "/" + setting.env);
+    if (!file) continue;
+    std::string value((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    while (!value.empty() && std::isspace(static_cast<unsigned char>(value.back()))) {
+      value.pop_back();
+    }
+    files[setting.env] = value;
+  }
+  return files;
 }
 
 std::map<std::string, std::string> EnvironmentFromProcess() {

@@ -29,6 +29,7 @@ struct Config {
   std::uint64_t max_map_bytes = 32ull << 30;
   std::uint64_t log_segment_bytes = 64ull << 20;
   std::uint64_t repl_backlog_bytes = 1ull << 30;
+  std::uint64_t repl_backlog_max_bytes = 8ull << 30;
   // Limits
   std::uint64_t max_value_bytes = 512ull << 20;
   std::uint64_t max_clients = 10000;
@@ -36,6 +37,7 @@ struct Config {
   std::uint64_t client_output_buffer_limit_bytes = 1ull << 30;
   std::uint64_t frame_timeout_ms = 30000;
   std::uint64_t shutdown_timeout_ms = 10000;
+  std::uint64_t shutdown_replica_wait_ms = 10000;
   // Security
   std::string requirepass;  // env KVSTORE_PASSWORD
   // Logging
@@ -49,6 +51,13 @@ struct Config {
   std::string replication_mode = "async";
   std::string master_address;
   std::string headless_service = "kvstore-headless";
+  std::uint64_t config_poll_ms = 1000;
+  // Replication
+  int sync_replicas = 1;
+  std::uint64_t sync_timeout_ms = 1000;
+  int min_replicas_to_write = 0;
+  std::uint64_t min_replicas_max_lag = 10;  // seconds, as in Redis
+  std::uint64_t promotion_timeout_ms = 10000;
 };
 
 // One row of the setting table.
@@ -63,13 +72,21 @@ struct SettingInfo {
 const std::vector<SettingInfo>& Settings();
 
 struct ConfigSources {
-  std::string yaml_path;                     // empty: no file
-  std::map<std::string, std::string> env;    // environment, by env name
+  std::string yaml_path;                   // empty: no file
+  std::map<std::string, std::string> env;  // environment, by env name
+  // Files of the mounted ConfigMap directory, by env name (ReadConfigDir). Applied after the
+  // environment: the files follow `kubectl edit configmap`, the pod's environment does not.
+  std::map<std::string, std::string> config_dir_files;
+  std::string config_dir;                    // where config_dir_files came from (messages)
   std::map<std::string, std::string> flags;  // command line, by setting name
 };
 
-// Applies the layers in order. On the first invalid value: InvalidArgument whose message is one
-// line naming the setting and its source, e.g.
+// Reads the files of dir whose names are settings' env names (MASTER_ORDINAL, ...), with
+// trailing whitespace removed. A missing directory gives an empty map.
+std::map<std::string, std::string> ReadConfigDir(const std::string& dir);
+
+// Applies the layers in order (defaults, YAML, environment, ConfigMap files, flags). On the first
+// invalid value: InvalidArgument whose message is one line naming the setting and its source, e.g.
 //   "invalid port \"abc\" (from flag --port): expected an integer between 1 and 65535".
 Result<Config> LoadConfig(const ConfigSources& sources);
 

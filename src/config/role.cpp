@@ -49,6 +49,9 @@ Result<RoleDecision> DecideRole(const Config& config, bool pod_name_was_set,
   decision.kind = RoleDecision::Kind::kReplica;
   if (!config.master_address.empty()) {
     decision.master_address = config.master_address;
+    if (const auto at = decision.master_address.find("{ordinal}"); at != std::string::npos) {
+      decision.master_address.replace(at, 9, text);
+    }
     decision.reason = "ordinal " + std::to_string(*decision.ordinal) +
                       " differs from MASTER_ORDINAL " + text + "; MASTER_ADDRESS overrides";
   } else {

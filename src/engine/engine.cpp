@@ -274,9 +274,16 @@ Status FinishLogRestart(Storage& storage, Log& log) {
     if (value.size() != 8) return Status::Corruption("malformed log_restart mark in storage");
     next_seq = coding::DecodeFixed64(value.data());
   }
-  spdlog::warn("engine: finishing an interrupted snapshot install: the log restarts at {}",
-               next_seq);
-  if (Status s = log.ResetStart(next_seq); !s.ok()) return s;
+  // The log may already have restarted there (and taken new writes since): only the mark's
+  // deletion was lost then, and the log must stay.
+  const LogStats log_stats = log.Stats();
+  const bool restarted = log_stats.first_seq == next_seq ||
+                         (log_stats.first_seq == 0 && log.last_seq() + 1 == next_seq);
+  if (!restarted) {
+    spdlog::warn("engine: finishing an interrupted snapshot install: the log restarts at {}",
+                 next_seq);
+    if (Status s = log.ResetStart(next_seq); !s.ok()) return s;
+  }
   auto begun = storage.BeginWrite();
   if (!begun.ok()) return begun.status();
   Storage::WriteTxn txn = std::move(begun).value();
@@ -295,6 +302,7 @@ struct Engine::Impl {
     std::vector<char> failed;  // the function failed: leave it out of the batch
     // Set for work that must run alone on the writer thread, between batches (an install).
     std::function<void()> exclusive;
+    Origin origin = Origin::kClient;
   };
 
   // How one attempt at a group commit ended.
@@ -308,8 +316,9 @@ struct Engine::Impl {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Request> queue;  // GUARDED_BY(mu)
-  bool stopping = false;       // GUARDED_BY(mu)
+  std::vector<Request> queue;                       // GUARDED_BY(mu)
+  bool stopping = false;                            // GUARDED_BY(mu)
+  std::optional<std::string> client_write_refusal;  // GUARDED_BY(mu)
 
   std::thread writer;
   std::mutex shutdown_mu;
@@ -560,9 +569,18 @@ void Engine::Impl::RunAlone(const Status& full_status) {
 }
 
 void Engine::Impl::ProcessBatch() {
+  std::optional<std::string> refusal;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    refusal = client_write_refusal;
+  }
   for (Request& r : batch) {
     r.statuses.assign(r.writes.size(), Status::Ok());
     r.failed.assign(r.writes.size(), 0);
+    if (refusal && r.origin == Origin::kClient) {
+      r.statuses.assign(r.writes.size(), Status::ReadOnly(*refusal));
+      r.failed.assign(r.writes.size(), 1);
+    }
   }
   if (poisoned.load()) {
     FailOk(PoisonStatus());
@@ -696,8 +714,14 @@ Status Engine::Impl::Install(const std::string& path) {
     auto begun = storage->BeginWrite();
     if (!begun.ok()) return begun.status();
     Storage::WriteTxn txn = std::move(begun).value();
-    if (Status s = txn.DeleteMeta(kLogRestartMeta); !s.ok()) return s;
-    if (Status s = txn.Commit(); !s.ok()) return s;
+    Status s = txn.DeleteMeta(kLogRestartMeta);
+    if (s.ok()) s = txn.Commit();
+    // Synced, so no later crash finds the mark again (FinishLogRestart copes if one does).
+    if (s.ok()) s = storage->Sync();
+    if (!s.ok()) {
+      // The install has taken effect; only the mark's cleanup failed. Open finishes it.
+      Poison("a failed cleanup after a snapshot install", s);
+    }
   }
   committed_seq = applied;
   visible_seq.store(applied, std::memory_order_release);
@@ -814,6 +838,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   log_options.dir = options.data_dir + "/log";
   log_options.segment_bytes = options.log_segment_bytes;
   log_options.retain_bytes = options.log_retain_bytes;
+  log_options.max_retain_bytes = std::max(options.log_max_retain_bytes, options.log_retain_bytes);
   auto log = Log::Open(log_options);
   if (!log.ok()) return log.status();
 
@@ -838,13 +863,18 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   return engine;
 }
 
-void Engine::Submit(std::vector<WriteFn> writes, WriteDone done) {
+void Engine::SetClientWriteRefusal(std::optional<std::string> refusal) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->client_write_refusal = std::move(refusal);
+}
+
+void Engine::Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin) {
   Impl& impl = *impl_;
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (!impl.stopping) {
-      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}, {}});
+      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}, {}, origin});
       // A push onto a non-empty queue needs no wake-up: the first push already sent one.
       wake = impl.queue.size() == 1;
       if (!wake) return;

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,7 @@ struct EngineOptions {
   std::uint64_t max_map_bytes = 32ull << 30;
   std::uint64_t log_segment_bytes = 64ull << 20;
   std::uint64_t log_retain_bytes = 1ull << 30;
+  std::uint64_t log_max_retain_bytes = 8ull << 30;  // the bound on what replicas may pin
 };
 
 // What a write function sees: reads see the batch's earlier writes; every mutation is recorded
@@ -100,9 +102,18 @@ class Engine {
   // Stops the writer after draining the queue (as Shutdown()).
   ~Engine();
 
+  // Where a submission comes from: clients are subject to the write fence, replication is not.
+  enum class Origin { kClient, kReplication };
+
   // Queues writes; done runs once they are durable (per fsync mode) and visible, or failed.
-  // After Shutdown() every submission fails with Unavailable.
-  void Submit(std::vector<WriteFn> writes, WriteDone done);
+  // After Shutdown() every submission fails with Unavailable. An empty writes is a barrier: done
+  // runs once everything submitted before it is committed.
+  void Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
+
+  // While a refusal is set, client writes that reach the writer fail with ReadOnly(refusal).
+  // Checked on the writer thread, so once a barrier submitted after the call completes, no
+  // client write can commit any more (a fenced old master, a replica). Any thread.
+  void SetClientWriteRefusal(std::optional<std::string> refusal);
 
   // A read snapshot of the latest committed state.
   Result<Storage::Snapshot> Read() { return storage_->Read(); }

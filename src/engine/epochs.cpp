@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 #include "common/coding.h"
 
 namespace kvstore {
@@ -54,6 +56,28 @@ Result<Epoch> ParseEpochEntry(std::uint64_t seq, const LogEntry& entry) {
 
 std::string EpochName(const Epoch& epoch) {
   return fmt::format("{}:{:016x}", epoch.number, epoch.id);
+}
+
+std::string EpochToken(const std::optional<Epoch>& epoch) {
+  if (!epoch) return "-";
+  return fmt::format("{}:{:016x}:{}", epoch->number, epoch->id, epoch->first_seq);
+}
+
+Result<std::optional<Epoch>> ParseEpochToken(std::string_view token) {
+  if (token == "-") return std::optional<Epoch>();
+  Epoch epoch;
+  const auto first = token.find(':');
+  const auto second = first == std::string_view::npos ? first : token.find(':', first + 1);
+  auto parse = [](std::string_view text, int base, std::uint64_t* out) {
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out, base);
+    return !text.empty() && ec == std::errc() && ptr == text.data() + text.size();
+  };
+  if (second == std::string_view::npos || !parse(token.substr(0, first), 10, &epoch.number) ||
+      !parse(token.substr(first + 1, second - first - 1), 16, &epoch.id) ||
+      !parse(token.substr(second + 1), 10, &epoch.first_seq)) {
+    return Status::InvalidArgument(fmt::format("malformed epoch \"{}\"", token));
+  }
+  return std::optional<Epoch>(epoch);
 }
 
 Lineage CompareLineage(const EpochHistory& master, std::uint64_t master_seq,

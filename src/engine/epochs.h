@@ -35,8 +35,12 @@ LogEntry MakeEpochEntry(std::uint64_t number, std::uint64_t id);
 // InvalidArgument when entry is not a well-formed epoch entry.
 Result<Epoch> ParseEpochEntry(std::uint64_t seq, const LogEntry& entry);
 
-// "<number>:<id as 16 hex digits>", as shown by INFO and sent in the handshake.
+// "<number>:<id as 16 hex digits>", as shown by INFO and logs.
 std::string EpochName(const Epoch& epoch);
+// "<number>:<id as 16 hex digits>:<first_seq>", the replication handshake's form; "-" for none.
+std::string EpochToken(const std::optional<Epoch>& epoch);
+// InvalidArgument when token is malformed; nullopt for "-".
+Result<std::optional<Epoch>> ParseEpochToken(std::string_view token);
 
 // Where a replica whose newest epoch is `replica_epoch` and whose log ends at `replica_seq`
 // stands against the master's history (master's log ends at master_seq):

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "config/role.h"
 #include "engine/engine.h"
+#include "replication/replication.h"
 #include "server/server.h"
 
 namespace kvstore {
@@ -54,23 +55,59 @@ struct Invocation {
   bool pod_name_was_set = false;
 };
 
-int Serve(const Config& config, const RoleDecision& role) {
+// What the replication manager should make of a role decision.
+RoleTarget TargetOf(const RoleDecision& role) {
+  RoleTarget target;
+  target.master = role.kind != RoleDecision::Kind::kReplica;
+  target.standalone = role.kind == RoleDecision::Kind::kStandalone;
+  target.master_address = role.master_address;
+  target.reason = role.reason;
+  return target;
+}
+
+// Re-reads the mounted ConfigMap and decides the role again (for live MASTER_ORDINAL changes).
+// A bad value is logged once and ignored: the pod keeps its current role.
+std::function<std::optional<RoleTarget>()> RoleRereader(ConfigSources sources,
+                                                        bool pod_name_was_set) {
+  auto last_error = std::make_shared<std::string>();
+  return [sources, pod_name_was_set, last_error]() mutable -> std::optional<RoleTarget> {
+    sources.config_dir_files = ReadConfigDir(sources.config_dir);
+    auto config = LoadConfig(sources);
+    Result<RoleDecision> role = config.ok() ? DecideRole(*config, pod_name_was_set, Hostname())
+                                            : Result<RoleDecision>(config.status());
+    if (!role.ok()) {
+      if (*last_error != role.status().message()) {
+        *last_error = role.status().message();
+        logging::Warn("ignoring a bad ConfigMap change; keeping the current role",
+                      {{"error", *last_error}});
+      }
+      return std::nullopt;
+    }
+    last_error->clear();
+    return TargetOf(*role);
+  };
+}
+
+int Serve(const Config& config, const RoleDecision& role, const ConfigSources& sources,
+          bool pod_name_was_set) {
   if (Status s = CheckDataDir(config.data_dir); !s.ok()) {
     std::cerr << "kvstore: " << s.message() << "\n";
     return kExitBadSetting;
   }
-  if (role.kind == RoleDecision::Kind::kReplica) {
-    // Refuse rather than run as a second master: replication is not built yet.
-    std::cerr << "kvstore: this pod should start as a replica of " << role.master_address << " ("
-              << role.reason
-              << "), but this build has no replication yet; set REPLICATION_ENABLED=false to "
-                 "run it standalone\n";
-    return kExitBadSetting;
+  switch (role.kind) {
+    case RoleDecision::Kind::kStandalone:
+      logging::Info("Starting as MASTER (standalone: " + role.reason + ")",
+                    {{"pod", role.pod_name}, {"data_dir", config.data_dir}});
+      break;
+    case RoleDecision::Kind::kMaster:
+      logging::Info("Starting as MASTER (" + role.reason + ")",
+                    {{"pod", role.pod_name}, {"data_dir", config.data_dir}});
+      break;
+    case RoleDecision::Kind::kReplica:
+      logging::Info("Starting as REPLICA of " + role.master_address + " (" + role.reason + ")",
+                    {{"pod", role.pod_name}, {"data_dir", config.data_dir}});
+      break;
   }
-  logging::Info(role.kind == RoleDecision::Kind::kStandalone
-                    ? "Starting as MASTER (standalone: " + role.reason + ")"
-                    : "Starting as MASTER (" + role.reason + ")",
-                {{"pod", role.pod_name}, {"data_dir", config.data_dir}});
 
   EngineOptions engine_options;
   engine_options.data_dir = config.data_dir;
@@ -81,9 +118,32 @@ int Serve(const Config& config, const RoleDecision& role) {
   engine_options.initial_map_bytes = std::min<std::uint64_t>(64ull << 20, config.max_map_bytes);
   engine_options.log_segment_bytes = config.log_segment_bytes;
   engine_options.log_retain_bytes = config.repl_backlog_bytes;
+  engine_options.log_max_retain_bytes = config.repl_backlog_max_bytes;
   auto engine = Engine::Open(engine_options);
   if (!engine.ok()) {
     logging::Error("cannot open the data directory", {{"error", engine.status().ToString()}});
+    return kExitRuntimeError;
+  }
+
+  asio::io_context io;
+  ReplicationOptions replication_options;
+  replication_options.data_dir = config.data_dir;
+  replication_options.password = config.requirepass;
+  replication_options.ordinal = role.ordinal.value_or(-1);
+  replication_options.announce_port = config.port;
+  replication_options.mode = config.replication_mode;
+  replication_options.sync_replicas = config.sync_replicas;
+  replication_options.sync_timeout = std::chrono::milliseconds(config.sync_timeout_ms);
+  replication_options.min_replicas_to_write = config.min_replicas_to_write;
+  replication_options.min_replicas_max_lag = std::chrono::seconds(config.min_replicas_max_lag);
+  replication_options.promotion_timeout = std::chrono::milliseconds(config.promotion_timeout_ms);
+  replication_options.role_poll = std::chrono::milliseconds(config.config_poll_ms);
+  if (role.kind != RoleDecision::Kind::kStandalone) {
+    replication_options.reread_role = RoleRereader(sources, pod_name_was_set);
+  }
+  ReplicationManager replication(io, **engine, replication_options);
+  if (Status s = replication.Start(TargetOf(role)); !s.ok()) {
+    logging::Error("cannot take the role", {{"error", s.ToString()}});
     return kExitRuntimeError;
   }
 
@@ -96,6 +156,7 @@ int Serve(const Config& config, const RoleDecision& role) {
   server_options.client_output_buffer_limit_bytes = config.client_output_buffer_limit_bytes;
   server_options.frame_timeout = std::chrono::milliseconds(config.frame_timeout_ms);
   server_options.shutdown_timeout = std::chrono::milliseconds(config.shutdown_timeout_ms);
+  server_options.shutdown_replica_wait = std::chrono::milliseconds(config.shutdown_replica_wait_ms);
   // A request carries the value plus framing and the other arguments.
   server_options.parser_limits.max_bulk_bytes = config.max_value_bytes + 1024;
 
@@ -107,9 +168,10 @@ int Serve(const Config& config, const RoleDecision& role) {
   dispatcher_options.data_dir = config.data_dir;
   dispatcher_options.max_clients = config.max_clients;
 
-  Server server(server_options, **engine, dispatcher_options);
+  Server server(server_options, io, **engine, &replication, dispatcher_options);
   if (Status s = server.Listen(); !s.ok()) {
     logging::Error(s.message());
+    replication.Shutdown();
     return kExitRuntimeError;
   }
   logging::Info("ready to accept connections",
@@ -117,6 +179,7 @@ int Serve(const Config& config, const RoleDecision& role) {
                  {"port", std::to_string(server.port())},
                  {"fsync", std::string(FsyncModeName(config.fsync))}});
   server.Run();
+  replication.Shutdown();
   logging::Info("shutdown: connections closed; making all writes durable");
   if (Status s = (*engine)->Shutdown(); !s.ok()) {
     logging::Error("shutdown: final sync failed", {{"error", s.ToString()}});
@@ -153,7 +216,13 @@ int Main(int argc, char** argv) {
   }
   invocation.sources.env = EnvironmentFromProcess();
 
+  // The ConfigMap directory is itself a setting: find it first, then read its files as a layer.
   auto config = LoadConfig(invocation.sources);
+  if (config.ok()) {
+    invocation.sources.config_dir = config->config_dir;
+    invocation.sources.config_dir_files = ReadConfigDir(config->config_dir);
+    config = LoadConfig(invocation.sources);
+  }
   if (!config.ok()) {
     std::cerr << "kvstore: " << config.status().message() << "\n";
     return kExitBadSetting;
@@ -180,8 +249,7 @@ int Main(int argc, char** argv) {
     std::cout << "why: " << role->reason << "\n";
     return 0;
   }
-  logging::SetGlobalField("role", "master");
-  return Serve(*config, *role);
+  return Serve(*config, *role, invocation.sources, pod_name_was_set);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "replication/replication.h"
 #include "server/session.h"
 
 namespace kvstore {
@@ -12,16 +13,21 @@ namespace {
 constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
 }  // namespace
 
-Server::Server(ServerOptions options, Engine& engine, DispatcherOptions dispatcher_options)
+Server::Server(ServerOptions options, asio::io_context& io, Engine& engine,
+               ReplicationManager* replication, DispatcherOptions dispatcher_options)
     : options_(std::move(options)),
       engine_(engine),
+      replication_(replication),
+      io_(io),
       control_(asio::make_strand(io_)),
       acceptor_(control_),
       signals_(control_, SIGINT, SIGTERM),
       shutdown_timer_(control_),
-      dispatcher_(engine, *this, std::move(dispatcher_options)) {}
+      dispatcher_(engine, *this, replication, std::move(dispatcher_options)) {}
 
-Server::~Server() = default;
+Server::~Server() {
+  if (replication_stopper_.joinable()) replication_stopper_.join();
+}
 
 Status Server::Listen() {
   const std::string where = options_.bind + ":" + std::to_string(options_.port);
@@ -49,6 +55,7 @@ void Server::Run() {
   for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { io_.run(); });
   io_.run();
   for (auto& thread : threads) thread.join();
+  if (replication_stopper_.joinable()) replication_stopper_.join();
 }
 
 void Server::Shutdown() {
@@ -69,6 +76,15 @@ void Server::BeginShutdown() {
   logging::Info("shutdown: stopped accepting connections; finishing commands in flight",
                 {{"sessions", std::to_string(sessions.size())}});
   for (auto& session : sessions) session->Stop();
+  if (replication_ != nullptr) {
+    // Replica feeds and the link keep the io_context busy until replication stops: a master
+    // first lets its replicas acknowledge everything (so a planned restart loses nothing), a
+    // replica finishes applying what it received.
+    replication_stopper_ = std::thread([this] {
+      replication_->DrainReplicas(options_.shutdown_replica_wait);
+      replication_->Shutdown();
+    });
+  }
   if (sessions.empty()) return;
   shutdown_timer_.expires_after(options_.shutdown_timeout);
   shutdown_timer_.async_wait([this](std::error_code ec) {
@@ -98,7 +114,7 @@ asio::awaitable<void> Server::AcceptLoop() {
       if (shutting_down_) co_return;
       if (sessions_.size() < options_.max_clients) {
         session = std::make_shared<Session>(std::move(socket), next_session_id_++, *this,
-                                            dispatcher_, engine_, options_);
+                                            dispatcher_, engine_, replication_, options_);
         sessions_.emplace(next_session_id_ - 1, session);
       }
     }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "commands/dispatcher.h"
 #include "commands/server_context.h"
@@ -22,6 +23,7 @@
 namespace kvstore {
 
 class Session;
+class ReplicationManager;
 
 struct ServerOptions {
   std::string bind = "0.0.0.0";
@@ -32,12 +34,17 @@ struct ServerOptions {
   std::uint64_t client_output_buffer_limit_bytes = 1ull << 30;
   std::chrono::milliseconds frame_timeout{30000};
   std::chrono::milliseconds shutdown_timeout{10000};
+  // A master's wait for its replicas to acknowledge everything at shutdown.
+  std::chrono::milliseconds shutdown_replica_wait{10000};
   resp::ParserLimits parser_limits;
 };
 
 class Server final : public ServerContext {
  public:
-  Server(ServerOptions options, Engine& engine, DispatcherOptions dispatcher_options);
+  // replication may be null: a standalone server without replication.
+  // io is run by Run(); replication (which shares it) may be null.
+  Server(ServerOptions options, asio::io_context& io, Engine& engine,
+         ReplicationManager* replication, DispatcherOptions dispatcher_options);
   ~Server() override;
 
   // Binds and listens. IOError("cannot listen on <bind>:<port>: <reason>") on failure.
@@ -64,7 +71,10 @@ class Server final : public ServerContext {
 
   const ServerOptions options_;
   Engine& engine_;
-  asio::io_context io_;
+  ReplicationManager* replication_;
+  // At shutdown: waits for the replicas, then stops replication (it blocks, so not on io).
+  std::thread replication_stopper_;
+  asio::io_context& io_;
   // The acceptor, the signals, the shutdown timer and BeginShutdown all run on this strand, so
   // closing the acceptor and arming or cancelling the timer never race between io threads.
   asio::strand<asio::io_context::executor_type> control_;

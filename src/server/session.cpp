@@ -8,6 +8,7 @@
 #include <asio/experimental/as_tuple.hpp>
 
 #include "common/logging.h"
+#include "replication/replication.h"
 #include "server/server.h"
 
 namespace kvstore {
@@ -19,23 +20,54 @@ constexpr std::size_t kReadChunkBytes = 16 * 1024;
 constexpr std::size_t kSoftOutputBytes = 64 * 1024;
 
 // Submits writes to the engine and resumes the awaiting coroutine on its own executor with the
-// per-write statuses. The work guard keeps the io_context alive while the writer holds the
-// handler.
+// per-write statuses and the committed sequence after them. The work guard keeps the io_context
+// alive while the writer holds the handler.
 template <typename CompletionToken>
 auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& token) {
-  return asio::async_initiate<CompletionToken, void(std::vector<Status>)>(
+  return asio::async_initiate<CompletionToken, void(std::vector<Status>, std::uint64_t)>(
       [&engine](auto handler, std::vector<WriteFn> writes) {
         auto executor = asio::get_associated_executor(handler);
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
         auto guard = asio::make_work_guard(executor);
         engine.Submit(std::move(writes),
-                      [shared, executor, guard](std::vector<Status> results, std::uint64_t) {
-                        asio::post(executor, [shared, results = std::move(results)]() mutable {
-                          (*shared)(std::move(results));
+                      [shared, executor, guard](std::vector<Status> results, std::uint64_t seq) {
+                        asio::post(executor, [shared, results = std::move(results), seq]() mutable {
+                          (*shared)(std::move(results), seq);
                         });
                       });
       },
       token, std::move(writes));
+}
+
+// Runs a deferred command (Outcome::kDeferred) and resumes with its reply, on the awaiting
+// coroutine's executor, whatever thread delivers it.
+template <typename CompletionToken>
+auto AsyncDeferred(std::function<void(std::function<void(std::string)>)> deferred,
+                   CompletionToken&& token) {
+  return asio::async_initiate<CompletionToken, void(std::string)>(
+      [](auto handler, std::function<void(std::function<void(std::string)>)> deferred) {
+        auto executor = asio::get_associated_executor(handler);
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        auto guard = asio::make_work_guard(executor);
+        deferred([shared, executor, guard](std::string reply) {
+          asio::post(executor,
+                     [shared, reply = std::move(reply)]() mutable { (*shared)(std::move(reply)); });
+        });
+      },
+      token, std::move(deferred));
+}
+
+// Waits for replica acknowledgements (sync mode) without blocking the strand.
+template <typename CompletionToken>
+auto AsyncWaitForAcks(ReplicationContext& replication, std::uint64_t seq, int replicas,
+                      std::chrono::milliseconds timeout, CompletionToken&& token) {
+  return AsyncDeferred(
+      [&replication, seq, replicas, timeout](std::function<void(std::string)> deliver) {
+        replication.WaitForAcks(seq, replicas, timeout, [deliver = std::move(deliver)](int acked) {
+          deliver(std::to_string(acked));
+        });
+      },
+      std::forward<CompletionToken>(token));
 }
 
 std::string Endpoint(const asio::ip::tcp::endpoint& endpoint) {
@@ -45,12 +77,14 @@ std::string Endpoint(const asio::ip::tcp::endpoint& endpoint) {
 }  // namespace
 
 Session::Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server,
-                 Dispatcher& dispatcher, Engine& engine, const ServerOptions& options)
+                 Dispatcher& dispatcher, Engine& engine, ReplicationManager* replication,
+                 const ServerOptions& options)
     : socket_(std::move(socket)),
       frame_timer_(socket_.get_executor()),
       server_(server),
       dispatcher_(dispatcher),
       engine_(engine),
+      replication_(replication),
       options_(options),
       parser_(options.parser_limits),
       reads_(engine) {
@@ -148,11 +182,16 @@ asio::awaitable<void> Session::Run() {
     }
     if (!co_await ProcessBuffered()) break;
   }
+  frame_timer_.cancel();
+  server_.OnSessionClosed(client_.info.id);
+  if (handoff_ && replication_ != nullptr) {
+    // REPLSYNC: from here on this connection is a replication stream, owned by replication.
+    co_await replication_->ServeReplica(std::move(socket_), std::move(handoff_args_));
+    co_return;
+  }
   std::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
-  frame_timer_.cancel();
-  server_.OnSessionClosed(client_.info.id);
 }
 
 asio::awaitable<bool> Session::ProcessBuffered() {
@@ -172,19 +211,30 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     const bool is_write = spec != nullptr && (spec->flags & kFlagWrite);
     // A read must see the writes queued before it: read-your-writes within a pipeline.
     if (!is_write && !queued_replies_.empty()) co_await FlushWrites();
+    Outcome outcome;
     if (queued_replies_.empty()) {
-      Outcome outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
+      outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
       if (outcome.kind == Outcome::Kind::kWrite) QueueWrite(std::move(outcome));
     } else {
       // Writes are queued, so even an immediate reply (a syntax error, NOAUTH) must wait its
       // turn behind theirs.
       auto reply = std::make_shared<std::string>();
-      Outcome outcome = dispatcher_.Execute(spec, args_, client_, reads_, reply.get());
+      outcome = dispatcher_.Execute(spec, args_, client_, reads_, reply.get());
       if (outcome.kind == Outcome::Kind::kWrite) {
         QueueWrite(std::move(outcome));
       } else {
         queued_replies_.push_back({false, std::move(reply)});
       }
+    }
+    if (outcome.kind == Outcome::Kind::kDeferred) {
+      co_await FlushWrites();
+      out_ += co_await AsyncDeferred(std::move(outcome.deferred), asio::use_awaitable);
+    } else if (outcome.kind == Outcome::Kind::kHandoff) {
+      co_await FlushWrites();
+      if (!co_await WriteOut()) co_return false;
+      handoff_ = true;
+      handoff_args_ = args_;
+      co_return false;
     }
     if (client_.close_after_reply) {
       keep_open = false;
@@ -219,7 +269,10 @@ asio::awaitable<void> Session::FlushWrites() {
   if (!queued_writes_.empty()) {
     std::vector<WriteFn> writes;
     writes.swap(queued_writes_);
-    results = co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
+    std::uint64_t seq = 0;
+    std::tie(results, seq) = co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
+    client_.last_write_seq = seq;
+    co_await WaitForSyncReplicas(seq, &results);
   }
   std::size_t next_result = 0;
   for (const QueuedReply& queued : queued_replies_) {
@@ -233,6 +286,30 @@ asio::awaitable<void> Session::FlushWrites() {
     AppendWriteResult(status, *queued.reply, &out_);
   }
   queued_replies_.clear();
+}
+
+// Sync mode: a write is answered once sync_replicas replicas acknowledged it; otherwise its
+// reply becomes -NOREPLICAS (the write itself stays: it is durable here and replicates later).
+asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
+                                                   std::vector<Status>* results) {
+  if (replication_ == nullptr) co_return;
+  const int required = replication_->SyncReplicasRequired();
+  if (required <= 0) co_return;
+  bool any_ok = false;
+  for (const Status& s : *results) any_ok = any_ok || s.ok();
+  if (!any_ok) co_return;
+  const auto timeout = replication_->SyncTimeout();
+  const std::string acked_text =
+      co_await AsyncWaitForAcks(*replication_, seq, required, timeout, asio::use_awaitable);
+  const int acked = std::atoi(acked_text.c_str());
+  if (acked >= required) co_return;
+  const Status refused = Status::Unavailable(
+      "NOREPLICAS Not enough good replicas to write: " + std::to_string(acked) + " of " +
+      std::to_string(required) + " acknowledged within " + std::to_string(timeout.count()) +
+      " ms (the write is durable on the master and replicates later)");
+  for (Status& s : *results) {
+    if (s.ok()) s = refused;
+  }
 }
 
 asio::awaitable<bool> Session::WriteOut() {

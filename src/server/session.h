@@ -17,12 +17,14 @@
 namespace kvstore {
 
 class Server;
+class ReplicationManager;
 struct ServerOptions;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  // replication may be null (standalone).
   Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server, Dispatcher& dispatcher,
-          Engine& engine, const ServerOptions& options);
+          Engine& engine, ReplicationManager* replication, const ServerOptions& options);
 
   void Start();
   // Graceful: finish the command in progress, then close. Thread-safe.
@@ -41,6 +43,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Submits the queued writes as one engine batch and appends their replies.
   asio::awaitable<void> FlushWrites();
   void QueueWrite(Outcome outcome);
+  asio::awaitable<void> WaitForSyncReplicas(std::uint64_t seq, std::vector<Status>* results);
   asio::awaitable<bool> WriteOut();
   void ArmFrameTimer();
   void Publish();
@@ -50,6 +53,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Server& server_;
   Dispatcher& dispatcher_;
   Engine& engine_;
+  ReplicationManager* replication_;
   const ServerOptions& options_;
 
   resp::RequestParser parser_;
@@ -70,6 +74,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool frame_timed_out_ = false;
   std::optional<std::chrono::steady_clock::time_point> frame_deadline_;  // of the partial request
   std::uint64_t read_generation_ = 0;
+  bool handoff_ = false;  // REPLSYNC: the socket goes to replication when Run ends
+  std::vector<std::string> handoff_args_;
 
   mutable std::mutex published_mutex_;
   ClientInfo published_;  // GUARDED_BY(published_mutex_)

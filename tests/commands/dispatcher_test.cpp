@@ -28,7 +28,7 @@ class Fixture {
     DispatcherOptions dispatcher_options;
     dispatcher_options.requirepass = std::move(password);
     dispatcher_options.max_value_bytes = 1024;
-    dispatcher_ = std::make_unique<Dispatcher>(*engine_, server_, dispatcher_options);
+    dispatcher_ = std::make_unique<Dispatcher>(*engine_, server_, nullptr, dispatcher_options);
     client_.info.id = 7;
   }
   ~Fixture() {

@@ -98,12 +98,14 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "max_map_bytes",
       "log_segment_bytes",
       "repl_backlog_bytes",
+      "repl_backlog_max_bytes",
       "max_value_bytes",
       "max_clients",
       "max_query_buffer_bytes",
       "client_output_buffer_limit_bytes",
       "frame_timeout_ms",
       "shutdown_timeout_ms",
+      "shutdown_replica_wait_ms",
       "requirepass",
       "log_level",
       "log_format",
@@ -114,6 +116,12 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "replication_mode",
       "master_address",
       "headless_service",
+      "config_poll_ms",
+      "sync_replicas",
+      "sync_timeout_ms",
+      "min_replicas_to_write",
+      "min_replicas_max_lag",
+      "promotion_timeout_ms",
   };
   CHECK(names == expected);
   CHECK(ConfigValues(Config{}).size() == expected.size());

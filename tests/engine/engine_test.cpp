@@ -1,15 +1,20 @@
-// Unit tests of the engine: group commit, recovery, full maps, error isolation, shutdown.
+// Unit tests of the engine: group commit, recovery, full maps, error isolation, shutdown, and the
+// replication hooks (epochs, replicated apply, the committed log, snapshot install, retention).
 #include "engine/engine.h"
 
 #include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <mutex>
 #include <string>
 #include <thread>
 
+#include "snapshot/snapshot_format.h"
 #include "temp_dir.h"
 
 namespace kvstore {
@@ -528,6 +533,614 @@ TEST_CASE("fsync modes interval and never") {
   }
   auto engine = OpenEngine(options);  // reopen after the shutdown sync
   CHECK(engine->Stats().storage.keys == 20);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication hooks.
+
+// The statuses and the committed sequence a submission completes with.
+struct Completion {
+  std::vector<Status> statuses;
+  std::uint64_t committed_seq = 0;
+};
+
+Completion RunWithSeq(Engine& engine, std::vector<WriteFn> writes) {
+  auto done = std::make_shared<std::promise<Completion>>();
+  auto result = done->get_future();
+  engine.Submit(std::move(writes), [done](std::vector<Status> statuses, std::uint64_t seq) {
+    done->set_value(Completion{std::move(statuses), seq});
+  });
+  return result.get();
+}
+
+WriteFn OpenEpochFn(std::uint64_t id, Epoch* opened) {
+  return [id, opened](WriteContext& ctx) { return ctx.OpenEpoch(id, opened); };
+}
+
+// An entry as "put:k=v", "delete:k", "clear" or "epoch:<number>:<id hex>".
+std::string RenderEntry(const LogEntry& e) {
+  switch (e.type) {
+    case LogEntry::Type::kPut:
+      return "put:" + e.key + "=" + e.value;
+    case LogEntry::Type::kDelete:
+      return "delete:" + e.key;
+    case LogEntry::Type::kClear:
+      return "clear";
+    case LogEntry::Type::kEpoch: {
+      auto epoch = ParseEpochEntry(0, e);
+      return epoch.ok() ? "epoch:" + EpochName(*epoch) : "bad epoch entry";
+    }
+  }
+  return "?";
+}
+
+// The committed log from from_seq on as "seq:entry;", or the error ReadLog returned.
+std::string RenderLog(Engine& engine, std::uint64_t from_seq = 1) {
+  std::string out;
+  Status s = engine.ReadLog(from_seq, [&](std::uint64_t seq, const LogEntry& e) {
+    out += std::to_string(seq) + ":" + RenderEntry(e) + ";";
+    return true;
+  });
+  return s.ok() ? out : s.ToString();
+}
+
+// The history as "<number>:<id hex>@<first_seq>,".
+std::string RenderEpochs(const EpochHistory& history) {
+  std::string out;
+  for (const Epoch& e : history) out += EpochName(e) + "@" + std::to_string(e.first_seq) + ",";
+  return out;
+}
+
+std::string RenderEpochs(Engine& engine) {
+  auto history = engine.Epochs();
+  if (!history.ok()) return history.status().ToString();
+  return RenderEpochs(*history);
+}
+
+TEST_CASE("epochs opened by write functions are numbered, logged and kept across reopen") {
+  TempDir dir;
+  {
+    auto engine = OpenEngine(Options(dir.path()));
+    CHECK(RenderEpochs(*engine).empty());
+    REQUIRE(Put(*engine, "a", "1").ok());  // seq 1
+    Epoch first;
+    std::uint64_t next_seq = 0;
+    auto opened = Run(*engine, {[&](WriteContext& ctx) {
+      next_seq = ctx.NextSeq();
+      return ctx.OpenEpoch(0xaaa, &first);
+    }});
+    CHECK(Codes(opened) == "OK,");
+    CHECK(next_seq == 2);
+    CHECK(EpochName(first) == "1:0000000000000aaa");
+    CHECK(first.first_seq == 2);
+    // Inside a batch: the epoch entry gets the sequence between its neighbours' entries.
+    Epoch second;
+    CHECK(Codes(Run(*engine, {PutFn("b", "2"), OpenEpochFn(0xbbb, &second), PutFn("c", "3")})) ==
+          "OK,OK,OK,");
+    CHECK(EpochName(second) == "2:0000000000000bbb");
+    CHECK(second.first_seq == 4);
+    CHECK(RenderEpochs(*engine) == "1:0000000000000aaa@2,2:0000000000000bbb@4,");
+    CHECK(RenderLog(*engine) ==
+          "1:put:a=1;2:epoch:1:0000000000000aaa;3:put:b=2;4:epoch:2:0000000000000bbb;5:put:c=3;");
+    CHECK(engine->committed_seq() == 5);
+    CHECK(Render(*engine) == "a=1;b=2;c=3;");  // epochs are not keys
+    // The history read from a snapshot is the same.
+    auto snap = engine->Read();
+    REQUIRE(snap.ok());
+    auto of_snapshot = Engine::EpochsOf(*snap);
+    REQUIRE(of_snapshot.ok());
+    CHECK(RenderEpochs(*of_snapshot) == RenderEpochs(*engine));
+  }
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(RenderEpochs(*engine) == "1:0000000000000aaa@2,2:0000000000000bbb@4,");
+  CHECK(engine->committed_seq() == 5);
+  Epoch third;
+  REQUIRE(Codes(Run(*engine, {OpenEpochFn(0xccc, &third)})) == "OK,");
+  CHECK(EpochName(third) == "3:0000000000000ccc");
+  CHECK(third.first_seq == 6);
+}
+
+TEST_CASE("two epochs opened in one batch get consecutive numbers") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  Epoch a;
+  Epoch b;
+  REQUIRE(Codes(Run(*engine, {OpenEpochFn(1, &a), OpenEpochFn(2, &b)})) == "OK,OK,");
+  CHECK(RenderEpochs(*engine) == "1:0000000000000001@1,2:0000000000000002@2,");
+  CHECK(a.number == 1);
+  CHECK(b.number == 2);
+}
+
+TEST_CASE("recovery replays epoch entries into the history") {
+  TempDir dir;
+  {
+    // What a crash leaves: LMDB has applied seq 1, the log holds 1..5 with two epoch entries.
+    SeedStorage(dir.path(), {{"a", "1"}}, 1);
+    LogOptions lo;
+    lo.dir = dir.path() + "/log";
+    auto log = Log::Open(lo);
+    REQUIRE(log.ok());
+    REQUIRE((*log)->Append({{LogEntry::Type::kPut, "a", "1"}, MakeEpochEntry(1, 0x11)}).ok());
+    REQUIRE((*log)->Append({{LogEntry::Type::kPut, "b", "2"}, MakeEpochEntry(2, 0x22)}).ok());
+    REQUIRE((*log)->Append({{LogEntry::Type::kDelete, "a", ""}}).ok());
+    REQUIRE((*log)->Sync().ok());
+  }
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(Render(*engine) == "b=2;");
+  CHECK(RenderEpochs(*engine) == "1:0000000000000011@2,2:0000000000000022@4,");
+  CHECK(engine->committed_seq() == 5);
+  Epoch next;
+  REQUIRE(Codes(Run(*engine, {OpenEpochFn(0x33, &next)})) == "OK,");
+  CHECK(EpochName(next) == "3:0000000000000033");
+  CHECK(next.first_seq == 6);
+}
+
+TEST_CASE("ApplyLogged keeps the master's sequences, even for entries that change nothing") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  REQUIRE(Put(*engine, "x", "1").ok());  // seq 1
+  using T = LogEntry::Type;
+  std::vector<std::uint64_t> next;
+  auto done = RunWithSeq(*engine, {[&](WriteContext& ctx) {
+                                     next.push_back(ctx.NextSeq());
+                                     Status s = ctx.ApplyLogged({T::kDelete, "missing", ""});
+                                     next.push_back(ctx.NextSeq());
+                                     if (s.ok()) s = ctx.ApplyLogged({T::kPut, "y", "2"});
+                                     if (s.ok()) s = ctx.ApplyLogged({T::kDelete, "x", ""});
+                                     if (s.ok()) s = ctx.ApplyLogged(MakeEpochEntry(7, 0x77));
+                                     next.push_back(ctx.NextSeq());
+                                     return s;
+                                   },
+                                   [&](WriteContext& ctx) {
+                                     next.push_back(ctx.NextSeq());
+                                     return ctx.ApplyLogged({T::kDelete, "missing2", ""});
+                                   }});
+  CHECK(Codes(done.statuses) == "OK,OK,");
+  CHECK(done.committed_seq == 6);
+  CHECK(engine->committed_seq() == 6);
+  CHECK(next == std::vector<std::uint64_t>{2, 3, 6, 6});
+  CHECK(RenderLog(*engine, 2) ==
+        "2:delete:missing;3:put:y=2;4:delete:x;5:epoch:7:0000000000000077;6:delete:missing2;");
+  CHECK(Render(*engine) == "y=2;");
+  CHECK(RenderEpochs(*engine) == "7:0000000000000077@5,");  // a replicated epoch is recorded too
+  CHECK(engine->Stats().storage.applied_seq == 6);
+
+  // A delete of a missing key applied alone still commits and takes a sequence.
+  done = RunWithSeq(*engine, {[](WriteContext& ctx) {
+    return ctx.ApplyLogged({T::kDelete, "missing3", ""});
+  }});
+  CHECK(Codes(done.statuses) == "OK,");
+  CHECK(done.committed_seq == 7);
+  CHECK(RenderLog(*engine, 7) == "7:delete:missing3;");
+  // Unlike an ordinary Delete of a missing key, which logs nothing.
+  done = RunWithSeq(*engine, {DelFn("missing4")});
+  CHECK(Codes(done.statuses) == "OK,");
+  CHECK(done.committed_seq == 7);
+  CHECK(engine->committed_seq() == 7);
+
+  // A replicated clear.
+  done = RunWithSeq(*engine, {[](WriteContext& ctx) {
+    return ctx.ApplyLogged({T::kClear, "", ""});
+  }});
+  CHECK(done.committed_seq == 8);
+  CHECK(Render(*engine).empty());
+  CHECK(RenderLog(*engine, 8) == "8:clear;");
+}
+
+TEST_CASE("ReadLog returns committed entries in order with their sequences") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(RenderLog(*engine).empty());
+  REQUIRE(Put(*engine, "a", "1").ok());
+  REQUIRE(Codes(Run(*engine, {PutFn("b", "2"), DelFn("a"), PutFn("c", "3")})) == "OK,OK,OK,");
+  CHECK(RenderLog(*engine) == "1:put:a=1;2:put:b=2;3:delete:a;4:put:c=3;");
+  CHECK(RenderLog(*engine, 3) == "3:delete:a;4:put:c=3;");
+  CHECK(RenderLog(*engine, 5).empty());  // nothing committed there yet
+  CHECK(RenderLog(*engine, 100).empty());
+  std::string first;
+  REQUIRE(engine
+              ->ReadLog(2,
+                        [&](std::uint64_t seq, const LogEntry& e) {
+                          first += std::to_string(seq) + ":" + RenderEntry(e) + ";";
+                          return false;  // stop
+                        })
+              .ok());
+  CHECK(first == "2:put:b=2;");
+}
+
+TEST_CASE("ReadLog never shows an entry before it is committed") {
+  // The log holds a batch's entries from its append on, through the fsync, before LMDB commits.
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 200 && !stop.load(); ++i) {
+      if (!Put(*engine, "k" + std::to_string(i), "v").ok()) break;
+    }
+    stop = true;
+  });
+  int early = 0;
+  int gaps = 0;
+  int reads = 0;
+  std::string first_problem;
+  while (!stop.load()) {
+    const std::uint64_t committed = engine->committed_seq();
+    const std::uint64_t from = committed > 3 ? committed - 3 : 1;
+    std::uint64_t expect = from;
+    Status s = engine->ReadLog(from, [&](std::uint64_t seq, const LogEntry&) {
+      if (seq > engine->committed_seq()) {
+        if (early++ == 0) first_problem = "saw " + std::to_string(seq) + " uncommitted";
+      }
+      if (seq != expect) ++gaps;
+      expect = seq + 1;
+      return true;
+    });
+    if (!s.ok() && first_problem.empty()) first_problem = s.ToString();
+    ++reads;
+  }
+  writer.join();
+  INFO(first_problem << " after " << reads << " reads");
+  CHECK(early == 0);
+  CHECK(gaps == 0);
+  CHECK(first_problem.empty());
+  CHECK(engine->committed_seq() == 200);
+}
+
+TEST_CASE("the commit listener sees every committed sequence advance") {
+  TempDir dir;
+  // Declared before the engine, which may still call the listener while it shuts down.
+  std::mutex mu;
+  std::vector<std::uint64_t> seen;  // GUARDED_BY(mu)
+  int behind = 0;                   // GUARDED_BY(mu): told before committed_seq() shows it
+  auto engine = OpenEngine(Options(dir.path()));
+  engine->SetCommitListener([&](std::uint64_t seq) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(seq);
+    if (engine->committed_seq() < seq) ++behind;
+  });
+  REQUIRE(Put(*engine, "a", "1").ok());
+  REQUIRE(Codes(Run(*engine, {PutFn("b", "2"), PutFn("c", "3")})) == "OK,OK,");
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) (void)Put(*engine, "t" + std::to_string(t * 100 + i), "v");
+    });
+  }
+  for (auto& t : threads) t.join();
+  (void)Run(*engine, {DelFn("never-existed")});  // commits nothing
+  REQUIRE(engine->committed_seq() == 103);
+  // The listener runs after the completions: wait for the last one.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!seen.empty() && seen.back() == 103) break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  REQUIRE_FALSE(seen.empty());
+  CHECK(seen.front() == 1);
+  CHECK(seen.back() == 103);
+  bool increasing = true;
+  for (std::size_t i = 1; i < seen.size(); ++i) increasing = increasing && seen[i] > seen[i - 1];
+  CHECK(increasing);
+  CHECK(seen.size() <= engine->Stats().commits);
+  CHECK(behind == 0);
+}
+
+// Writes a snapshot file of the given content; frame_bytes small so that a file holds many frames.
+void WriteSnapshot(const std::string& path, std::uint64_t applied_seq, std::string_view meta,
+                   const std::vector<std::pair<std::string, std::string>>& pairs,
+                   std::size_t frame_bytes = 16) {
+  SnapshotEncoder encoder(frame_bytes);
+  std::string bytes;
+  encoder.Begin(applied_seq, meta, &bytes);
+  for (const auto& [k, v] : pairs) encoder.Add(k, v, &bytes);
+  encoder.Finish(&bytes);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void WriteWholeFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+TEST_CASE("InstallSnapshot replaces the key space, the history and the log position") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  const EpochHistory history = {{1, 0x1, 1}, {3, 0x3, 200}};
+  WriteSnapshot(path, 500, EncodeEpochHistory(history),
+                {{"a", "1"}, {"b", "from snapshot"}, {"c", ""}, {"d", std::string(100, 'd')}});
+  {
+    std::mutex mu;
+    std::string told;  // GUARDED_BY(mu)
+    auto engine = OpenEngine(Options(dir.path()));
+    engine->SetCommitListener([&](std::uint64_t seq) {
+      std::lock_guard<std::mutex> lock(mu);
+      told += std::to_string(seq) + ",";
+    });
+    REQUIRE(Put(*engine, "b", "old").ok());
+    REQUIRE(Put(*engine, "old", "x").ok());
+    Epoch local;
+    REQUIRE(Codes(Run(*engine, {OpenEpochFn(0x99, &local)})) == "OK,");
+
+    Status s = engine->InstallSnapshot(path);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    CHECK(Render(*engine) == "a=1;b=from snapshot;c=;d=" + std::string(100, 'd') + ";");
+    CHECK(engine->committed_seq() == 500);
+    CHECK(engine->Stats().storage.applied_seq == 500);
+    CHECK(RenderEpochs(*engine) == RenderEpochs(history));
+    // The old log is gone: a replica asking for it needs a full resync.
+    CHECK(RenderLog(*engine, 1).rfind("NotFound", 0) == 0);
+    CHECK(RenderLog(*engine, 501).empty());
+
+    auto done = RunWithSeq(*engine, {PutFn("e", "5")});
+    CHECK(Codes(done.statuses) == "OK,");
+    CHECK(done.committed_seq == 501);
+    CHECK(RenderLog(*engine, 501) == "501:put:e=5;");
+    Epoch next;
+    REQUIRE(Codes(Run(*engine, {OpenEpochFn(0x4, &next)})) == "OK,");
+    CHECK(EpochName(next) == "4:0000000000000004");
+    CHECK(next.first_seq == 502);
+    CHECK(engine->Stats().log.last_seq == 502);
+    // Told of the installed position, then of the write after it (502 may still be on its way).
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(told.substr(0, 14) == "1,2,3,500,501,");
+  }
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(Render(*engine) == "a=1;b=from snapshot;c=;d=" + std::string(100, 'd') + ";e=5;");
+  CHECK(engine->committed_seq() == 502);
+  CHECK(RenderEpochs(*engine) ==
+        "1:0000000000000001@1,3:0000000000000003@200,4:0000000000000004@502,");
+  CHECK(RenderLog(*engine, 501) == "501:put:e=5;502:epoch:4:0000000000000004;");
+}
+
+TEST_CASE("an installed snapshot survives a reopen before any write") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  WriteSnapshot(path, 500, EncodeEpochHistory({{2, 0x2, 40}}), {{"k", "v"}});
+  {
+    auto engine = OpenEngine(Options(dir.path()));
+    for (int i = 0; i < 10; ++i) REQUIRE(Put(*engine, "old" + std::to_string(i), "x").ok());
+    REQUIRE(engine->InstallSnapshot(path).ok());
+  }
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(Render(*engine) == "k=v;");
+  CHECK(engine->committed_seq() == 500);
+  CHECK(RenderEpochs(*engine) == "2:0000000000000002@40,");
+  auto done = RunWithSeq(*engine, {PutFn("n", "1")});
+  CHECK(done.committed_seq == 501);
+  CHECK(RenderLog(*engine, 501) == "501:put:n=1;");
+}
+
+TEST_CASE("a damaged snapshot is refused and changes nothing") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int i = 0; i < 50; ++i) pairs.emplace_back("s" + std::to_string(100 + i), "value");
+  WriteSnapshot(path, 500, EncodeEpochHistory({{1, 0x1, 1}}), pairs);
+  const std::string good = ReadWholeFile(path);
+  REQUIRE(good.size() > 200);
+
+  auto engine = OpenEngine(Options(dir.path()));
+  REQUIRE(Put(*engine, "b", "old").ok());
+  REQUIRE(Put(*engine, "old", "x").ok());
+  Epoch local;
+  REQUIRE(Codes(Run(*engine, {OpenEpochFn(0x99, &local)})) == "OK,");
+  const std::string before = Render(*engine);
+
+  Status::Code expected = Status::Code::kCorruption;
+  std::string names;  // part of the message
+  SECTION("a flipped byte in the last data frame, after many pairs were loaded") {
+    std::string bad = good;
+    bad[bad.size() - 25 - 3] ^= 0x01;  // the end frame is the last 25 bytes
+    WriteWholeFile(path, bad);
+    names = "checksum";
+  }
+  SECTION("truncated in the middle of the data") {
+    WriteWholeFile(path, good.substr(0, good.size() / 2));
+    names = "truncated";
+  }
+  SECTION("truncated right before the end frame") {
+    WriteWholeFile(path, good.substr(0, good.size() - 25));
+    names = "truncated";
+  }
+  SECTION("a meta that is not an epoch history") {
+    WriteSnapshot(path, 500, "not a history", pairs);
+    names = "epoch history";
+  }
+  SECTION("a missing file") {
+    std::filesystem::remove(path);
+    expected = Status::Code::kIOError;
+    names = path;
+  }
+  Status s = engine->InstallSnapshot(path);
+  INFO(s.ToString());
+  CHECK(s.code() == expected);
+  CHECK(s.message().find(names) != std::string::npos);
+  CHECK(Render(*engine) == before);
+  CHECK(engine->committed_seq() == 3);
+  CHECK(RenderEpochs(*engine) == "1:0000000000000099@3,");
+  CHECK(RenderLog(*engine) == "1:put:b=old;2:put:old=x;3:epoch:1:0000000000000099;");
+  // The engine goes on from where it was.
+  auto done = RunWithSeq(*engine, {PutFn("after", "1")});
+  CHECK(Codes(done.statuses) == "OK,");
+  CHECK(done.committed_seq == 4);
+  CHECK_FALSE(engine->Stats().poisoned);
+}
+
+TEST_CASE("a snapshot larger than the map grows it") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int i = 0; i < 300; ++i)
+    pairs.emplace_back("k" + std::to_string(1000 + i), std::string(10000, 'v'));
+  WriteSnapshot(path, 500, "", pairs, 64 << 10);
+  auto engine = OpenEngine(Options(dir.path()));  // a 1 MiB map
+  REQUIRE(Put(*engine, "old", "x").ok());
+  Status s = engine->InstallSnapshot(path);
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  EngineStats stats = engine->Stats();
+  CHECK(stats.storage.keys == 300);
+  CHECK(stats.storage.map_bytes > (3 << 20));
+  CHECK(engine->committed_seq() == 500);
+  auto snap = engine->Read();
+  REQUIRE(snap.ok());
+  std::string v;
+  CHECK(snap->Get("old", &v).IsNotFound());
+  REQUIRE(snap->Get("k1299", &v).ok());
+  CHECK(v.size() == 10000);
+}
+
+// The storage as a snapshot install leaves it when a crash comes before the install is finished:
+// the snapshot's pairs at applied_seq, and the engine's mark that the log must restart after it.
+// (The mark's name and encoding are the engine's, see kLogRestartMeta in engine.cpp.)
+void SeedInstalledStorage(const std::string& data_dir,
+                          const std::vector<std::pair<std::string, std::string>>& pairs,
+                          std::uint64_t applied_seq) {
+  StorageOptions so;
+  so.dir = data_dir + "/db";
+  auto storage = Storage::Open(so);
+  REQUIRE(storage.ok());
+  auto txn = (*storage)->BeginWrite();
+  REQUIRE(txn.ok());
+  REQUIRE(txn->Clear().ok());
+  for (const auto& [key, value] : pairs) REQUIRE(txn->Put(key, value).ok());
+  REQUIRE(txn->SetAppliedSeq(applied_seq).ok());
+  REQUIRE(txn->PutMeta("epochs", EncodeEpochHistory({{1, 0x1, 1}})).ok());
+  std::string restart;
+  for (int i = 0; i < 8; ++i)
+    restart.push_back(static_cast<char>(((applied_seq + 1) >> (8 * i)) & 0xff));
+  REQUIRE(txn->PutMeta("log_restart", restart).ok());
+  REQUIRE(txn->Commit().ok());
+  REQUIRE((*storage)->Sync().ok());
+}
+
+TEST_CASE("a crash after an install's commit, before its log restart, restarts the log at open") {
+  TempDir dir;
+  {
+    auto engine = OpenEngine(Options(dir.path()));
+    for (int i = 0; i < 3; ++i) REQUIRE(Put(*engine, "old" + std::to_string(i), "x").ok());
+  }
+  SeedInstalledStorage(dir.path(), {{"snap", "1"}}, 500);  // the log still holds 1..3
+  {
+    auto engine = OpenEngine(Options(dir.path()));
+    CHECK(Render(*engine) == "snap=1;");
+    CHECK(engine->committed_seq() == 500);
+    CHECK(RenderEpochs(*engine) == "1:0000000000000001@1,");
+    CHECK(RenderLog(*engine, 1).rfind("NotFound", 0) == 0);  // the old log is gone
+    auto done = RunWithSeq(*engine, {PutFn("new", "2")});
+    CHECK(done.committed_seq == 501);
+  }
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(Render(*engine) == "new=2;snap=1;");
+  CHECK(RenderLog(*engine, 501) == "501:put:new=2;");
+}
+
+// BUG (src/engine/engine.cpp, Engine::Impl::Install and FinishLogRestart): the commit that
+// deletes the log_restart mark is not synced (the storage runs MDB_NOSYNC; only checkpoints
+// sync it), but the log is already restarted and takes new, fsynced, acknowledged writes. After
+// a power loss before the next checkpoint, LMDB comes back with the mark still set, and Open's
+// FinishLogRestart calls Log::ResetStart(applied + 1) again, deleting the log files that hold
+// those writes. Expected: the entries 501.. are replayed (the log already starts at the mark's
+// sequence, so the restart was done); actual: they are deleted and lost. The test builds that
+// on-disk state directly: LMDB as synced by the install (mark set, applied 500), the log
+// restarted at 501 with durable entries 501..503.
+TEST_CASE("a power loss after an install does not lose the writes logged after it", "[!mayfail]") {
+  TempDir dir;
+  SeedInstalledStorage(dir.path(), {{"snap", "1"}}, 500);
+  {
+    LogOptions lo;
+    lo.dir = dir.path() + "/log";
+    auto log = Log::Open(lo);
+    REQUIRE(log.ok());
+    REQUIRE((*log)->ResetStart(501).ok());
+    REQUIRE((*log)->Append({{LogEntry::Type::kPut, "a", "1"}}).ok());
+    REQUIRE((*log)
+                ->Append({{LogEntry::Type::kPut, "b", "2"}, {LogEntry::Type::kDelete, "snap", ""}})
+                .ok());
+    REQUIRE((*log)->Sync().ok());
+  }
+  auto engine = OpenEngine(Options(dir.path()));
+  CHECK(Render(*engine) == "a=1;b=2;");
+  CHECK(engine->committed_seq() == 503);
+  CHECK(RenderLog(*engine, 501) == "501:put:a=1;502:put:b=2;503:delete:snap;");
+}
+
+// Polls until the engine has checkpointed seq; bounded.
+bool WaitForCheckpoint(Engine& engine, std::uint64_t seq) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (engine.Stats().last_checkpoint_seq == seq) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+// Committed sequences from from_seq on as "first..last", or the error.
+std::string LogRange(Engine& engine, std::uint64_t from_seq) {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  bool consecutive = true;
+  Status s = engine.ReadLog(from_seq, [&](std::uint64_t seq, const LogEntry&) {
+    if (first == 0) first = seq;
+    if (last != 0 && seq != last + 1) consecutive = false;
+    last = seq;
+    return true;
+  });
+  if (!s.ok()) return std::string(Status::CodeName(s.code()));
+  return std::to_string(first) + ".." + std::to_string(last) + (consecutive ? "" : " with gaps");
+}
+
+TEST_CASE("the retention pin keeps the log entries a replica still needs") {
+  TempDir dir;
+  EngineOptions options = Options(dir.path());
+  options.checkpoint_interval = std::chrono::milliseconds(10);
+  options.log_segment_bytes = 256;  // about two entries per file
+  options.log_retain_bytes = 0;
+  std::atomic<std::uint64_t> pin{0};
+  auto engine = OpenEngine(options);
+  SECTION("without a pin, checkpoints trim") {
+    for (int i = 0; i < 30; ++i)
+      REQUIRE(Put(*engine, "k" + std::to_string(i), std::string(100, 'v')).ok());
+    REQUIRE(WaitForCheckpoint(*engine, 30));
+    CHECK(LogRange(*engine, 1) == "NotFound");
+    CHECK(engine->Stats().log.first_seq > 20);
+    CHECK(LogRange(*engine, 30) == "30..30");
+  }
+  SECTION("with a pin, everything from the pinned sequence stays") {
+    pin = 1;
+    engine->SetRetentionPin([&pin] { return pin.load(); });
+    for (int i = 0; i < 30; ++i)
+      REQUIRE(Put(*engine, "k" + std::to_string(i), std::string(100, 'v')).ok());
+    REQUIRE(WaitForCheckpoint(*engine, 30));
+    CHECK(LogRange(*engine, 1) == "1..30");
+    CHECK(engine->Stats().log.first_seq == 1);
+    // The replica moves on: what it no longer needs goes at the next checkpoint.
+    pin = 20;
+    REQUIRE(Put(*engine, "more", "1").ok());
+    REQUIRE(WaitForCheckpoint(*engine, 31));
+    CHECK(LogRange(*engine, 20) == "20..31");
+    CHECK(LogRange(*engine, 1) == "NotFound");
+    CHECK(engine->Stats().log.first_seq > 1);
+    CHECK(engine->Stats().log.first_seq <= 20);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,71 @@
+// ReplicationContext: what commands need from replication (may this pod take writes, the state
+// INFO / ROLE report, waiting for replica acknowledgements), implemented by the replication
+// module so that commands stay free of sockets. All methods are thread-safe; callbacks may run
+// on any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvstore {
+
+// One replica as its master sees it.
+struct ReplicaStatus {
+  std::string ip;
+  int port = 0;       // the port the replica announced (its own client port)
+  int ordinal = -1;   // the pod ordinal it announced, -1 if none
+  std::string state;  // "wait_bgsave" (full resync), "send_bulk", "online"
+  std::uint64_t ack_seq = 0;
+  double ack_age_seconds = 0;  // since its last acknowledgement
+};
+
+struct ReplicationStatus {
+  enum class Role { kMaster, kReplica };
+  Role role = Role::kMaster;
+  bool standalone = false;
+  std::string mode = "async";  // async | sync
+  std::uint64_t epoch = 0;
+  std::string epoch_id;   // 16 hex digits, Redis' master_replid
+  std::uint64_t seq = 0;  // committed sequence here: master_repl_offset
+  std::uint64_t log_first_seq = 0;
+  std::uint64_t log_bytes = 0;
+  std::string failover_state = "no-failover";
+  // Master side.
+  std::vector<ReplicaStatus> replicas;
+  // Replica side.
+  std::string master_host;
+  int master_port = 0;
+  std::string link_state;  // "connect", "connecting", "sync", "connected"
+  bool link_up = false;
+  double last_io_seconds_ago = -1;
+  bool sync_in_progress = false;
+  std::uint64_t master_seq = 0;  // the newest master sequence this replica has heard of
+  std::uint64_t full_resyncs = 0;
+  std::uint64_t partial_resyncs = 0;
+  std::string last_error;  // why the link is down, or why the master refused us
+};
+
+class ReplicationContext {
+ public:
+  virtual ~ReplicationContext() = default;
+  // Empty when this pod takes writes now; otherwise the error reply that refuses them (without
+  // the leading '-'), e.g. "READONLY You can't write against a read only replica.".
+  virtual std::optional<std::string> WriteRefusal() const = 0;
+  virtual ReplicationStatus CurrentStatus() const = 0;
+  // Calls done with the number of replicas that acknowledged seq, as soon as `replicas` have
+  // or when timeout passes (0: wait forever, as Redis' WAIT). Runs done exactly once.
+  virtual void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,
+                           std::function<void(int acked)> done) = 0;
+  // Sync mode: how many acknowledgements a write needs and how long to wait (0 in async mode).
+  virtual int SyncReplicasRequired() const = 0;
+  virtual std::chrono::milliseconds SyncTimeout() const = 0;
+  // REPLFAILOVER from a replica being promoted: stop taking writes, then call done with the
+  // RESP-encoded reply: the final committed sequence as an integer, or an error.
+  virtual void Fence(std::string requester, std::function<void(std::string reply)> done) = 0;
+};
+
+}  // namespace kvstore

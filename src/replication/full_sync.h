@@ -1,0 +1,59 @@
+// FullSyncSource: the snapshot files a master streams in full resyncs. Replicas that ask while a
+// file is being written, or soon after, share it (no full-sync storms under heavy writes), and
+// the log from the file's sequence stays pinned while any replica uses it.
+// Thread-safe: Acquire / Release / PinnedSeq from any thread; each file is written by its own
+// background thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace kvstore {
+
+struct FullSyncFile {
+  std::string path;
+  std::atomic<bool> ready{false};  // written (or failed: see status)
+  // Set before ready becomes true; read only after.
+  Status status;
+  std::uint64_t seq = 0;  // the snapshot's applied sequence
+  std::uint64_t bytes = 0;
+  std::uint64_t keys = 0;
+  std::chrono::steady_clock::time_point started;
+  int users = 0;  // GUARDED_BY(FullSyncSource::mu_)
+};
+
+class FullSyncSource {
+ public:
+  // Files go to <dir> (created; files left from an earlier run are deleted).
+  FullSyncSource(Engine& engine, std::string dir);
+  ~FullSyncSource();
+
+  // A file to stream: one being written, or one written within reuse_window whose sequence the
+  // log still continues from; otherwise a new one, started now. Release it when done.
+  std::shared_ptr<FullSyncFile> Acquire();
+  void Release(const std::shared_ptr<FullSyncFile>& file);
+  // The oldest log sequence a file in use (or being written) needs: its seq + 1; 0 for none.
+  std::uint64_t PinnedSeq() const;
+
+ private:
+  void Write(std::shared_ptr<FullSyncFile> file);
+
+  Engine& engine_;
+  const std::string dir_;
+  const std::chrono::seconds reuse_window_{30};
+  mutable std::mutex mu_;
+  std::shared_ptr<FullSyncFile> current_;              // GUARDED_BY(mu_)
+  std::vector<std::shared_ptr<FullSyncFile>> in_use_;  // GUARDED_BY(mu_)
+  std::vector<std::thread> writers_;                   // GUARDED_BY(mu_)
+  std::uint64_t next_number_ = 1;                      // GUARDED_BY(mu_)
+};
+
+}  // namespace kvstore

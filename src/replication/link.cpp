@@ -1,0 +1,434 @@
+// The replica's side of replication (see link.h and the protocol in replication.h).
+#include "replication/link.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common/logging.h"
+#include "log/log.h"
+#include "replication/replication.h"
+#include "replication/wire.h"
+#include "snapshot/snapshot_format.h"
+
+namespace kvstore {
+
+using replication_wire::kUseTuple;
+
+namespace {
+
+// Applies queued at once before the link stops reading (TCP backpressure then slows the
+// master's feed): bounds the memory a fast master can make a slow replica hold.
+constexpr int kMaxAppliesInFlight = 64;
+// No byte from the master for this long (heartbeats come every second): the link is dead.
+constexpr std::chrono::seconds kLinkTimeout{5};
+constexpr std::chrono::seconds kConnectTimeout{5};
+
+class CheckOnly : public SnapshotVisitor {
+ public:
+  Status OnHeader(std::uint64_t, std::string_view) override { return Status::Ok(); }
+  Status OnPair(std::string_view, std::string_view) override { return Status::Ok(); }
+  Status OnEnd(std::uint64_t) override { return Status::Ok(); }
+};
+
+}  // namespace
+
+ReplicaLink::ReplicaLink(asio::io_context& io, ReplicationManager& manager,
+                         std::string master_address)
+    : io_(io),
+      manager_(manager),
+      master_address_(std::move(master_address)),
+      strand_(asio::make_strand(io)),
+      socket_(strand_),
+      timer_(strand_) {
+  status_.master_address = master_address_;
+}
+
+void ReplicaLink::Start() {
+  asio::co_spawn(
+      strand_, [self = shared_from_this()] { return self->Run(); }, asio::detached);
+}
+
+void ReplicaLink::Stop() {
+  asio::post(strand_, [self = shared_from_this()] {
+    self->stopped_ = true;
+    std::error_code ignored;
+    self->socket_.close(ignored);
+    self->timer_.cancel();
+  });
+}
+
+LinkStatus ReplicaLink::Snapshot() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+void ReplicaLink::Fail(std::string why) {
+  logging::Warn("replication link: " + why, {{"master", master_address_}});
+  std::lock_guard lock(mu_);
+  status_.last_error = std::move(why);
+}
+
+void ReplicaLink::Heard() {
+  std::lock_guard lock(mu_);
+  status_.last_io = std::chrono::steady_clock::now();
+  status_.ever_io = true;
+}
+
+asio::awaitable<void> ReplicaLink::Run() {
+  auto backoff = manager_.options_.reconnect_min;
+  while (!stopped_) {
+    const std::uint64_t attached_before = Snapshot().full_resyncs + Snapshot().partial_resyncs;
+    co_await Session();
+    {
+      std::lock_guard lock(mu_);
+      status_.up = false;
+      status_.state = LinkState::kConnect;
+    }
+    if (stopped_) break;
+    // A link that got as far as streaming starts over quickly; one that keeps failing backs off.
+    const std::uint64_t attached_after = Snapshot().full_resyncs + Snapshot().partial_resyncs;
+    if (attached_after != attached_before) backoff = manager_.options_.reconnect_min;
+    timer_.expires_after(backoff);
+    co_await timer_.async_wait(kUseTuple);
+    backoff = std::min(backoff * 2, manager_.options_.reconnect_max);
+  }
+  co_await WaitForApplies();
+}
+
+asio::awaitable<void> ReplicaLink::WaitForApplies() {
+  // Completions of the previous connection's applies must land before the position is read
+  // again, or the master would be asked for entries that are already queued here.
+  asio::steady_timer poll(strand_);
+  while (applies_in_flight_.load() > 0) {
+    poll.expires_after(std::chrono::milliseconds(1));
+    co_await poll.async_wait(kUseTuple);
+  }
+}
+
+asio::awaitable<std::optional<resp::Value>> ReplicaLink::ReadValue(const char* what) {
+  std::vector<char> buffer(64 * 1024);
+  for (;;) {
+    resp::Value value;
+    switch (parser_.Next(&value)) {
+      case resp::ReplyParser::ParseStatus::kValue:
+        co_return value;
+      case resp::ReplyParser::ParseStatus::kError:
+        Fail(fmt::format("malformed {} from the master: {}", what, parser_.error()));
+        co_return std::nullopt;
+      case resp::ReplyParser::ParseStatus::kNeedMore:
+        break;
+    }
+    timer_.expires_after(kLinkTimeout);
+    timer_.async_wait([self = shared_from_this(), connection = connection_](std::error_code ec) {
+      if (ec || connection != self->connection_) return;
+      std::error_code ignored;
+      self->socket_.close(ignored);
+    });
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer), kUseTuple);
+    timer_.cancel();
+    if (ec) {
+      if (!stopped_)
+        Fail(fmt::format("connection lost while waiting for {}: {}", what, ec.message()));
+      co_return std::nullopt;
+    }
+    Heard();
+    parser_.Feed(std::string_view(buffer.data(), n));
+  }
+}
+
+asio::awaitable<void> ReplicaLink::Session() {
+  ++connection_;
+  co_await WaitForApplies();
+  apply_failed_ = false;
+  ack_writing_ = false;
+  acked_ = ack_wanted_ = 0;
+  resp::ParserLimits limits;
+  limits.max_bulk_bytes = std::size_t{2} << 30;  // one log record may hold a 512 MiB value
+  parser_ = resp::ReplyParser(limits);
+  {
+    std::lock_guard lock(mu_);
+    status_.state = LinkState::kConnecting;
+  }
+  std::string host, port;
+  if (!replication_wire::SplitAddress(master_address_, &host, &port)) {
+    Fail("invalid master address \"" + master_address_ + "\": expected host:port");
+    co_return;
+  }
+  asio::ip::tcp::resolver resolver(strand_);
+  auto [rec, endpoints] = co_await resolver.async_resolve(host, port, kUseTuple);
+  if (rec || stopped_) {
+    if (!stopped_) Fail("cannot resolve " + host + ": " + rec.message());
+    co_return;
+  }
+  std::error_code ignored;
+  socket_.close(ignored);
+  timer_.expires_after(kConnectTimeout);
+  timer_.async_wait([self = shared_from_this(), connection = connection_](std::error_code ec) {
+    if (ec || connection != self->connection_) return;
+    std::error_code ignored_inner;
+    self->socket_.close(ignored_inner);
+  });
+  auto [cec, endpoint] = co_await asio::async_connect(socket_, endpoints, kUseTuple);
+  timer_.cancel();
+  if (cec || stopped_) {
+    if (!stopped_) Fail("cannot connect to " + master_address_ + ": " + cec.message());
+    co_return;
+  }
+  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+
+  Engine& engine = manager_.engine_;
+  const ReplicationOptions& options = manager_.options_;
+  std::optional<Epoch> newest;
+  if (auto history = engine.Epochs(); history.ok() && !history->empty()) newest = history->back();
+  const std::uint64_t position = engine.committed_seq();
+  std::string hello;
+  if (!options.password.empty()) hello += resp::EncodeCommand({"AUTH", options.password});
+  hello += resp::EncodeCommand({"REPLSYNC", std::to_string(options.ordinal),
+                                std::to_string(options.announce_port), EpochToken(newest),
+                                std::to_string(position)});
+  if (auto [wec, wn] = co_await asio::async_write(socket_, asio::buffer(hello), kUseTuple); wec) {
+    Fail("cannot send the handshake: " + wec.message());
+    co_return;
+  }
+  if (!options.password.empty()) {
+    auto auth = co_await ReadValue("the AUTH reply");
+    if (!auth) co_return;
+    if (auth->is_error()) {
+      Fail("the master refused our password: " + auth->str);
+      co_return;
+    }
+  }
+  auto reply = co_await ReadValue("the REPLSYNC reply");
+  if (!reply) co_return;
+  if (reply->is_error()) {
+    Fail("the master refused to serve us: " + reply->str);
+    co_return;
+  }
+  std::uint64_t a = 0, b = 0;
+  char kind[16] = {};
+  if (std::sscanf(reply->str.c_str(), "%15s %lu %lu", kind, &a, &b) < 2) {
+    Fail("unexpected REPLSYNC reply: " + reply->str);
+    co_return;
+  }
+  if (std::string_view(kind) == "CONTINUE") {
+    if (a != position + 1) {
+      Fail(fmt::format("the master continues from {} but we asked for {}", a, position + 1));
+      co_return;
+    }
+    expected_seq_ = a;
+    logging::Info("replication link: partial resync",
+                  {{"master", master_address_}, {"from_seq", std::to_string(a)}});
+    std::lock_guard lock(mu_);
+    ++status_.partial_resyncs;
+  } else if (std::string_view(kind) == "FULLRESYNC") {
+    if (!co_await ReceiveFullSync(a, b)) co_return;
+    expected_seq_ = a + 1;
+    std::lock_guard lock(mu_);
+    ++status_.full_resyncs;
+  } else {
+    Fail("unexpected REPLSYNC reply: " + reply->str);
+    co_return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    status_.state = LinkState::kConnected;
+    status_.up = true;
+    status_.attached = true;
+    status_.last_error.clear();
+    status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
+  }
+  manager_.OnLinkAttached();
+  SendAck(engine.committed_seq());
+  for (;;) {
+    auto message = co_await ReadValue("the replication stream");
+    if (!message) break;
+    if (message->type != resp::Value::Type::kBulkString || message->str.empty()) {
+      Fail("unexpected message on the replication stream");
+      break;
+    }
+    const char what = message->str[0];
+    if (what == replication_wire::kLogRecords) {
+      if (!co_await Apply(std::string_view(message->str).substr(1))) break;
+    } else if (what == replication_wire::kHeartbeat && message->str.size() == 9) {
+      const std::uint64_t master_seq = coding::DecodeFixed64(message->str.data() + 1);
+      {
+        std::lock_guard lock(mu_);
+        status_.master_seq = std::max(status_.master_seq, master_seq);
+      }
+      // Keeps the master's view of this replica fresh (min_replicas_max_lag) while idle.
+      if (applies_in_flight_.load() == 0) SendAck(engine.committed_seq());
+    } else {
+      Fail("unexpected message on the replication stream");
+      break;
+    }
+  }
+  socket_.close(ignored);
+}
+
+asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint64_t bytes) {
+  {
+    std::lock_guard lock(mu_);
+    status_.state = LinkState::kSync;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  logging::Info("replication link: full resync started", {{"master", master_address_},
+                                                          {"seq", std::to_string(seq)},
+                                                          {"bytes", std::to_string(bytes)}});
+  const std::string dir = manager_.options_.data_dir + "/replication";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = dir + "/incoming.kvsnap";
+  struct Remover {
+    std::string path;
+    ~Remover() {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  } remover{path};
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      Fail("cannot create " + path);
+      co_return false;
+    }
+    SnapshotDecoder decoder;
+    CheckOnly check;
+    while (!decoder.finished()) {
+      auto message = co_await ReadValue("the full-resync snapshot");
+      if (!message) co_return false;
+      if (message->type != resp::Value::Type::kBulkString || message->str.empty() ||
+          message->str[0] != replication_wire::kSnapshotChunk) {
+        Fail("unexpected message during the full-resync snapshot");
+        co_return false;
+      }
+      std::string_view data = std::string_view(message->str).substr(1);
+      if (Status s = decoder.Feed(data, check); !s.ok()) {
+        Fail("the full-resync snapshot is damaged: " + s.message());
+        co_return false;
+      }
+      out.write(data.data(), static_cast<std::streamsize>(data.size()));
+      if (!out) {
+        Fail("cannot write " + path + " (disk full?)");
+        co_return false;
+      }
+    }
+    if (decoder.bytes_fed() != bytes) {
+      Fail(fmt::format("the full-resync snapshot has {} bytes, the master announced {}",
+                       decoder.bytes_fed(), bytes));
+      co_return false;
+    }
+  }
+  // Checked completely: now replace the key space, off the io threads (it is a big transaction).
+  auto result = std::make_shared<std::pair<std::atomic<bool>, Status>>();
+  result->first = false;
+  Engine& engine = manager_.engine_;
+  std::thread installer([&engine, path, result] {
+    result->second = engine.InstallSnapshot(path);
+    result->first.store(true);
+  });
+  asio::steady_timer poll(strand_);
+  while (!result->first.load()) {
+    poll.expires_after(std::chrono::milliseconds(5));
+    co_await poll.async_wait(kUseTuple);
+  }
+  installer.join();
+  if (!result->second.ok()) {
+    Fail("cannot install the full-resync snapshot: " + result->second.message());
+    co_return false;
+  }
+  logging::Info(
+      "replication link: full resync done",
+      {{"master", master_address_},
+       {"seq", std::to_string(seq)},
+       {"bytes", std::to_string(bytes)},
+       {"seconds",
+        fmt::format(
+            "{:.3f}",
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count())}});
+  co_return true;
+}
+
+asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
+  auto entries = std::make_shared<std::vector<std::pair<std::uint64_t, LogEntry>>>();
+  Status decoded = DecodeLogRecords(records, [&](std::uint64_t seq, LogEntry& entry) {
+    entries->emplace_back(seq, std::move(entry));
+    return true;
+  });
+  if (!decoded.ok()) {
+    Fail("damaged log records from the master: " + decoded.message());
+    co_return false;
+  }
+  if (entries->empty()) co_return true;
+  for (std::size_t i = 0; i < entries->size(); ++i) {
+    if ((*entries)[i].first != expected_seq_ + i) {
+      Fail(fmt::format("gap in the replication stream: expected sequence {}, got {}",
+                       expected_seq_ + i, (*entries)[i].first));
+      co_return false;
+    }
+  }
+  expected_seq_ += entries->size();
+  {
+    std::lock_guard lock(mu_);
+    status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
+  }
+  asio::steady_timer poll(strand_);
+  while (applies_in_flight_.load() >= kMaxAppliesInFlight && !apply_failed_.load()) {
+    poll.expires_after(std::chrono::milliseconds(1));
+    co_await poll.async_wait(kUseTuple);
+  }
+  if (apply_failed_.load()) co_return false;
+  applies_in_flight_.fetch_add(1);
+  WriteFn apply = [entries](WriteContext& context) {
+    // Exactly once: the entries must land on the sequences they carry.
+    if (context.NextSeq() != entries->front().first) {
+      return Status::Corruption(fmt::format("replicated entry {} would be applied as {}",
+                                            entries->front().first, context.NextSeq()));
+    }
+    for (const auto& [seq, entry] : *entries) {
+      if (Status s = context.ApplyLogged(entry); !s.ok()) return s;
+    }
+    return Status::Ok();
+  };
+  manager_.engine_.Submit(
+      {std::move(apply)},
+      [self = shared_from_this(), connection = connection_](std::vector<Status> statuses,
+                                                            std::uint64_t committed) {
+        Status s = statuses.empty() ? Status::IOError("apply lost") : statuses[0];
+        asio::post(self->strand_, [self, connection, committed, s] {
+          self->applies_in_flight_.fetch_sub(1);
+          if (!s.ok()) {
+            self->apply_failed_ = true;
+            self->Fail("cannot apply replicated entries: " + s.ToString());
+            if (connection == self->connection_) {
+              std::error_code ignored;
+              self->socket_.close(ignored);
+            }
+            return;
+          }
+          if (connection == self->connection_) self->SendAck(committed);
+        });
+      },
+      Engine::Origin::kReplication);
+  co_return true;
+}
+
+void ReplicaLink::SendAck(std::uint64_t seq) {
+  ack_wanted_ = std::max(ack_wanted_, seq);
+  if (ack_writing_ || ack_wanted_ <= acked_ || !socket_.is_open()) return;
+  ack_writing_ = true;
+  acked_ = ack_wanted_;
+  ack_buffer_ = replication_wire::Ack(acked_);
+  asio::async_write(
+      socket_, asio::buffer(ack_buffer_),
+      asio::bind_executor(strand_, [self = shared_from_this(), connection = connection_](
+                                       std::error_code ec, std::size_t) {
+        if (connection != self->connection_) return;
+        self->ack_writing_ = false;
+        if (!ec) self->SendAck(self->ack_wanted_);
+      }));
+}
+
+}  // namespace kvstore

@@ -1,0 +1,88 @@
+// ReplicaLink: a replica's connection to its master. Connects, authenticates, sends REPLSYNC
+// with this pod's position, then applies what the master streams (a full resync first if the
+// master says so) and acknowledges each durable apply. Reconnects with capped exponential
+// backoff. Threads: runs on its own strand; Stop() and Snapshot() may be called from any thread.
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "kvstore/resp.h"
+#include "kvstore/status.h"
+
+namespace kvstore {
+
+class ReplicationManager;
+
+// The replica state machine, one comment per state, as Redis' repl_state.
+enum class LinkState {
+  kConnect,     // waiting to (re)connect, after a backoff
+  kConnecting,  // resolving, connecting, authenticating, handshaking
+  kSync,        // receiving or installing a full-resync snapshot
+  kConnected,   // streaming: applying the master's log as it grows
+};
+
+struct LinkStatus {
+  LinkState state = LinkState::kConnect;
+  std::string master_address;
+  bool up = false;
+  std::chrono::steady_clock::time_point last_io;
+  bool ever_io = false;
+  std::uint64_t master_seq = 0;  // newest master sequence heard of
+  std::uint64_t full_resyncs = 0;
+  std::uint64_t partial_resyncs = 0;
+  std::string last_error;
+  bool attached = false;  // a handshake succeeded at least once
+};
+
+class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
+ public:
+  ReplicaLink(asio::io_context& io, ReplicationManager& manager, std::string master_address);
+
+  void Start();
+  void Stop();
+  LinkStatus Snapshot() const;
+  const std::string& master_address() const { return master_address_; }
+
+ private:
+  asio::awaitable<void> Run();
+  // One connection, from connect to loss. Returns once it is over.
+  asio::awaitable<void> Session();
+  asio::awaitable<std::optional<resp::Value>> ReadValue(const char* what);
+  asio::awaitable<bool> ReceiveFullSync(std::uint64_t seq, std::uint64_t bytes);
+  asio::awaitable<bool> Apply(std::string_view records);
+  asio::awaitable<void> WaitForApplies();
+  void SendAck(std::uint64_t seq);
+  void Fail(std::string why);
+  void Heard();
+
+  asio::io_context& io_;
+  ReplicationManager& manager_;
+  const std::string master_address_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+
+  // Strand only.
+  bool stopped_ = false;
+  resp::ReplyParser parser_;
+  std::uint64_t expected_seq_ = 0;  // next sequence the stream must carry
+  std::uint64_t acked_ = 0;
+  bool ack_writing_ = false;
+  std::uint64_t ack_wanted_ = 0;
+  std::string ack_buffer_;
+  std::uint64_t connection_ = 0;  // counts sessions, so a late completion knows its own
+  std::atomic<int> applies_in_flight_{0};
+  std::atomic<bool> apply_failed_{false};
+
+  mutable std::mutex mu_;
+  LinkStatus status_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace kvstore

@@ -1,0 +1,645 @@
+// ReplicationManager: the pod's role, the feeds it serves, the link it follows, and the
+// acknowledgement waiters (see replication.h for the design).
+#include <fmt/format.h>
+
+#include <future>
+#include <random>
+#include <thread>
+
+#include "common/logging.h"
+#include "kvstore/client.h"
+#include "replication/feed.h"
+#include "replication/full_sync.h"
+#include "replication/link.h"
+#include "replication/replication.h"
+#include "replication/wire.h"
+
+namespace kvstore {
+
+using replication_wire::kUseTuple;
+
+namespace {
+
+constexpr std::string_view kReplicaRefusal =
+    "READONLY You can't write against a read only replica.";
+
+const char* LinkStateName(LinkState state) {
+  switch (state) {
+    case LinkState::kConnect:
+      return "connect";
+    case LinkState::kConnecting:
+      return "connecting";
+    case LinkState::kSync:
+      return "sync";
+    case LinkState::kConnected:
+      return "connected";
+  }
+  return "connect";
+}
+
+// Runs fn on a thread of its own and waits for it from a coroutine without blocking the strand.
+template <typename T>
+asio::awaitable<T> OffStrand(std::function<T()> fn) {
+  auto executor = co_await asio::this_coro::executor;
+  std::packaged_task<T()> task(std::move(fn));
+  std::future<T> future = task.get_future();
+  std::thread worker(std::move(task));
+  asio::steady_timer poll(executor);
+  while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    poll.expires_after(std::chrono::milliseconds(5));
+    co_await poll.async_wait(kUseTuple);
+  }
+  worker.join();
+  co_return future.get();
+}
+
+}  // namespace
+
+ReplicationManager::ReplicationManager(asio::io_context& io, Engine& engine,
+                                       ReplicationOptions options)
+    : io_(io),
+      engine_(engine),
+      options_(std::move(options)),
+      strand_(asio::make_strand(io)),
+      role_timer_(strand_),
+      full_sync_(std::make_unique<FullSyncSource>(engine, options_.data_dir + "/replication")) {
+  engine_.SetCommitListener([this](std::uint64_t seq) { OnCommit(seq); });
+  engine_.SetRetentionPin([this] { return RetentionPin(); });
+}
+
+ReplicationManager::~ReplicationManager() {
+  Shutdown();
+  engine_.SetCommitListener(nullptr);
+  engine_.SetRetentionPin(nullptr);
+}
+
+Status ReplicationManager::Start(const RoleTarget& role) {
+  {
+    std::lock_guard lock(mu_);
+    target_ = role;
+    standalone_ = role.standalone;
+  }
+  if (role.master) {
+    if (Status s = OpenEpoch(); !s.ok()) return s;
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kMaster;
+    }
+    RefuseWrites(std::nullopt);
+    Announce("master");
+  } else {
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kReplica;
+    }
+    RefuseWrites(std::string(kReplicaRefusal));
+    StartLink(role.master_address);
+    Announce("replica");
+  }
+  if (options_.reread_role && !role.standalone) {
+    asio::post(strand_, [this] { PollRole(); });
+  }
+  return Status::Ok();
+}
+
+void ReplicationManager::Shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  asio::post(strand_, [this] {
+    std::error_code ignored;
+    role_timer_.cancel();
+    SettleWaiters(true);
+  });
+  StopLink();
+  CloseFeeds();
+}
+
+void ReplicationManager::DrainReplicas(std::chrono::milliseconds wait) {
+  {
+    std::lock_guard lock(mu_);
+    if (role_ != Role::kMaster || feeds_.empty()) return;
+  }
+  RefuseWrites("READONLY the master is shutting down");
+  std::promise<std::uint64_t> barrier;
+  engine_.Submit(
+      {}, [&barrier](std::vector<Status>, std::uint64_t seq) { barrier.set_value(seq); },
+      Engine::Origin::kReplication);
+  const std::uint64_t final_seq = barrier.get_future().get();
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  int behind = 0;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      behind = 0;
+      for (const auto& [id, info] : feeds_) behind += info.status.ack_seq < final_seq ? 1 : 0;
+    }
+    if (behind == 0 || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (behind == 0) {
+    logging::Info("shutdown: every replica acknowledged the final sequence",
+                  {{"seq", std::to_string(final_seq)}});
+  } else {
+    logging::Warn(
+        "shutdown: replicas still behind after the wait",
+        {{"seq", std::to_string(final_seq)}, {"replicas_behind", std::to_string(behind)}});
+  }
+}
+
+Status ReplicationManager::OpenEpoch() {
+  std::random_device device;
+  std::mt19937_64 generator(
+      (std::uint64_t{device()} << 32) ^ device() ^
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  const std::uint64_t id = generator() | 1;  // never 0, so an id always reads as set
+  auto opened = std::make_shared<Epoch>();
+  std::promise<Status> done;
+  engine_.Submit(
+      {[id, opened](WriteContext& context) { return context.OpenEpoch(id, opened.get()); }},
+      [&done](std::vector<Status> statuses, std::uint64_t) {
+        done.set_value(statuses.empty() ? Status::IOError("epoch write lost") : statuses[0]);
+      },
+      Engine::Origin::kReplication);
+  Status s = done.get_future().get();
+  if (!s.ok()) {
+    logging::Error("cannot open a new epoch", {{"error", s.ToString()}});
+    return s;
+  }
+  {
+    std::lock_guard lock(mu_);
+    epoch_ = *opened;
+  }
+  logging::Info("epoch opened",
+                {{"epoch", EpochName(*opened)}, {"first_seq", std::to_string(opened->first_seq)}});
+  return Status::Ok();
+}
+
+void ReplicationManager::RefuseWrites(std::optional<std::string> refusal) {
+  std::optional<std::string> engine_refusal;
+  if (refusal) {
+    // The engine's ReadOnly status is rendered as "READONLY <message>".
+    engine_refusal = refusal->starts_with("READONLY ") ? refusal->substr(9) : *refusal;
+  }
+  {
+    std::lock_guard lock(mu_);
+    refusal_ = refusal;
+    writes_open_.store(!refusal.has_value());
+  }
+  engine_.SetClientWriteRefusal(std::move(engine_refusal));
+}
+
+void ReplicationManager::Announce(const std::string& role) {
+  logging::SetGlobalField("role", role);
+  if (options_.on_role) options_.on_role(role);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What commands see.
+
+std::optional<std::string> ReplicationManager::WriteRefusal() const {
+  if (writes_open_.load(std::memory_order_acquire) && options_.min_replicas_to_write <= 0) {
+    return std::nullopt;
+  }
+  std::lock_guard lock(mu_);
+  if (refusal_) return refusal_;
+  if (options_.min_replicas_to_write > 0) {
+    const auto now = std::chrono::steady_clock::now();
+    int good = 0;
+    for (const auto& [id, info] : feeds_) {
+      if (info.status.state == "online" && now - info.last_ack <= options_.min_replicas_max_lag) {
+        ++good;
+      }
+    }
+    if (good < options_.min_replicas_to_write) {
+      return std::string("NOREPLICAS Not enough good replicas to write.");
+    }
+  }
+  return std::nullopt;
+}
+
+ReplicationStatus ReplicationManager::CurrentStatus() const {
+  ReplicationStatus status;
+  status.mode = options_.mode;
+  status.seq = engine_.committed_seq();
+  const EngineStats stats = const_cast<Engine&>(engine_).Stats();
+  status.log_first_seq = stats.log.first_seq;
+  status.log_bytes = stats.log.bytes;
+  if (auto history = const_cast<Engine&>(engine_).Epochs(); history.ok() && !history->empty()) {
+    status.epoch = history->back().number;
+    status.epoch_id = fmt::format("{:016x}", history->back().id);
+  }
+  std::shared_ptr<ReplicaLink> link;
+  {
+    std::lock_guard lock(mu_);
+    status.role = role_ == Role::kMaster ? ReplicationStatus::Role::kMaster
+                                         : ReplicationStatus::Role::kReplica;
+    status.standalone = standalone_;
+    status.failover_state = failover_state_;
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto& [id, info] : feeds_) {
+      ReplicaStatus r = info.status;
+      r.ack_age_seconds = std::chrono::duration<double>(now - info.last_ack).count();
+      status.replicas.push_back(r);
+    }
+    link = link_;
+    if (!link) status.master_host = master_address_;
+  }
+  if (link) {
+    const LinkStatus l = link->Snapshot();
+    std::string host, port;
+    if (replication_wire::SplitAddress(l.master_address, &host, &port)) {
+      status.master_host = host;
+      status.master_port = std::atoi(port.c_str());
+    }
+    status.link_state = LinkStateName(l.state);
+    status.link_up = l.up;
+    status.last_io_seconds_ago =
+        l.ever_io
+            ? std::chrono::duration<double>(std::chrono::steady_clock::now() - l.last_io).count()
+            : -1;
+    status.sync_in_progress = l.state == LinkState::kSync;
+    status.master_seq = std::max(l.master_seq, status.seq);
+    status.full_resyncs = l.full_resyncs;
+    status.partial_resyncs = l.partial_resyncs;
+    status.last_error = l.last_error;
+  }
+  return status;
+}
+
+int ReplicationManager::SyncReplicasRequired() const {
+  return options_.mode == "sync" ? options_.sync_replicas : 0;
+}
+
+std::chrono::milliseconds ReplicationManager::SyncTimeout() const { return options_.sync_timeout; }
+
+// ---------------------------------------------------------------------------------------------
+// Acknowledgements and waiters.
+
+int ReplicationManager::AckedLocked(std::uint64_t seq) const {
+  int acked = 0;
+  for (const auto& [id, info] : feeds_) {
+    if (info.status.state == "online" && info.status.ack_seq >= seq) ++acked;
+  }
+  return acked;
+}
+
+void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
+                                     std::chrono::milliseconds timeout,
+                                     std::function<void(int)> done) {
+  int acked = 0;
+  {
+    std::lock_guard lock(mu_);
+    acked = AckedLocked(seq);
+    if (acked < replicas && !shut_down_) {
+      auto waiter = std::make_shared<Waiter>();
+      waiter->seq = seq;
+      waiter->replicas = replicas;
+      waiter->done = std::move(done);
+      waiters_.push_back(waiter);
+      if (timeout.count() > 0) {
+        asio::post(strand_, [this, waiter, timeout] {
+          waiter->timer = std::make_unique<asio::steady_timer>(strand_, timeout);
+          waiter->timer->async_wait([this, waiter](std::error_code ec) {
+            if (ec) return;
+            int count = 0;
+            {
+              std::lock_guard inner(mu_);
+              auto it = std::find(waiters_.begin(), waiters_.end(), waiter);
+              if (it == waiters_.end()) return;  // settled meanwhile
+              waiters_.erase(it);
+              count = AckedLocked(waiter->seq);
+            }
+            waiter->done(count);
+          });
+        });
+      }
+      return;
+    }
+  }
+  done(acked);
+}
+
+void ReplicationManager::SettleWaiters(bool all) {
+  std::vector<std::pair<std::shared_ptr<Waiter>, int>> settled;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      const int acked = AckedLocked((*it)->seq);
+      if (all || acked >= (*it)->replicas) {
+        settled.emplace_back(*it, acked);
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [waiter, acked] : settled) {
+    if (waiter->timer) waiter->timer->cancel();
+    waiter->done(acked);
+  }
+}
+
+void ReplicationManager::OnAck(std::uint64_t feed_id, std::uint64_t seq) {
+  bool waiting = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = feeds_.find(feed_id);
+    if (it == feeds_.end()) return;
+    FeedInfo& info = it->second;
+    info.status.ack_seq = std::max(info.status.ack_seq, seq);
+    info.last_ack = std::chrono::steady_clock::now();
+    info.needed_from = std::max(info.needed_from, seq + 1);
+    waiting = !waiters_.empty();
+  }
+  if (waiting) asio::post(strand_, [this] { SettleWaiters(false); });
+}
+
+void ReplicationManager::OnCommit(std::uint64_t) {
+  std::vector<std::shared_ptr<ReplicaFeed>> feeds;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, info] : feeds_) feeds.push_back(info.feed);
+  }
+  for (auto& feed : feeds) feed->Wake();
+}
+
+std::uint64_t ReplicationManager::RetentionPin() const {
+  std::uint64_t pinned = full_sync_->PinnedSeq();
+  std::lock_guard lock(mu_);
+  for (const auto& [id, info] : feeds_) {
+    if (pinned == 0 || info.needed_from < pinned) pinned = info.needed_from;
+  }
+  return pinned;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feeds (master side).
+
+asio::awaitable<void> ReplicationManager::ServeReplica(asio::ip::tcp::socket socket,
+                                                       std::vector<std::string> args) {
+  std::shared_ptr<ReplicaFeed> feed;
+  {
+    std::lock_guard lock(mu_);
+    feed = std::make_shared<ReplicaFeed>(next_feed_id_++, std::move(socket), *this);
+  }
+  co_await feed->Run(std::move(args));
+}
+
+std::optional<std::string> ReplicationManager::FeedRefusal() const {
+  std::lock_guard lock(mu_);
+  if (shut_down_) return std::string("NOTMASTER this pod is shutting down");
+  if (role_ == Role::kMaster) return std::nullopt;
+  // A demoted master keeps serving the replicas it had until it follows its new master.
+  return std::string("NOTMASTER this pod is not the master (it is ") +
+         (role_ == Role::kPromoting ? "being promoted" : "a replica of " + master_address_) + ")";
+}
+
+bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip,
+                                      int port, int ordinal, std::uint64_t needed_from) {
+  std::lock_guard lock(mu_);
+  if (shut_down_ || role_ != Role::kMaster) return false;
+  FeedInfo& info = feeds_[feed->id()];
+  info.feed = std::move(feed);
+  info.status.ip = ip;
+  info.status.port = port;
+  info.status.ordinal = ordinal;
+  info.status.state = "wait_bgsave";
+  info.status.ack_seq = needed_from > 0 ? needed_from - 1 : 0;
+  info.last_ack = std::chrono::steady_clock::now();
+  info.needed_from = needed_from;
+  return true;
+}
+
+void ReplicationManager::SetFeedState(std::uint64_t id, const char* state) {
+  std::lock_guard lock(mu_);
+  if (auto it = feeds_.find(id); it != feeds_.end()) it->second.status.state = state;
+}
+
+void ReplicationManager::SetFeedNeeded(std::uint64_t id, std::uint64_t needed_from) {
+  std::lock_guard lock(mu_);
+  if (auto it = feeds_.find(id); it != feeds_.end()) it->second.needed_from = needed_from;
+}
+
+void ReplicationManager::UnregisterFeed(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  feeds_.erase(id);
+}
+
+void ReplicationManager::CloseFeeds() {
+  std::vector<std::shared_ptr<ReplicaFeed>> feeds;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, info] : feeds_) feeds.push_back(info.feed);
+  }
+  for (auto& feed : feeds) feed->Close();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The link (replica side) and role changes.
+
+void ReplicationManager::StartLink(const std::string& address) {
+  auto link = std::make_shared<ReplicaLink>(io_, *this, address);
+  {
+    std::lock_guard lock(mu_);
+    if (shut_down_) return;
+    master_address_ = address;
+    link_ = link;
+  }
+  logging::Info("replication link: following " + address);
+  link->Start();
+}
+
+void ReplicationManager::StopLink() {
+  std::shared_ptr<ReplicaLink> link;
+  {
+    std::lock_guard lock(mu_);
+    link.swap(link_);
+  }
+  if (link) link->Stop();
+}
+
+void ReplicationManager::OnLinkAttached() {
+  bool close_feeds = false;
+  {
+    std::lock_guard lock(mu_);
+    close_feeds = role_ == Role::kReplica && !feeds_.empty();
+    fenced_ = false;
+    failover_state_ = "no-failover";
+  }
+  // A demoted master served its old replicas until now, so a promoted one could catch up from
+  // it; now that it follows the new master, they must re-point there.
+  if (close_feeds) CloseFeeds();
+}
+
+void ReplicationManager::Fence(std::string requester, std::function<void(std::string)> done) {
+  {
+    std::lock_guard lock(mu_);
+    if (role_ != Role::kMaster) {
+      std::string reply;
+      resp::AppendError(&reply, "ERR REPLFAILOVER: this pod is not the master");
+      done(reply);
+      return;
+    }
+    fenced_ = true;
+    failover_state_ = "failover-in-progress";
+  }
+  logging::Warn("fenced: writes refused while " + requester + " takes over as master");
+  RefuseWrites("READONLY this pod is handing over the master role to " + requester);
+  // The barrier: once it completes, every client write that will ever commit here has.
+  engine_.Submit(
+      {},
+      [done = std::move(done)](std::vector<Status>, std::uint64_t committed) {
+        std::string reply;
+        resp::AppendInteger(&reply, static_cast<std::int64_t>(committed));
+        done(std::move(reply));
+      },
+      Engine::Origin::kReplication);
+}
+
+void ReplicationManager::PollRole() {
+  {
+    std::lock_guard lock(mu_);
+    if (shut_down_) return;
+  }
+  if (auto target = options_.reread_role()) ApplyRole(*target);
+  role_timer_.expires_after(options_.role_poll);
+  role_timer_.async_wait([this](std::error_code ec) {
+    if (!ec) PollRole();
+  });
+}
+
+void ReplicationManager::ApplyRole(const RoleTarget& target) {
+  Role role;
+  std::string old_master;
+  {
+    std::lock_guard lock(mu_);
+    if (target.master == target_.master && target.master_address == target_.master_address) return;
+    target_ = target;
+    role = role_;
+    old_master = master_address_;
+  }
+  logging::Info("role change requested: " + target.reason,
+                {{"target", target.master ? "master" : "replica of " + target.master_address}});
+  if (target.master) {
+    if (role == Role::kReplica) {
+      asio::co_spawn(strand_, Promote(old_master), asio::detached);
+    }
+    return;
+  }
+  if (role == Role::kMaster) {
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kReplica;
+    }
+    RefuseWrites(std::string(kReplicaRefusal));
+    logging::Info("demoted: writes refused; following the new master " + target.master_address);
+    StartLink(target.master_address);
+    Announce("replica");
+    return;
+  }
+  // A replica re-pointing to another master (or a promotion cancelled half-way: Promote sees it).
+  if (role == Role::kReplica) {
+    StopLink();
+    StartLink(target.master_address);
+  }
+}
+
+asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
+  {
+    std::lock_guard lock(mu_);
+    role_ = Role::kPromoting;
+    failover_state_ = "waiting-for-sync";
+  }
+  RefuseWrites("READONLY this pod is being promoted to master");
+  logging::Info("promotion: fencing the old master and catching up",
+                {{"old_master", old_master.empty() ? "(none)" : old_master}});
+  std::string host, port;
+  std::optional<std::uint64_t> final_seq;
+  std::string why;
+  if (replication_wire::SplitAddress(old_master, &host, &port)) {
+    const std::string me = options_.ordinal >= 0 ? "ordinal " + std::to_string(options_.ordinal)
+                                                 : "a promoted replica";
+    auto reply = co_await OffStrand<Result<resp::Value>>([&]() -> Result<resp::Value> {
+      ClientOptions client_options;
+      client_options.host = host;
+      client_options.port = std::atoi(port.c_str());
+      client_options.password = options_.password;
+      client_options.timeout = options_.promotion_timeout;
+      auto client = Client::Connect(client_options);
+      if (!client.ok()) return client.status();
+      return (*client)->Call({"REPLFAILOVER", me});
+    });
+    if (!reply.ok()) {
+      why = reply.status().message();
+    } else if (reply->type != resp::Value::Type::kInteger) {
+      why = reply->is_error() ? reply->str : "unexpected reply";
+    } else {
+      final_seq = static_cast<std::uint64_t>(reply->integer);
+    }
+  } else {
+    why = "no old master address is known";
+  }
+  if (final_seq) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.promotion_timeout;
+    asio::steady_timer poll(strand_);
+    while (engine_.committed_seq() < *final_seq && std::chrono::steady_clock::now() < deadline) {
+      poll.expires_after(std::chrono::milliseconds(5));
+      co_await poll.async_wait(kUseTuple);
+    }
+    if (engine_.committed_seq() >= *final_seq) {
+      logging::Info("promotion: caught up with the old master's final sequence",
+                    {{"seq", std::to_string(*final_seq)}});
+    } else {
+      logging::Warn(
+          "promotion: did not catch up with the old master in time; entries after our "
+          "position are lost unless the old master is resynced from us",
+          {{"final_seq", std::to_string(*final_seq)},
+           {"our_seq", std::to_string(engine_.committed_seq())}});
+    }
+  } else {
+    logging::Warn(
+        "promotion: the old master could not be fenced; writes it acknowledged that did not reach "
+        "this pod are lost (it will be resynced when it returns)",
+        {{"old_master", old_master},
+         {"error", why},
+         {"our_seq", std::to_string(engine_.committed_seq())}});
+  }
+  StopLink();
+  bool still_master = false;
+  {
+    std::lock_guard lock(mu_);
+    still_master = target_.master && !shut_down_;
+  }
+  if (!still_master) {
+    RoleTarget target;
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kReplica;
+      failover_state_ = "no-failover";
+      target = target_;
+    }
+    RefuseWrites(std::string(kReplicaRefusal));
+    if (!target.master_address.empty()) StartLink(target.master_address);
+    co_return;
+  }
+  if (!OpenEpoch().ok()) {
+    // Stay read-only: taking writes without an epoch would make divergence undetectable.
+    logging::Error("promotion failed: cannot open an epoch; writes stay refused");
+    co_return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    role_ = Role::kMaster;
+    fenced_ = false;
+    failover_state_ = "no-failover";
+    master_address_.clear();
+  }
+  RefuseWrites(std::nullopt);
+  logging::Info("promotion: this pod is now the master");
+  Announce("master");
+}
+
+}  // namespace kvstore

@@ -1,0 +1,201 @@
+// Replication: a master streams its log to replicas on the client port; replicas apply it with
+// the master's sequence numbers. The ReplicationManager owns this pod's role and everything that
+// depends on it. Threads: the manager's own state is guarded by mu_ and may be read from any
+// thread; the replica link runs as a coroutine on link_strand_, each replica feed on the strand
+// of the connection it arrived on; the engine's commit listener only posts wake-ups.
+//
+// Design, in the spirit of Redis' replication.c:
+//
+// 1. One log. Every write is a log entry with a sequence number (the engine's durable log, not a
+//    second one). A replica applies entries with the same numbers through Engine::ApplyLogged,
+//    so "the replica's position" is simply its committed sequence, made durable in the same step
+//    as the data (exactly once: after a crash it resumes from there, never applies twice).
+//
+// 2. Epochs. Every start or promotion of a master appends an epoch entry (number, random id) to
+//    the log, so the history (epoch, id, first sequence) is replicated with the data. A replica's
+//    position is (its newest epoch, its last sequence); the master accepts it when that epoch is
+//    in its own history and the sequence is not beyond where the master's copy of that epoch
+//    ends (engine/epochs.h, CompareLineage). Anything else is divergence.
+//
+// 3. The handshake (after AUTH; replica -> master):
+//      REPLSYNC <ordinal> <port> <epoch token> <seq>
+//    and the master answers one of:
+//      +CONTINUE <from>          the log still holds from = seq + 1 and the lineage matches;
+//      +FULLRESYNC <seq> <bytes> a snapshot of <bytes> bytes at <seq> follows, then the log;
+//      -STALEMASTER ...          the replica's epoch is newer: it must not follow this master;
+//      -NOTMASTER ...            this pod is not a master (yet): try again later.
+//    Then the master sends RESP bulk strings whose first byte says what they carry:
+//      'S' snapshot bytes (snapshot/snapshot_format.h), until the snapshot's end frame;
+//      'L' log records (log/log.h record encoding), consecutive sequences;
+//      'H' heartbeat: u64 master committed sequence, once a second when idle.
+//    The replica answers with REPLCONF ACK <seq> after each durable apply and each heartbeat.
+//
+// 4. Full resync. The master writes one snapshot file (a read transaction while writes go on)
+//    that every replica asking meanwhile shares, and pins its log from the snapshot's sequence
+//    until the replicas caught up. The replica stores the stream in a file aside, checks it, and
+//    only then installs it in one atomic transaction (Engine::InstallSnapshot): a master dying
+//    mid-sync leaves the replica's old data intact.
+//
+// 5. Promotion. When MASTER_ORDINAL names this pod, a replica asks its master to fence
+//    (REPLFAILOVER: stop taking writes, report the final sequence), catches up to it, then opens
+//    a new epoch. When it names another pod, a master fences itself and follows the new one.
+//
+// 6. Sync mode: a write is answered once sync_replicas replicas acknowledged it, or with
+//    -NOREPLICAS after sync_timeout_ms (the write stays, and replicates later).
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "commands/replication_context.h"
+#include "engine/engine.h"
+
+namespace kvstore {
+
+// What this pod should be, as decided from POD_NAME and MASTER_ORDINAL (config/role.h builds it).
+struct RoleTarget {
+  bool master = true;
+  bool standalone = false;
+  std::string master_address;  // host:port when !master
+  std::string reason;
+};
+
+struct ReplicationOptions {
+  std::string data_dir;  // full-resync files go to <data_dir>/replication
+  std::string password;  // sent with AUTH to the master
+  int ordinal = -1;
+  int announce_port = 5555;
+  std::string mode = "async";  // async | sync
+  int sync_replicas = 1;
+  std::chrono::milliseconds sync_timeout{1000};
+  int min_replicas_to_write = 0;
+  std::chrono::seconds min_replicas_max_lag{10};
+  std::chrono::milliseconds promotion_timeout{10000};
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{5000};
+  std::chrono::milliseconds heartbeat{1000};
+  // Re-decides the role (for example from the mounted ConfigMap); polled every role_poll.
+  // Null: the role never changes while running.
+  std::function<std::optional<RoleTarget>()> reread_role;
+  std::chrono::milliseconds role_poll{1000};
+  // Told about every role taken (for the pod's role label): "master" or "replica".
+  std::function<void(const std::string& role)> on_role;
+};
+
+class ReplicaFeed;
+class ReplicaLink;
+class FullSyncSource;
+
+class ReplicationManager final : public ReplicationContext {
+ public:
+  ReplicationManager(asio::io_context& io, Engine& engine, ReplicationOptions options);
+  ~ReplicationManager() override;
+
+  // Takes the initial role: a master opens a new epoch (blocking until durable), a replica
+  // starts following. Then starts watching for role changes. IOError if the epoch cannot open.
+  Status Start(const RoleTarget& role);
+  // Stops the link, closes every feed, answers every waiter. Thread-safe, idempotent.
+  void Shutdown();
+  // Graceful shutdown of a master: refuse writes, then wait up to `wait` for every connected
+  // replica to acknowledge everything. Blocking; call from a thread that is not running io.
+  void DrainReplicas(std::chrono::milliseconds wait);
+
+  // Serves a replica that sent REPLSYNC on this connection (args: the command). Runs on the
+  // socket's executor until the replica goes away or the feed is closed.
+  asio::awaitable<void> ServeReplica(asio::ip::tcp::socket socket, std::vector<std::string> args);
+
+  // ReplicationContext
+  std::optional<std::string> WriteRefusal() const override;
+  ReplicationStatus CurrentStatus() const override;
+  void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,
+                   std::function<void(int acked)> done) override;
+  int SyncReplicasRequired() const override;
+  std::chrono::milliseconds SyncTimeout() const override;
+  void Fence(std::string requester, std::function<void(std::string reply)> done) override;
+
+ private:
+  friend class ReplicaFeed;
+  friend class ReplicaLink;
+
+  enum class Role {
+    kMaster,     // takes writes (unless fenced) and feeds replicas
+    kPromoting,  // was a replica, catching up with the old master before opening an epoch
+    kReplica,    // follows master_address_
+  };
+
+  // Called by feeds (any strand).
+  std::optional<std::string> FeedRefusal() const;  // why this pod cannot serve a replica now
+  bool RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip, int port, int ordinal,
+                    std::uint64_t needed_from);
+  void SetFeedState(std::uint64_t id, const char* state);
+  void SetFeedNeeded(std::uint64_t id, std::uint64_t needed_from);
+  void UnregisterFeed(std::uint64_t id);
+  // Called by the link (its strand) once a handshake succeeded.
+  void OnLinkAttached();
+
+  struct FeedInfo {
+    std::shared_ptr<ReplicaFeed> feed;
+    ReplicaStatus status;
+    std::chrono::steady_clock::time_point last_ack;
+    std::uint64_t needed_from = 0;  // oldest log sequence it still needs
+  };
+
+  struct Waiter {
+    std::uint64_t seq;
+    int replicas;
+    std::function<void(int)> done;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  void OnCommit(std::uint64_t seq);
+  void OnAck(std::uint64_t feed_id, std::uint64_t seq);
+  // REQUIRES: mu_ held. Replicas whose acknowledgement reached seq.
+  int AckedLocked(std::uint64_t seq) const;
+  // Completes satisfied waiters (all of them when `all`); call without mu_.
+  void SettleWaiters(bool all);
+  std::uint64_t RetentionPin() const;
+  void RefuseWrites(std::optional<std::string> refusal);
+  Status OpenEpoch();
+  void StartLink(const std::string& address);
+  void StopLink();
+  void CloseFeeds();
+  void PollRole();
+  void ApplyRole(const RoleTarget& target);
+  asio::awaitable<void> Promote(std::string old_master);
+  void Announce(const std::string& role);
+  bool IsMasterLocked() const { return role_ == Role::kMaster; }
+
+  asio::io_context& io_;
+  Engine& engine_;
+  const ReplicationOptions options_;
+  asio::strand<asio::io_context::executor_type> strand_;  // role changes, the link, waiters
+  asio::steady_timer role_timer_;
+  std::unique_ptr<FullSyncSource> full_sync_;
+
+  mutable std::mutex mu_;
+  Role role_ = Role::kMaster;                     // GUARDED_BY(mu_)
+  bool standalone_ = false;                       // GUARDED_BY(mu_)
+  bool fenced_ = false;                           // GUARDED_BY(mu_) (REPLFAILOVER received)
+  RoleTarget target_;                             // GUARDED_BY(mu_) what the config says
+  bool shut_down_ = false;                        // GUARDED_BY(mu_)
+  std::optional<std::string> refusal_;            // GUARDED_BY(mu_)
+  std::string failover_state_ = "no-failover";    // GUARDED_BY(mu_)
+  std::string master_address_;                    // GUARDED_BY(mu_)
+  std::shared_ptr<ReplicaLink> link_;             // GUARDED_BY(mu_)
+  std::map<std::uint64_t, FeedInfo> feeds_;       // GUARDED_BY(mu_)
+  std::uint64_t next_feed_id_ = 1;                // GUARDED_BY(mu_)
+  std::vector<std::shared_ptr<Waiter>> waiters_;  // GUARDED_BY(mu_)
+  Epoch epoch_;                                   // GUARDED_BY(mu_)
+  std::atomic<bool> writes_open_{true};           // fast path of WriteRefusal
+};
+
+}  // namespace kvstore
