@@ -239,6 +239,29 @@ int ShowStatus(const ClientOptions& options, bool json) {
     return it->second;
   };
   auto db0 = field("db0");
+  std::optional<std::string> master;
+  if (auto host = field("master_host"), port = field("master_port"); host && port) {
+    master = *host + ":" + *port;
+  }
+  // slave0:ip=...,port=...,state=...,offset=...,lag=... -> "ip:port state offset=N lag=Ns; ..."
+  std::optional<std::string> replicas;
+  for (int i = 0;; ++i) {
+    auto line = field("slave" + std::to_string(i));
+    if (!line) break;
+    std::map<std::string, std::string> parts;
+    std::size_t start = 0;
+    while (start <= line->size()) {
+      const std::size_t comma = std::min(line->find(',', start), line->size());
+      const std::string item = line->substr(start, comma - start);
+      if (const auto eq = item.find('='); eq != std::string::npos) {
+        parts[item.substr(0, eq)] = item.substr(eq + 1);
+      }
+      start = comma + 1;
+    }
+    const std::string text = parts["ip"] + ":" + parts["port"] + " " + parts["state"] +
+                             " offset=" + parts["offset"] + " lag=" + parts["lag"] + "s";
+    replicas = replicas ? *replicas + "; " + text : text;
+  }
 
   struct Row {
     std::string name;  // JSON key; the table shows it with spaces
@@ -252,6 +275,15 @@ int ShowStatus(const ClientOptions& options, bool json) {
       {"version", field("kvstore_version"), false, ""},
       {"keys", db0 ? KeysOfDb(*db0) : std::optional<std::string>("0"), true, ""},
       {"last_sequence", field("master_repl_offset"), true, ""},
+      {"epoch", field("kvstore_epoch"), true, ""},
+      {"replication_mode", field("kvstore_replication_mode"), false, ""},
+      {"master", master, false, ""},
+      {"master_link", field("master_link_status"), false, ""},
+      {"master_last_io", field("master_last_io_seconds_ago"), true, " s"},
+      {"lag_entries", field("kvstore_lag_entries"), true, ""},
+      {"link_error", field("kvstore_link_error"), false, ""},
+      {"connected_replicas", field("connected_slaves"), true, ""},
+      {"replicas", replicas, false, ""},
       {"connected_clients", field("connected_clients"), true, ""},
       {"uptime", field("uptime_in_seconds"), true, " s"},
       {"used_map_bytes", field("kvstore_map_used_bytes"), true, ""},
@@ -338,7 +370,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   bool json = false;
-  CLI::App* status = app.add_subcommand("status", "Show role, version, keys, replication offset");
+  CLI::App* status = app.add_subcommand("status", "Show role, replication (epoch, master link, lag, replicas), keys, version");
   status->add_flag("--json", json, "Print one JSON object instead of a table");
   CLI::App* ping = app.add_subcommand("ping", "Check that the server answers; print round trip");
 
