@@ -36,6 +36,7 @@ struct Config {
   std::uint64_t client_output_buffer_limit_bytes = 1ull << 30;
   std::uint64_t frame_timeout_ms = 30000;
   std::uint64_t shutdown_timeout_ms = 10000;
+  std::uint64_t shutdown_replica_wait_ms = 10000;
   // Security
   std::string requirepass;  // env KVSTORE_PASSWORD
   // Logging
@@ -49,6 +50,7 @@ struct Config {
   std::string replication_mode = "async";
   std::string master_address;
   std::string headless_service = "kvstore-headless";
+  std::uint64_t ready_max_lag_entries = 10000;
 };
 
 // One row of the setting table.

@@ -104,6 +104,7 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "client_output_buffer_limit_bytes",
       "frame_timeout_ms",
       "shutdown_timeout_ms",
+      "shutdown_replica_wait_ms",
       "requirepass",
       "log_level",
       "log_format",
@@ -114,6 +115,7 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "replication_mode",
       "master_address",
       "headless_service",
+      "ready_max_lag_entries",
   };
   CHECK(names == expected);
   CHECK(ConfigValues(Config{}).size() == expected.size());
