@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
   libasio-dev liblmdb-dev lmdb-utils libfmt-dev libcli11-dev libyaml-cpp-dev catch2 libspdlog-dev
-  zlib1g-dev
+  zlib1g-dev libcpp-httplib-dev libssl-dev openssl
   redis-tools redis-server python3 python3-redis python3-pytest netcat-openbsd iproute2 procps
 )
 
