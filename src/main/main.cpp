@@ -13,6 +13,8 @@
 #include "config/config.h"
 #include "config/role.h"
 #include "engine/engine.h"
+#include "kube/pod_labeler.h"
+#include "main/admin_provider.h"
 #include "server/server.h"
 
 namespace kvstore {
@@ -111,6 +113,19 @@ int Serve(const Config& config, const RoleDecision& role) {
   if (Status s = server.Listen(); !s.ok()) {
     logging::Error(s.message());
     return kExitRuntimeError;
+  }
+  // Kubernetes: the pod's role label (kvstore-master selects role=master) and the admin port
+  // (/healthz, /readyz, /metrics). Both live until Serve returns, so probes keep being answered
+  // while the shutdown drains.
+  PodLabeler labeler(PodLabelerOptions::FromEnvironment(role.pod_name));
+  labeler.SetRole("master");
+  EngineAdminProvider admin_provider(**engine, labeler);
+  AdminServer admin(AdminOptions{config.bind, config.admin_port}, admin_provider);
+  if (config.admin_port != 0) {
+    if (Status s = admin.Start(); !s.ok()) {
+      logging::Error(s.message());
+      return kExitRuntimeError;
+    }
   }
   logging::Info("ready to accept connections",
                 {{"bind", config.bind},
