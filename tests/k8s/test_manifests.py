@@ -288,6 +288,8 @@ def test_probe_paths_answer_on_the_admin_port(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=20) == 0
         log.close()
+        text = (tmp_path / "kvstore.log").read_text(errors="replace")
+        assert "Sanitizer" not in text and "runtime error:" not in text, text
 
 
 # ---- Security, lifecycle, scheduling ----

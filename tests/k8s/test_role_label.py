@@ -50,6 +50,8 @@ def stop_pod(proc):
     code = proc.wait(timeout=20)
     proc.log.close()
     assert code == 0
+    log = open(proc.log.name, errors="replace").read()
+    assert "Sanitizer" not in log and "runtime error:" not in log, log
 
 
 def wait_for(condition, what, proc, tmp_path):
@@ -83,7 +85,9 @@ def test_the_master_labels_its_pod_as_the_master_service_selects(tmp_path, servi
         labels = {**sts["spec"]["template"]["metadata"]["labels"], **patch["metadata"]["labels"]}
         selector = find(objects("base"), "Service", "kvstore-master")["spec"]["selector"]
         assert selector.items() <= labels.items()
-        assert "pod label set" in (tmp_path / "kvstore.log").read_text()
+        # The server logs once it has the API's answer, a moment after the request arrived.
+        wait_for(lambda: "pod label set" in (tmp_path / "kvstore.log").read_text(),
+                 "the log line of the label", proc, tmp_path)
     finally:
         stop_pod(proc)
         api.close()
