@@ -23,7 +23,9 @@ struct PodLabelerOptions {
   std::string pod_name;
   std::chrono::milliseconds initial_backoff{500};
   std::chrono::milliseconds max_backoff{30000};
-  std::chrono::seconds request_timeout{10};
+  // Per connect, write and read. Bounds how long the destructor waits for a request in flight:
+  // it runs after the engine's final sync, so a slow API server delays the exit, never data.
+  std::chrono::seconds request_timeout{5};
 
   // From the process environment: KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT and
   // KUBE_SERVICEACCOUNT_DIR (overrides the mount path, for tests).
