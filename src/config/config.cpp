@@ -403,9 +403,10 @@ std::vector<Setting> BuildTable() {
                                 "longest time a client may take to send one whole command"));
   table.push_back(MillisSetting("shutdown_timeout_ms", &Config::shutdown_timeout_ms, 1,
                                 "longest time a shutdown waits for clients and pending writes"));
-  table.push_back(MillisSetting("shutdown_replica_wait_ms", &Config::shutdown_replica_wait_ms, 0,
-                                "at shutdown, how long a master waits for its replicas to "
-                                "acknowledge every write"));
+  table.push_back(UintSetting(
+      "shutdown_replica_wait_ms", &Config::shutdown_replica_wait_ms, 0, kOneDayMs,
+      "an integer number of milliseconds",
+      "on a master, longest time a shutdown waits for replicas to catch up; 0: no wait"));
   // Security
   table.push_back(WithEnv(
       TextSetting("requirepass", &Config::requirepass, nullptr,
@@ -456,6 +457,10 @@ std::vector<Setting> BuildTable() {
   table.push_back(MillisSetting("promotion_timeout_ms", &Config::promotion_timeout_ms, 1,
                                 "how long a promoted replica tries to fence and catch up with "
                                 "the old master"));
+  table.push_back(UintSetting("ready_max_lag_entries", &Config::ready_max_lag_entries, 1,
+                              1000000000000ull, "an integer",
+                              "a replica further behind its master than this many log entries "
+                              "reports not ready on /readyz"));
 
   const Config defaults;
   for (Setting& setting : table) setting.info.default_value = setting.format(defaults);

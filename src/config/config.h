@@ -58,6 +58,7 @@ struct Config {
   int min_replicas_to_write = 0;
   std::uint64_t min_replicas_max_lag = 10;  // seconds, as in Redis
   std::uint64_t promotion_timeout_ms = 10000;
+  std::uint64_t ready_max_lag_entries = 10000;
 };
 
 // One row of the setting table.

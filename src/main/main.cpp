@@ -13,6 +13,8 @@
 #include "config/config.h"
 #include "config/role.h"
 #include "engine/engine.h"
+#include "kube/pod_labeler.h"
+#include "main/admin_provider.h"
 #include "replication/replication.h"
 #include "server/server.h"
 
@@ -141,6 +143,10 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   if (role.kind != RoleDecision::Kind::kStandalone) {
     replication_options.reread_role = RoleRereader(sources, pod_name_was_set);
   }
+  // Kubernetes: the pod labels itself with every role it takes (kvstore-master selects
+  // role=master).
+  PodLabeler labeler(PodLabelerOptions::FromEnvironment(role.pod_name));
+  replication_options.on_role = [&labeler](const std::string& taken) { labeler.SetRole(taken); };
   ReplicationManager replication(io, **engine, replication_options);
   if (Status s = replication.Start(TargetOf(role)); !s.ok()) {
     logging::Error("cannot take the role", {{"error", s.ToString()}});
@@ -173,6 +179,17 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
     logging::Error(s.message());
     replication.Shutdown();
     return kExitRuntimeError;
+  }
+  // The admin port (/healthz, /readyz, /metrics) lives until Serve returns, so probes keep being
+  // answered while the shutdown drains.
+  EngineAdminProvider admin_provider(**engine, labeler, replication, config.ready_max_lag_entries);
+  AdminServer admin(AdminOptions{config.bind, config.admin_port}, admin_provider);
+  if (config.admin_port != 0) {
+    if (Status s = admin.Start(); !s.ok()) {
+      logging::Error(s.message());
+      replication.Shutdown();
+      return kExitRuntimeError;
+    }
   }
   logging::Info("ready to accept connections",
                 {{"bind", config.bind},

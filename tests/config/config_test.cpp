@@ -122,6 +122,7 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "min_replicas_to_write",
       "min_replicas_max_lag",
       "promotion_timeout_ms",
+      "ready_max_lag_entries",
   };
   CHECK(names == expected);
   CHECK(ConfigValues(Config{}).size() == expected.size());
