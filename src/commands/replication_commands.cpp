@@ -137,7 +137,8 @@ Outcome Digest(CommandContext& c) {
 Outcome ReplSync(CommandContext& c) {
   std::int64_t ordinal = 0, port = 0, seq = 0;
   if (!resp::ParseInteger(c.args[1], &ordinal) || !resp::ParseInteger(c.args[2], &port) ||
-      !resp::ParseInteger(c.args[4], &seq) || port < 0 || port > 65535 || seq < 0) {
+      !resp::ParseInteger(c.args[4], &seq) || ordinal < -1 || ordinal > 1000000 || port < 0 ||
+      port > 65535 || seq < 0) {
     resp::AppendError(c.out, "ERR REPLSYNC expects <ordinal> <port> <epoch> <seq>");
     return Outcome::Replied();
   }

@@ -321,3 +321,37 @@ def keyspace_digest(client):
             shown = b"<missing>" if value is None else b"%d:%s" % (len(value), value)
             digest.update(b"%d:%s=%s;" % (len(key), key, shown))
     return f"{len(keys)} keys, sha256 {digest.hexdigest()}"
+
+
+# ---- Replicated clusters (tests/integration/cluster.py) ----
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item, so fixtures can tell that the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture
+def make_cluster(tmp_path, request):
+    """Factory: make_cluster(size=3, extra_args=[...], env={...}) -> cluster.Cluster (not started).
+    At teardown every pod still running is killed; when the test failed, each pod's replication
+    state and log tail are printed."""
+    from cluster import Cluster
+
+    clusters = []
+
+    def make(**kwargs):
+        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", **kwargs)
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    report = getattr(request.node, "rep_call", None)
+    for cluster in clusters:
+        if report is not None and report.failed:
+            print(cluster.describe())
+        cluster.close()
+    for cluster in clusters:
+        assert not cluster.sanitizer_reports(), "\n".join(cluster.sanitizer_reports())
