@@ -19,7 +19,6 @@
 #include "engine/engine.h"
 
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -34,6 +33,7 @@
 #include <utility>
 
 #include "common/coding.h"
+#include "common/logging.h"
 #include "snapshot/snapshot_format.h"
 
 namespace kvstore {
@@ -191,15 +191,15 @@ Status Recover(Storage& storage, Log& log) {
   }
   const std::uint64_t last = log.last_seq();
   if (applied > last) {
-    spdlog::error(
+    logging::Error(fmt::format(
         "engine: the storage has applied sequence {} but the log ends at {}: the log lost "
         "entries; continuing from sequence {} (replicas will need a full resync)",
-        applied, last, applied + 1);
+        applied, last, applied + 1));
     return log.ResetStart(applied + 1);
   }
   if (applied == last) return Status::Ok();
 
-  spdlog::info("engine: replaying log entries {} to {}", applied + 1, last);
+  logging::Info(fmt::format("engine: replaying log entries {} to {}", applied + 1, last));
   std::uint64_t from = applied + 1;
   while (from <= last) {
     auto begun = storage.BeginWrite();
@@ -256,7 +256,7 @@ Status Recover(Storage& storage, Log& log) {
     }
   }
   if (Status s = storage.Sync(); !s.ok()) return s;
-  spdlog::info("engine: replay done, applied sequence {}", last);
+  logging::Info(fmt::format("engine: replay done, applied sequence {}", last));
   return Status::Ok();
 }
 
@@ -280,8 +280,8 @@ Status FinishLogRestart(Storage& storage, Log& log) {
   const bool restarted = log_stats.first_seq == next_seq ||
                          (log_stats.first_seq == 0 && log.last_seq() + 1 == next_seq);
   if (!restarted) {
-    spdlog::warn("engine: finishing an interrupted snapshot install: the log restarts at {}",
-                 next_seq);
+    logging::Warn(fmt::format(
+        "engine: finishing an interrupted snapshot install: the log restarts at {}", next_seq));
     if (Status s = log.ResetStart(next_seq); !s.ok()) return s;
   }
   auto begun = storage.BeginWrite();
@@ -373,7 +373,7 @@ void Engine::Impl::Poison(std::string_view what, const Status& cause) {
   poison_message =
       fmt::format("writes disabled after {}: {}; restart the server", what, cause.message());
   poisoned.store(true);
-  spdlog::error("engine: {}", poison_message);
+  logging::Error(fmt::format("engine: {}", poison_message));
 }
 
 Status Engine::Impl::PoisonStatus() {
@@ -530,7 +530,8 @@ Status Engine::Impl::AdvanceTxnId() {
     if (s.IsStorageFull()) {
       if (Status open = storage->OpenReserve(); open.ok()) s = commit_trivial();
       if (Status close = storage->CloseReserve(); !close.ok()) {
-        spdlog::warn("engine: cannot shrink the map back to its limit: {}", close.ToString());
+        logging::Warn(
+            fmt::format("engine: cannot shrink the map back to its limit: {}", close.ToString()));
       }
     }
     if (!s.ok()) return s;
@@ -559,7 +560,8 @@ void Engine::Impl::RunAlone(const Status& full_status) {
           s = RunOne(r.writes[i], &put_attempted);
         }
         if (Status close = storage->CloseReserve(); !close.ok()) {
-          spdlog::warn("engine: cannot shrink the map back to its limit: {}", close.ToString());
+          logging::Warn(
+              fmt::format("engine: cannot shrink the map back to its limit: {}", close.ToString()));
         }
       }
       if (s.IsStorageFull()) s = full_status;
@@ -626,7 +628,7 @@ void Engine::Impl::Checkpoint() {
     if (retention_pin) pinned = retention_pin();
   }
   if (Status s = log->Trim(seq, pinned); !s.ok()) {
-    spdlog::warn("engine: log trim failed: {}", s.ToString());
+    logging::Warn(fmt::format("engine: log trim failed: {}", s.ToString()));
   }
   std::lock_guard<std::mutex> lock(stats_mu);
   last_checkpoint_seq = seq;
@@ -756,7 +758,7 @@ void Engine::Impl::CompleteBatch() {
     try {
       r.done(std::move(r.statuses), committed_seq);
     } catch (const std::exception& e) {
-      spdlog::error("engine: a write completion callback threw: {}", e.what());
+      logging::Error(fmt::format("engine: a write completion callback threw: {}", e.what()));
     }
   }
   batch.clear();

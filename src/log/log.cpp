@@ -22,7 +22,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +39,7 @@
 #include <utility>
 
 #include "common/coding.h"
+#include "common/logging.h"
 
 namespace kvstore {
 
@@ -399,7 +399,8 @@ struct Log::Impl {
       prepare_thread.join();
       prepared = prepare_status.ok();
       if (!prepared) {
-        spdlog::warn("log: preparing the next segment failed: {}", prepare_status.ToString());
+        logging::Warn(
+            fmt::format("log: preparing the next segment failed: {}", prepare_status.ToString()));
       }
     }
     if (!prepared) {
@@ -546,11 +547,11 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
             return Status::IOError(fmt::format("cannot zero the torn tail of log file {}: {}",
                                                seg.path, ErrnoText(err)));
           }
-          spdlog::warn(
+          logging::Warn(fmt::format(
               "log: cut a torn tail off {} at offset {} ({} bytes zeroed: {}); last sequence is "
               "now {}",
               seg.path, at, static_cast<std::uint64_t>(end) - at,
-              newest_torn.empty() ? "data after the end of the records" : newest_torn, expect - 1);
+              newest_torn.empty() ? "data after the end of the records" : newest_torn, expect - 1));
         }
       }
       seg.bytes = at;

@@ -391,7 +391,7 @@ asio::awaitable<void> ReplicationManager::ServeReplica(asio::ip::tcp::socket soc
 std::optional<std::string> ReplicationManager::FeedRefusal() const {
   std::lock_guard lock(mu_);
   if (shut_down_) return std::string("NOTMASTER this pod is shutting down");
-  if (role_ == Role::kMaster) return std::nullopt;
+  if (ServesHistoryLocked()) return std::nullopt;
   // A demoted master keeps serving the replicas it had until it follows its new master.
   return std::string("NOTMASTER this pod is not the master (it is ") +
          (role_ == Role::kPromoting ? "being promoted" : "a replica of " + master_address_) + ")";
@@ -400,7 +400,7 @@ std::optional<std::string> ReplicationManager::FeedRefusal() const {
 bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip,
                                       int port, int ordinal, std::uint64_t needed_from) {
   std::lock_guard lock(mu_);
-  if (shut_down_ || role_ != Role::kMaster) return false;
+  if (shut_down_ || !ServesHistoryLocked()) return false;
   FeedInfo& info = feeds_[feed->id()];
   info.feed = std::move(feed);
   info.status.ip = ip;
@@ -466,6 +466,7 @@ void ReplicationManager::OnLinkAttached() {
   {
     std::lock_guard lock(mu_);
     close_feeds = role_ == Role::kReplica && !feeds_.empty();
+    demoted_unattached_ = false;
     fenced_ = false;
     failover_state_ = "no-failover";
   }
@@ -477,7 +478,7 @@ void ReplicationManager::OnLinkAttached() {
 void ReplicationManager::Fence(std::string requester, std::function<void(std::string)> done) {
   {
     std::lock_guard lock(mu_);
-    if (role_ != Role::kMaster) {
+    if (!ServesHistoryLocked()) {
       std::string reply;
       resp::AppendError(&reply, "ERR REPLFAILOVER: this pod is not the master");
       done(reply);
@@ -487,7 +488,10 @@ void ReplicationManager::Fence(std::string requester, std::function<void(std::st
     failover_state_ = "failover-in-progress";
   }
   logging::Warn("fenced: writes refused while " + requester + " takes over as master");
-  RefuseWrites("READONLY this pod is handing over the master role to " + requester);
+  // A demoted master already refuses writes (as a replica); keep its wording then.
+  if (writes_open_.load()) {
+    RefuseWrites("READONLY this pod is handing over the master role to " + requester);
+  }
   // The barrier: once it completes, every client write that will ever commit here has.
   engine_.Submit(
       {},
@@ -533,6 +537,7 @@ void ReplicationManager::ApplyRole(const RoleTarget& target) {
     {
       std::lock_guard lock(mu_);
       role_ = Role::kReplica;
+      demoted_unattached_ = true;
     }
     RefuseWrites(std::string(kReplicaRefusal));
     logging::Info("demoted: writes refused; following the new master " + target.master_address);

@@ -172,7 +172,8 @@ class ReplicationManager final : public ReplicationContext {
   void ApplyRole(const RoleTarget& target);
   asio::awaitable<void> Promote(std::string old_master);
   void Announce(const std::string& role);
-  bool IsMasterLocked() const { return role_ == Role::kMaster; }
+  // REQUIRES: mu_ held. Whether this pod's log may be served to replicas.
+  bool ServesHistoryLocked() const { return role_ == Role::kMaster || demoted_unattached_; }
 
   asio::io_context& io_;
   Engine& engine_;
@@ -182,9 +183,12 @@ class ReplicationManager final : public ReplicationContext {
   std::unique_ptr<FullSyncSource> full_sync_;
 
   mutable std::mutex mu_;
-  Role role_ = Role::kMaster;                     // GUARDED_BY(mu_)
-  bool standalone_ = false;                       // GUARDED_BY(mu_)
-  bool fenced_ = false;                           // GUARDED_BY(mu_) (REPLFAILOVER received)
+  Role role_ = Role::kMaster;  // GUARDED_BY(mu_)
+  bool standalone_ = false;    // GUARDED_BY(mu_)
+  bool fenced_ = false;        // GUARDED_BY(mu_) (REPLFAILOVER received)
+  // A demoted master whose link has not attached yet: its log is still its own history, so it
+  // keeps serving replicas and answering REPLFAILOVER (the new master catches up from it).
+  bool demoted_unattached_ = false;               // GUARDED_BY(mu_)
   RoleTarget target_;                             // GUARDED_BY(mu_) what the config says
   bool shut_down_ = false;                        // GUARDED_BY(mu_)
   std::optional<std::string> refusal_;            // GUARDED_BY(mu_)

@@ -16,7 +16,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <lmdb.h>
-#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include "common/coding.h"
+#include "common/logging.h"
 
 namespace kvstore {
 
@@ -271,15 +271,16 @@ Result<std::unique_ptr<Storage>> Storage::Open(const StorageOptions& options) {
       return fail("mdb_env_set_mapsize", r);
     }
     if (impl->MapBytes() >= mapped) return reserved;  // the pages in use need all of it
-    spdlog::warn("storage: {}; starting with a map of {} bytes", reserved.message(),
-                 impl->MapBytes());
+    logging::Warn(fmt::format("storage: {}; starting with a map of {} bytes", reserved.message(),
+                              impl->MapBytes()));
   }
 
   int dead = 0;
   rc = mdb_reader_check(impl->env, &dead);
   if (rc != 0) return fail("mdb_reader_check", rc);
   if (dead > 0)
-    spdlog::warn("storage: cleared {} stale LMDB reader slots in {}", dead, options.dir);
+    logging::Warn(
+        fmt::format("storage: cleared {} stale LMDB reader slots in {}", dead, options.dir));
 
   MDB_txn* txn = nullptr;
   rc = mdb_txn_begin(impl->env, nullptr, 0, &txn);
@@ -536,8 +537,8 @@ Status Storage::Grow() {
   }
   const std::uint64_t next = std::min(current * 2, impl.put_limit_bytes);
   if (Status s = impl.Remap(next); !s.ok()) return s;
-  spdlog::info("storage: map grown from {} to {} bytes (max {})", current, next,
-               impl.max_map_bytes);
+  logging::Info(fmt::format("storage: map grown from {} to {} bytes (max {})", current, next,
+                            impl.max_map_bytes));
   return Status::Ok();
 }
 
