@@ -124,6 +124,10 @@ class Engine {
   // Reads committed log entries from from_seq on (see Log::ReadFrom). Any thread.
   Status ReadLog(std::uint64_t from_seq,
                  const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
+  // A cursor over the log from from_seq (see LogCursor); pass committed_seq() as its limit.
+  Result<std::unique_ptr<LogCursor>> OpenLogCursor(std::uint64_t from_seq) {
+    return log_->OpenCursor(from_seq);
+  }
   // The epoch history as of the latest commit. Any thread.
   Result<EpochHistory> Epochs();
   // Same, from a given snapshot (consistent with its data and AppliedSeq).

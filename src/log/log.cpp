@@ -794,6 +794,150 @@ Status Log::ResetStart(std::uint64_t next_seq) {
   return Sync();
 }
 
+Result<std::unique_ptr<LogCursor>> Log::OpenCursor(std::uint64_t from_seq) {
+  std::unique_ptr<LogCursor> cursor(
+      new LogCursor(impl_.get(), std::max<std::uint64_t>(from_seq, 1)));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    const std::uint64_t last = impl_->last_seq.load();
+    if (cursor->next_seq_ > last) return cursor;  // nothing to read yet: locate lazily
+  }
+  if (Status s = cursor->Locate(); !s.ok()) return s;
+  return cursor;
+}
+
+LogCursor::~LogCursor() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status LogCursor::Locate() {
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(log_->mu);
+    const auto& segments = log_->segments;
+    if (segments.empty() || next_seq_ < segments.front().first_seq) {
+      return Status::NotFound(
+          fmt::format("log entry {} is no longer retained (oldest retained: {})", next_seq_,
+                      segments.empty() ? log_->last_seq.load() + 1 : segments.front().first_seq));
+    }
+    auto it = std::upper_bound(
+        segments.begin(), segments.end(), next_seq_,
+        [](std::uint64_t seq, const Log::Impl::Segment& seg) { return seq < seg.first_seq; });
+    --it;
+    auto idx =
+        std::upper_bound(it->index.begin(), it->index.end(), next_seq_,
+                         [](std::uint64_t seq, const std::pair<std::uint64_t, std::uint64_t>& p) {
+                           return seq < p.first;
+                         });
+    offset_ = idx != it->index.begin() ? std::prev(idx)->second : 0;
+    segment_first_ = it->first_seq;
+    path = it->path;
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
+    if (errno == ENOENT) return Status::NotFound(fmt::format("log file {} was trimmed", path));
+    return Status::IOError(fmt::format("cannot open log file {}: {}", path, ErrnoText(errno)));
+  }
+  return Status::Ok();
+}
+
+// Reads [offset, offset + n) of fd into *buf (resized to what was read). errno or 0.
+static int ReadAt(int fd, std::uint64_t offset, std::size_t n, std::string* buf) {
+  buf->resize(n);
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, buf->data() + got, n - got, static_cast<off_t>(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno;
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  buf->resize(got);
+  return 0;
+}
+
+Status LogCursor::Next(std::uint64_t limit_seq, std::size_t max_bytes,
+                       const std::function<bool(std::uint64_t, const LogEntry&)>& visit) {
+  std::size_t consumed = 0;
+  LogEntry entry;
+  while (next_seq_ <= limit_seq && consumed < max_bytes) {
+    if (fd_ < 0) {
+      if (Status s = Locate(); !s.ok()) return s;
+    }
+    // The open file's records end at its logical size; once it is consumed, the next file
+    // starts exactly at next_seq_.
+    std::uint64_t end = 0;
+    bool newer_exists = false;
+    {
+      std::lock_guard<std::mutex> lock(log_->mu);
+      const auto& segments = log_->segments;
+      auto it = std::find_if(segments.begin(), segments.end(), [&](const Log::Impl::Segment& seg) {
+        return seg.first_seq == segment_first_;
+      });
+      if (it == segments.end()) {
+        return Status::NotFound(fmt::format(
+            "the log file holding entry {} is gone (trimmed, or the log restarted)", next_seq_));
+      }
+      end = it->bytes;
+      newer_exists = std::next(it) != segments.end();
+    }
+    if (offset_ >= end) {
+      if (!newer_exists) return Status::Ok();  // caught up with the newest file
+      ::close(fd_);
+      fd_ = -1;
+      continue;
+    }
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(
+        end - offset_, std::max<std::size_t>(max_bytes - consumed, 64 << 10)));
+    if (int err = ReadAt(fd_, offset_, want, &buf_); err != 0) {
+      return Status::IOError(fmt::format("cannot read the log: {}", ErrnoText(err)));
+    }
+    std::size_t pos = 0;
+    while (next_seq_ <= limit_seq) {
+      if (buf_.size() - pos < kHeaderBytes) {
+        if (pos == 0) return Status::Corruption("log file shorter than its records");
+        break;  // the rest of this record comes with the next read
+      }
+      const std::uint32_t length = DecodeFixed32(buf_.data() + pos);
+      const std::uint32_t crc = DecodeFixed32(buf_.data() + pos + 4);
+      const std::size_t record = kHeaderBytes + length;
+      if (length < kMinRecordLength || offset_ + pos + record > end) {
+        return Status::Corruption(
+            fmt::format("log record at offset {} has an invalid length {}", offset_ + pos, length));
+      }
+      if (buf_.size() - pos < record) {
+        if (pos > 0) break;  // read it from its start next round
+        // One record larger than the read: read it whole.
+        if (int err = ReadAt(fd_, offset_, record, &buf_); err != 0 || buf_.size() < record) {
+          return Status::IOError("cannot read a large log record");
+        }
+      }
+      std::uint64_t seq = 0;
+      std::string why;
+      if (!ParseRecordBody(buf_.data() + pos + kHeaderBytes, length, crc, &seq, &entry, &why)) {
+        return Status::Corruption(fmt::format("log record at offset {}: {}", offset_ + pos, why));
+      }
+      if (seq > limit_seq) break;  // not committed yet
+      pos += record;
+      if (seq < next_seq_) continue;  // before the position: the index points a little earlier
+      if (seq != next_seq_) {
+        return Status::Corruption(
+            fmt::format("log sequence gap: expected {}, found {}", next_seq_, seq));
+      }
+      ++next_seq_;
+      consumed += record;
+      if (!visit(seq, entry) || consumed >= max_bytes) {
+        offset_ += pos;
+        return Status::Ok();
+      }
+    }
+    offset_ += pos;
+    if (next_seq_ <= limit_seq && pos == 0) return Status::Ok();  // next entry not there yet
+  }
+  return Status::Ok();
+}
+
 LogStats Log::Stats() const {
   LogStats stats;
   std::lock_guard<std::mutex> lock(impl_->mu);

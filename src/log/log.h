@@ -58,6 +58,8 @@ struct LogStats {
   std::uint64_t segments = 0;
 };
 
+class LogCursor;
+
 class Log {
  public:
   // Opens the log, validating every file and cutting a torn tail off the newest one.
@@ -85,6 +87,10 @@ class Log {
   Status ReadFrom(std::uint64_t from_seq,
                   const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
 
+  // A cursor positioned at from_seq (see LogCursor). NotFound when from_seq is older than the
+  // oldest retained entry. The log must outlive it.
+  Result<std::unique_ptr<LogCursor>> OpenCursor(std::uint64_t from_seq);
+
   // Deletes whole files whose entries are all <= checkpoint_seq, keeping at least
   // retain_bytes of history and always the newest file. Files holding entries >= pinned_seq
   // (the oldest entry a replica still needs; 0 for none) are kept too, while the log is within
@@ -100,9 +106,40 @@ class Log {
   LogStats Stats() const;
 
  private:
+  friend class LogCursor;
   struct Impl;
   explicit Log(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+// Follows the log from a position, keeping its file open and its offset between calls, so a
+// replica feed reads only the new bytes of the tail (ReadFrom starts from an index point each
+// time). Not thread-safe: one per reader; any thread (it reads through its own descriptor).
+class LogCursor {
+ public:
+  ~LogCursor();
+  LogCursor(const LogCursor&) = delete;
+  LogCursor& operator=(const LogCursor&) = delete;
+
+  // Visits the entries from next_seq() up to and including limit_seq, in order, stopping after
+  // about max_bytes of records or when visit returns false (that entry counts as visited).
+  // NotFound when the entries it needs are gone (trimmed, or the log was restarted);
+  // Corruption / IOError on damage.
+  Status Next(std::uint64_t limit_seq, std::size_t max_bytes,
+              const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
+  std::uint64_t next_seq() const { return next_seq_; }
+
+ private:
+  friend class Log;
+  LogCursor(Log::Impl* log, std::uint64_t next_seq) : log_(log), next_seq_(next_seq) {}
+  Status Locate();  // opens the file holding next_seq_
+
+  Log::Impl* log_;
+  std::uint64_t next_seq_;
+  int fd_ = -1;
+  std::uint64_t segment_first_ = 0;  // first_seq of the open file
+  std::uint64_t offset_ = 0;         // file offset of the record holding next_seq_ (or before)
+  std::string buf_;
 };
 
 }  // namespace kvstore

@@ -213,6 +213,9 @@ asio::awaitable<void> ReplicaLink::Session() {
     Fail("unexpected REPLSYNC reply: " + reply->str);
     co_return;
   }
+  // Attached: from now on this pod's log follows the new master's history, so a demoted master
+  // must stop serving its old replicas before anything of it is applied (or installed).
+  manager_.OnLinkAttached();
   if (std::string_view(kind) == "CONTINUE") {
     if (a != position + 1) {
       Fail(fmt::format("the master continues from {} but we asked for {}", a, position + 1));
@@ -240,7 +243,6 @@ asio::awaitable<void> ReplicaLink::Session() {
     status_.last_error.clear();
     status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
   }
-  manager_.OnLinkAttached();
   SendAck(engine.committed_seq());
   for (;;) {
     auto message = co_await ReadValue("the replication stream");

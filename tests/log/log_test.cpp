@@ -411,6 +411,53 @@ TEST_CASE("trim deletes whole old files, keeps the newest and the retention") {
   }
 }
 
+// Reads everything a cursor gives up to limit, max_bytes per call, as "seq=key;".
+std::string Drain(LogCursor& cursor, std::uint64_t limit, std::size_t max_bytes = 1 << 20) {
+  std::string out;
+  for (int calls = 0; calls < 10000 && cursor.next_seq() <= limit; ++calls) {
+    const std::uint64_t before = cursor.next_seq();
+    Status s = cursor.Next(limit, max_bytes, [&](std::uint64_t seq, const LogEntry& e) {
+      out += std::to_string(seq) + "=" + e.key + ";";
+      return true;
+    });
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    if (cursor.next_seq() == before) break;
+  }
+  return out;
+}
+
+TEST_CASE("a cursor follows the tail across files, up to a limit") {
+  TempDir dir;
+  auto log = OpenLog(dir.path(), 200, 0);  // two or three records per file
+  for (int i = 1; i <= 5; ++i) REQUIRE(log->Append({Put("k" + std::to_string(i), "v")}).ok());
+  auto cursor = log->OpenCursor(2);
+  REQUIRE(cursor.ok());
+  CHECK(Drain(**cursor, 3) == "2=k2;3=k3;");  // stops at the limit (uncommitted beyond)
+  CHECK(Drain(**cursor, 5) == "4=k4;5=k5;");
+  CHECK(Drain(**cursor, 5).empty());  // caught up
+  for (int i = 6; i <= 9; ++i) REQUIRE(log->Append({Put("k" + std::to_string(i), "v")}).ok());
+  CHECK(Drain(**cursor, 9, 1) == "6=k6;7=k7;8=k8;9=k9;");  // one record per call
+  CHECK((*cursor)->next_seq() == 10);
+
+  SECTION("a cursor opened ahead of the log waits for it") {
+    auto ahead = log->OpenCursor(10);
+    REQUIRE(ahead.ok());
+    CHECK(Drain(**ahead, 9).empty());
+    REQUIRE(log->Append({Put("k10", "v")}).ok());
+    CHECK(Drain(**ahead, 10) == "10=k10;");
+  }
+  SECTION("a record larger than max_bytes is still read whole") {
+    REQUIRE(log->Append({Put("big", std::string(100000, 'x'))}).ok());
+    CHECK(Drain(**cursor, 10, 16) == "10=big;");
+  }
+  SECTION("trimmed entries are NotFound") {
+    REQUIRE(log->Trim(100).ok());
+    auto old = log->OpenCursor(1);
+    CHECK(old.status().IsNotFound());
+  }
+}
+
 TEST_CASE("records encode and decode for the replication stream") {
   LogEntry put = Put("k", "v");
   LogEntry epoch;
