@@ -15,6 +15,11 @@ namespace kvstore {
 
 using replication_wire::kUseTuple;
 
+namespace {
+// As Redis' repl-timeout: no acknowledgement for this long and the replica is considered gone.
+constexpr std::chrono::seconds kAckTimeout{60};
+}  // namespace
+
 ReplicaFeed::ReplicaFeed(std::uint64_t id, asio::ip::tcp::socket socket,
                          ReplicationManager& manager)
     : id_(id), socket_(std::move(socket)), wake_(socket_.get_executor()), manager_(manager) {
@@ -90,8 +95,10 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
   const bool continuable =
       lineage == Lineage::kOnHistory &&
       (replica_seq == committed || (log.first_seq != 0 && log.first_seq <= replica_seq + 1));
+  // A replica in full resync has acknowledged nothing yet (WAIT and sync mode must not count it).
   if (!manager_.RegisterFeed(shared_from_this(), peer_ip_, port, ordinal,
-                             continuable ? replica_seq + 1 : committed + 1)) {
+                             continuable ? replica_seq + 1 : committed + 1,
+                             continuable ? replica_seq : 0)) {
     std::string reply;
     resp::AppendError(&reply, "NOTMASTER this pod stopped being the master");
     co_await Send(std::move(reply));
@@ -202,6 +209,13 @@ asio::awaitable<void> ReplicaFeed::Stream(std::uint64_t next_seq) {
     wake_.expires_after(manager_.options_.heartbeat);
     auto [ec] = co_await wake_.async_wait(kUseTuple);
     if (!ec && !closed_) {  // idle for a heartbeat period
+      // A replica that stopped acknowledging (a dead host, a partition without a reset) would
+      // otherwise pin the log until the send buffer fills, which can take very long.
+      if (manager_.FeedAckAge(id_) > kAckTimeout) {
+        logging::Warn("replica stopped acknowledging; closing its stream",
+                      {{"replica", peer_ip_}, {"timeout_s", std::to_string(kAckTimeout.count())}});
+        co_return;
+      }
       if (!co_await Send(replication_wire::Heartbeat(engine.committed_seq()))) co_return;
     }
   }

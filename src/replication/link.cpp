@@ -261,7 +261,7 @@ asio::awaitable<void> ReplicaLink::Session() {
         status_.master_seq = std::max(status_.master_seq, master_seq);
       }
       // Keeps the master's view of this replica fresh (min_replicas_max_lag) while idle.
-      if (applies_in_flight_.load() == 0) SendAck(engine.committed_seq());
+      if (applies_in_flight_.load() == 0) SendAck(engine.committed_seq(), /*keepalive=*/true);
     } else {
       Fail("unexpected message on the replication stream");
       break;
@@ -332,7 +332,13 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
     result->first.store(true);
   });
   asio::steady_timer poll(strand_);
+  auto next_keepalive = std::chrono::steady_clock::now();
   while (!result->first.load()) {
+    // A big install takes a while: tell the master this replica is alive (its ack timeout).
+    if (std::chrono::steady_clock::now() >= next_keepalive) {
+      SendAck(0, /*keepalive=*/true);
+      next_keepalive += std::chrono::seconds(1);
+    }
     poll.expires_after(std::chrono::milliseconds(5));
     co_await poll.async_wait(kUseTuple);
   }
@@ -417,9 +423,11 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   co_return true;
 }
 
-void ReplicaLink::SendAck(std::uint64_t seq) {
+void ReplicaLink::SendAck(std::uint64_t seq, bool keepalive) {
   ack_wanted_ = std::max(ack_wanted_, seq);
-  if (ack_writing_ || ack_wanted_ <= acked_ || !socket_.is_open()) return;
+  // An acknowledgement already on its way refreshes the master's view just as well.
+  if (ack_writing_ || !socket_.is_open()) return;
+  if (ack_wanted_ <= acked_ && !keepalive) return;
   ack_writing_ = true;
   acked_ = ack_wanted_;
   ack_buffer_ = replication_wire::Ack(acked_);

@@ -58,7 +58,8 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   asio::awaitable<bool> ReceiveFullSync(std::uint64_t seq, std::uint64_t bytes);
   asio::awaitable<bool> Apply(std::string_view records);
   asio::awaitable<void> WaitForApplies();
-  void SendAck(std::uint64_t seq);
+  // Acknowledges seq (once; a keepalive sends even when nothing new was applied).
+  void SendAck(std::uint64_t seq, bool keepalive = false);
   void Fail(std::string why);
   void Heard();
 

@@ -398,7 +398,8 @@ std::optional<std::string> ReplicationManager::FeedRefusal() const {
 }
 
 bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip,
-                                      int port, int ordinal, std::uint64_t needed_from) {
+                                      int port, int ordinal, std::uint64_t needed_from,
+                                      std::uint64_t acked) {
   std::lock_guard lock(mu_);
   if (shut_down_ || !ServesHistoryLocked()) return false;
   FeedInfo& info = feeds_[feed->id()];
@@ -407,7 +408,7 @@ bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const s
   info.status.port = port;
   info.status.ordinal = ordinal;
   info.status.state = "wait_bgsave";
-  info.status.ack_seq = needed_from > 0 ? needed_from - 1 : 0;
+  info.status.ack_seq = acked;
   info.last_ack = std::chrono::steady_clock::now();
   info.needed_from = needed_from;
   return true;
@@ -415,12 +416,22 @@ bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const s
 
 void ReplicationManager::SetFeedState(std::uint64_t id, const char* state) {
   std::lock_guard lock(mu_);
-  if (auto it = feeds_.find(id); it != feeds_.end()) it->second.status.state = state;
+  if (auto it = feeds_.find(id); it != feeds_.end()) {
+    it->second.status.state = state;
+    it->second.last_ack = std::chrono::steady_clock::now();  // its ack timeout starts now
+  }
 }
 
 void ReplicationManager::SetFeedNeeded(std::uint64_t id, std::uint64_t needed_from) {
   std::lock_guard lock(mu_);
   if (auto it = feeds_.find(id); it != feeds_.end()) it->second.needed_from = needed_from;
+}
+
+std::chrono::steady_clock::duration ReplicationManager::FeedAckAge(std::uint64_t id) const {
+  std::lock_guard lock(mu_);
+  auto it = feeds_.find(id);
+  if (it == feeds_.end()) return {};
+  return std::chrono::steady_clock::now() - it->second.last_ack;
 }
 
 void ReplicationManager::UnregisterFeed(std::uint64_t id) {

@@ -135,9 +135,10 @@ class ReplicationManager final : public ReplicationContext {
   // Called by feeds (any strand).
   std::optional<std::string> FeedRefusal() const;  // why this pod cannot serve a replica now
   bool RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip, int port, int ordinal,
-                    std::uint64_t needed_from);
+                    std::uint64_t needed_from, std::uint64_t acked);
   void SetFeedState(std::uint64_t id, const char* state);
   void SetFeedNeeded(std::uint64_t id, std::uint64_t needed_from);
+  std::chrono::steady_clock::duration FeedAckAge(std::uint64_t id) const;
   void UnregisterFeed(std::uint64_t id);
   // Called by the link (its strand) once a handshake succeeded.
   void OnLinkAttached();
