@@ -143,10 +143,11 @@ class BatchContext : public WriteContext {
     return s;
   }
 
-  Status OpenEpoch(std::uint64_t id, Epoch* opened) override {
+  Status OpenEpoch(std::uint64_t id, std::uint64_t min_number, Epoch* opened) override {
     auto history = ReadEpochs(*txn_);
     if (!history.ok()) return history.status();
-    const std::uint64_t number = history->empty() ? 1 : history->back().number + 1;
+    const std::uint64_t number =
+        std::max(history->empty() ? 1 : history->back().number + 1, min_number);
     *opened = Epoch{number, id, NextSeq()};
     return ApplyLogged(MakeEpochEntry(number, id));
   }

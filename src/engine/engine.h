@@ -69,8 +69,9 @@ class WriteContext {
   // Applies a replicated entry exactly as logged and logs it, even when it changes nothing (a
   // delete of a missing key), so the replica's sequences stay the master's.
   virtual Status ApplyLogged(const LogEntry& entry) = 0;
-  // Opens a new epoch (number = the newest known + 1) with the given random id.
-  virtual Status OpenEpoch(std::uint64_t id, Epoch* opened) = 0;
+  // Opens a new epoch with the given random id, numbered the newest known + 1, or min_number
+  // if that is larger.
+  virtual Status OpenEpoch(std::uint64_t id, std::uint64_t min_number, Epoch* opened) = 0;
 };
 
 // A write: reads and mutates through the context, stores its own reply in captured state.

@@ -72,14 +72,33 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
     co_return;
   }
   auto history = manager_.engine_.Epochs();
-  const std::uint64_t committed = manager_.engine_.committed_seq();
+  std::uint64_t committed = manager_.engine_.committed_seq();
   if (!history.ok()) {
     std::string reply;
     resp::AppendError(&reply, "ERR " + history.status().message());
     co_await Send(std::move(reply));
     co_return;
   }
-  const Lineage lineage = CompareLineage(*history, committed, *token, replica_seq);
+  Lineage lineage = CompareLineage(*history, committed, *token, replica_seq);
+  if (lineage == Lineage::kNewerEpoch && manager_.IsMaster()) {
+    // The configuration makes this pod the master, but the replica has seen a newer epoch
+    // number: typically an old master that restarted (opening epochs) while this pod was down.
+    // Epoch numbers of separate histories do not order them, so rather than refuse it forever,
+    // open an epoch above the replica's: then it follows a master whose epoch is not older
+    // than its own, and the lineage check below resyncs it (its newest epoch is not ours).
+    logging::Warn("a replica has a newer epoch than ours; opening a newer one so it can follow",
+                  {{"replica", who}, {"replica_epoch", args[3]}});
+    if (Status s = manager_.OpenEpoch((*token)->number + 1); !s.ok()) {
+      std::string reply;
+      resp::AppendError(&reply, "ERR cannot open a new epoch: " + s.message());
+      co_await Send(std::move(reply));
+      co_return;
+    }
+    history = manager_.engine_.Epochs();
+    committed = manager_.engine_.committed_seq();
+    if (!history.ok()) co_return;
+    lineage = CompareLineage(*history, committed, *token, replica_seq);
+  }
   if (lineage == Lineage::kNewerEpoch) {
     const std::uint64_t mine = history->empty() ? 0 : history->back().number;
     logging::Warn("replica refused: its epoch is newer than ours",

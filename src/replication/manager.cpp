@@ -149,7 +149,7 @@ void ReplicationManager::DrainReplicas(std::chrono::milliseconds wait) {
   }
 }
 
-Status ReplicationManager::OpenEpoch() {
+Status ReplicationManager::OpenEpoch(std::uint64_t min_number) {
   std::random_device device;
   std::mt19937_64 generator(
       (std::uint64_t{device()} << 32) ^ device() ^
@@ -158,7 +158,9 @@ Status ReplicationManager::OpenEpoch() {
   auto opened = std::make_shared<Epoch>();
   std::promise<Status> done;
   engine_.Submit(
-      {[id, opened](WriteContext& context) { return context.OpenEpoch(id, opened.get()); }},
+      {[id, min_number, opened](WriteContext& context) {
+        return context.OpenEpoch(id, min_number, opened.get());
+      }},
       [&done](std::vector<Status> statuses, std::uint64_t) {
         done.set_value(statuses.empty() ? Status::IOError("epoch write lost") : statuses[0]);
       },

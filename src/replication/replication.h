@@ -139,6 +139,10 @@ class ReplicationManager final : public ReplicationContext {
   void SetFeedState(std::uint64_t id, const char* state);
   void SetFeedNeeded(std::uint64_t id, std::uint64_t needed_from);
   std::chrono::steady_clock::duration FeedAckAge(std::uint64_t id) const;
+  bool IsMaster() const {
+    std::lock_guard lock(mu_);
+    return role_ == Role::kMaster;
+  }
   void UnregisterFeed(std::uint64_t id);
   // Called by the link (its strand) once a handshake succeeded.
   void OnLinkAttached();
@@ -165,7 +169,8 @@ class ReplicationManager final : public ReplicationContext {
   void SettleWaiters(bool all);
   std::uint64_t RetentionPin() const;
   void RefuseWrites(std::optional<std::string> refusal);
-  Status OpenEpoch();
+  // Opens a new epoch (numbered above min_number at least), blocking until it is durable.
+  Status OpenEpoch(std::uint64_t min_number = 0);
   void StartLink(const std::string& address);
   void StopLink();
   void CloseFeeds();

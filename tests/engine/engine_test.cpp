@@ -554,7 +554,7 @@ Completion RunWithSeq(Engine& engine, std::vector<WriteFn> writes) {
 }
 
 WriteFn OpenEpochFn(std::uint64_t id, Epoch* opened) {
-  return [id, opened](WriteContext& ctx) { return ctx.OpenEpoch(id, opened); };
+  return [id, opened](WriteContext& ctx) { return ctx.OpenEpoch(id, 0, opened); };
 }
 
 // An entry as "put:k=v", "delete:k", "clear" or "epoch:<number>:<id hex>".
@@ -607,7 +607,7 @@ TEST_CASE("epochs opened by write functions are numbered, logged and kept across
     std::uint64_t next_seq = 0;
     auto opened = Run(*engine, {[&](WriteContext& ctx) {
       next_seq = ctx.NextSeq();
-      return ctx.OpenEpoch(0xaaa, &first);
+      return ctx.OpenEpoch(0xaaa, 0, &first);
     }});
     CHECK(Codes(opened) == "OK,");
     CHECK(next_seq == 2);

@@ -1,6 +1,8 @@
 """A StatefulSet look-alike on loopback for the replication tests: pods kvstore-0..N-1 with stable
-names, one data directory each (their PersistentVolume, kept across restarts) and one shared
-ConfigMap directory (Kubernetes mounts the same ConfigMap in every pod) holding MASTER_ORDINAL.
+names, one data directory each (their PersistentVolume, kept across restarts) and one ConfigMap
+directory each holding MASTER_ORDINAL. Kubernetes mounts the same ConfigMap in every pod, and
+set_master_ordinal() updates every pod's copy; a subset can be updated to play a kubelet that has
+not synced the change yet (a stale ConfigMap on one node).
 
 Pod N listens on base_port + N; MASTER_ADDRESS is "127.0.0.1:<base_port / 10>{ordinal}", so the
 server's text substitution of {ordinal} names the master's port (ordinals 0..9, base ending in 0).
@@ -14,11 +16,13 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import redis
 
-from conftest import KvServer, RespConn, RespError
+from conftest import KvServer, RespConn, RespError, free_port
 
 
 def _ports_free(ports):
@@ -67,6 +71,9 @@ class Pod(KvServer):
                          args=cluster.extra_args + cluster.pod_args.get(ordinal, []),
                          env=self._env())
         self.log_path = cluster.root / f"{self.name}.log"
+        self.admin_port = free_port() if cluster.admin else 0
+        self.config_dir = cluster.root / f"configmap-{self.name}"
+        self.config_dir.mkdir(exist_ok=True)
         self.starts = 0
         self.log = None
 
@@ -77,8 +84,9 @@ class Pod(KvServer):
         return env
 
     def command(self):
-        return super().command() + ["--config-dir", str(self.cluster.config_dir),
-                                    "--config-poll-ms", "100"]
+        command = super().command()
+        command[command.index("--admin-port") + 1] = str(self.admin_port)
+        return command + ["--config-dir", str(self.config_dir), "--config-poll-ms", "100"]
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -92,7 +100,7 @@ class Cluster:
     start(n). close() (the fixture's teardown) kills every pod still running."""
 
     def __init__(self, root, size=3, base_port=None, master_ordinal=0, extra_args=(), env=None,
-                 pod_args=None):
+                 pod_args=None, admin=False):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.base_port = base_port if base_port is not None else free_port_base()
@@ -101,10 +109,9 @@ class Cluster:
         self.env = dict(env or {})
         self.password = self.env.get("KVSTORE_PASSWORD")
         self.pod_args = dict(pod_args or {})
-        self.config_dir = self.root / "configmap"
-        self.config_dir.mkdir(exist_ok=True)
-        self.set_master_ordinal(master_ordinal)
+        self.admin = admin  # each pod gets an admin port (/readyz) when true
         self.pods = [Pod(self, n) for n in range(size)]
+        self.set_master_ordinal(master_ordinal)
 
     # ---- lifecycle ----
 
@@ -144,17 +151,25 @@ class Cluster:
         """Scale out: kvstore-<size>, with an empty PersistentVolume."""
         pod = Pod(self, len(self.pods))
         assert pod.ordinal <= 9
+        self.write_master_ordinal(pod, self.master_ordinal)
         self.pods.append(pod)
         if start:
             self.start(pod.ordinal)
         return pod
 
-    def set_master_ordinal(self, k):
-        """Rewrites the ConfigMap's MASTER_ORDINAL atomically (temp file + rename)."""
-        tmp = self.config_dir / ".MASTER_ORDINAL.tmp"
+    def set_master_ordinal(self, k, pods=None):
+        """Rewrites MASTER_ORDINAL atomically (temp file + rename) in the ConfigMap directory of
+        every pod, or only of `pods` (the others keep a stale copy)."""
+        for n in range(len(self.pods)) if pods is None else pods:
+            self.write_master_ordinal(self.pods[n], k)
+        if pods is None:
+            self.master_ordinal = k
+
+    @staticmethod
+    def write_master_ordinal(pod, k):
+        tmp = pod.config_dir / ".MASTER_ORDINAL.tmp"
         tmp.write_text(f"{k}\n")
-        os.rename(tmp, self.config_dir / "MASTER_ORDINAL")
-        self.master_ordinal = k
+        os.rename(tmp, pod.config_dir / "MASTER_ORDINAL")
 
     def close(self):
         for pod in self.pods:
@@ -201,6 +216,16 @@ class Cluster:
         reply = self.call(n, "DIGEST")
         assert isinstance(reply, bytes), reply
         return reply.decode()
+
+    def readyz(self, n):
+        """(HTTP status, body) of pod n's /readyz; needs Cluster(admin=True)."""
+        port = self.pods[n].admin_port
+        assert port, "start the cluster with admin=True"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def offset(self, n):
         return int(self.info(n)["master_repl_offset"])

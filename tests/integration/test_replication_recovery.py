@@ -1,0 +1,206 @@
+"""Replicas recovering with real processes (docs: BRIEF "Failover scenarios"): a replica killed -9
+mid-stream (scenario 2), the master down for a while (scenario 4), scale out to kvstore-3 while
+writes go on (scenario 5), and a replica away past the trimmed log (scenario 6)."""
+import time
+
+from cluster import join_writers, missing_writes, start_writers
+
+
+def resync_counters(cluster, n):
+    info = cluster.info(n)
+    return int(info["kvstore_full_resyncs"]), int(info["kvstore_partial_resyncs"])
+
+
+def test_replica_kill9_resumes_partially_and_converges(make_cluster):
+    cluster = make_cluster(size=3)
+    cluster.start_all()
+    cluster.wait_converged()
+    stop, writers = start_writers(cluster, 4, port=cluster.port(0))
+    time.sleep(0.7)
+    cluster.kill(2)
+    time.sleep(0.5)
+    cluster.start(2)
+    time.sleep(0.7)  # writes go on while it catches up
+    acked = join_writers(stop, writers)
+    assert len(acked) > 50
+    assert all(not w.errors for w in writers), [w.errors for w in writers]
+    digest = cluster.wait_converged()
+    assert cluster.digest(2) == digest
+    full, partial = resync_counters(cluster, 2)
+    assert (full, partial) == (0, 1), \
+        f"kvstore-2 after a crash: {full} full and {partial} partial resyncs, expected 0 and 1"
+    assert not missing_writes(cluster.client(2), acked)
+
+
+def test_master_down_replicas_serve_stale_reads_then_resume(make_cluster):
+    cluster = make_cluster(size=3, admin=True)
+    cluster.start_all()
+    cluster.client(0).mset({f"k{i}": "old" for i in range(100)})
+    before = cluster.wait_converged()
+    counters = {n: resync_counters(cluster, n) for n in (1, 2)}
+    for n in (1, 2):
+        status, body = cluster.readyz(n)
+        assert status == 200 and f"replica of 127.0.0.1:{cluster.port(0)}" in body, body
+    cluster.kill(0)
+    for n in (1, 2):
+        cluster.wait_until(lambda: cluster.info(n)["master_link_status"] == "down", 10,
+                           f"kvstore-{n} to report the broken link")
+        status, body = cluster.readyz(n)
+        assert status == 503 and "master link down" in body, (status, body)
+    time.sleep(3.0)  # down for a while: replicas back off between attempts
+    for n in (1, 2):
+        info = cluster.info(n)
+        assert info["role"] == "slave" and info["master_link_status"] == "down", info
+        assert cluster.role(n)[3] != "connected", cluster.role(n)
+        assert cluster.client(n).get("k42") == b"old", "stale reads are still served"
+        assert cluster.digest(n) == before
+        assert str(cluster.call(n, "SET", "k1", "x")).startswith("READONLY"), \
+            "a replica that lost its master must not take writes"
+    cluster.start(0)
+    cluster.client(0).mset({f"k{i}": "new" for i in range(100)})
+    after = cluster.wait_converged()
+    assert after != before
+    for n in (1, 2):
+        assert cluster.client(n).get("k42") == b"new"
+        assert cluster.readyz(n)[0] == 200
+        full, partial = resync_counters(cluster, n)
+        assert full == counters[n][0], f"kvstore-{n} needed a full resync"
+        assert partial > counters[n][1], f"kvstore-{n} did not resume partially"
+
+
+def test_scale_out_while_writing(make_cluster):
+    cluster = make_cluster(size=3)
+    cluster.start_all()
+    cluster.client(0).mset({f"pre{i}": "x" * 100 for i in range(3000)})
+    cluster.wait_converged()
+    master_pid = cluster.pods[0].proc.pid
+    stop, writers = start_writers(cluster, 2, port=cluster.port(0))
+    time.sleep(0.5)
+    pod = cluster.add_pod()
+    assert pod.name == "kvstore-3"
+    cluster.wait_until(lambda: cluster.info(3)["master_link_status"] == "up", 20,
+                       "kvstore-3 to attach")
+    time.sleep(0.5)
+    acked = join_writers(stop, writers)
+    assert all(not w.errors for w in writers), [w.errors for w in writers]
+    assert len(acked) > 20
+    digest = cluster.wait_converged()
+    assert cluster.digest(3) == digest
+    assert cluster.pods[0].proc.pid == master_pid and cluster.pods[0].starts == 1, \
+        "the master was restarted"
+    assert cluster.info(0)["connected_slaves"] == "3"
+    assert not missing_writes(cluster.client(3), acked)
+    full, partial = resync_counters(cluster, 3)
+    assert full + partial == 1, f"kvstore-3: {full} full, {partial} partial resyncs"
+
+
+SMALL_LOG = ["--log-segment-bytes", "1MiB", "--repl-backlog-bytes", "1MiB",
+             "--repl-backlog-max-bytes", "2MiB", "--checkpoint-interval-ms", "50"]
+
+
+def test_replica_behind_trimmed_log_gets_one_full_resync(make_cluster):
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    cluster.start_all()
+    cluster.client(0).set("first", "1")
+    cluster.wait_converged()
+    full_before, _ = resync_counters(cluster, 2)
+    assert cluster.stop(2) == 0
+    replica_offset = cluster.state([1])[1][1]
+
+    master = cluster.client(0)
+    value = "v" * 200
+    for start in range(0, 20000, 1000):
+        pipe = master.pipeline(transaction=False)
+        for i in range(start, start + 1000):
+            pipe.set(f"k{i}", value)
+        pipe.execute()
+    cluster.wait_until(
+        lambda: int(cluster.info(0)["repl_backlog_first_byte_offset"]) > replica_offset + 1,
+        20, "the master to trim its log past the stopped replica")
+
+    cluster.start(2)
+    digest = cluster.wait_converged(timeout=30)
+    assert cluster.client(2).get("k19999") == value.encode()
+    full, _ = resync_counters(cluster, 2)
+    assert full == full_before + 1, f"kvstore-2: {full - full_before} full resyncs, expected 1"
+    # No loop: it stays attached, converged, and does not copy everything again.
+    time.sleep(2.0)
+    assert resync_counters(cluster, 2)[0] == full_before + 1, "full resync loop"
+    assert cluster.info(2)["master_link_status"] == "up"
+    assert "kvstore_link_error" not in cluster.info(2), cluster.info(2)
+    master.set("later", "1")
+    assert cluster.wait_converged() != digest
+    assert resync_counters(cluster, 2)[0] == full_before + 1
+
+
+def fill(cluster, n, count, prefix="k", value="v" * 200):
+    client = cluster.client(n)
+    for start in range(0, count, 1000):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(count, start + 1000)):
+            pipe.set(f"{prefix}{i}", value)
+        pipe.execute()
+
+
+def wait_trimmed(cluster, past_seq):
+    cluster.wait_until(
+        lambda: int(cluster.info(0)["repl_backlog_first_byte_offset"]) > past_seq + 1, 20,
+        f"the master to trim its log past seq {past_seq}")
+
+
+def test_scale_out_past_the_trimmed_log_gets_a_full_resync_under_writes(make_cluster):
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    cluster.start_all()
+    fill(cluster, 0, 20000)
+    wait_trimmed(cluster, 0)
+    stop, writers = start_writers(cluster, 2, port=cluster.port(0))
+    time.sleep(0.3)
+    cluster.add_pod()
+    time.sleep(1.0)  # the snapshot is taken and sent while writes go on
+    acked = join_writers(stop, writers)
+    assert all(not w.errors for w in writers), [w.errors for w in writers]
+    digest = cluster.wait_converged(timeout=30)
+    assert cluster.digest(3) == digest
+    assert resync_counters(cluster, 3) == (1, 0)
+    assert not missing_writes(cluster.client(3), acked)
+
+
+def test_replica_killed_during_a_full_resync_starts_over_and_converges(make_cluster):
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    cluster.start_all()
+    cluster.wait_converged()
+    assert cluster.stop(2) == 0
+    fill(cluster, 0, 40000)
+    wait_trimmed(cluster, cluster.offset(1) // 2)
+    cluster.start(2)
+    cluster.wait_until(lambda: cluster.info(2)["master_sync_in_progress"] == "1", 10,
+                       "kvstore-2 to begin its full resync", interval=0.005)
+    cluster.kill(2)
+    cluster.start(2)
+    digest = cluster.wait_converged(timeout=30)
+    assert cluster.digest(2) == digest
+    assert resync_counters(cluster, 2)[0] == 1
+
+
+def test_master_killed_during_a_full_resync_leaves_the_replica_data_intact(make_cluster):
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    cluster.start_all()
+    fill(cluster, 0, 50, prefix="a")
+    before = cluster.wait_converged()
+    assert cluster.stop(2) == 0
+    fill(cluster, 0, 60000)
+    wait_trimmed(cluster, cluster.offset(1) // 2)
+    cluster.start(2)
+    cluster.wait_until(lambda: cluster.info(2)["master_sync_in_progress"] == "1", 10,
+                       "kvstore-2 to begin its full resync", interval=0.005)
+    cluster.kill(0)
+    cluster.wait_until(lambda: cluster.info(2)["master_sync_in_progress"] == "0", 10,
+                       "kvstore-2 to give up the interrupted full resync")
+    state = cluster.digest(2)
+    print("interrupted full resync:", resync_counters(cluster, 2), state, before)
+    if resync_counters(cluster, 2)[0] == 0:
+        assert state == before, "an interrupted full resync changed the replica's data"
+    cluster.start(0)
+    digest = cluster.wait_converged(timeout=30)
+    assert cluster.digest(2) == digest
+    assert cluster.client(2).get("k59999") == b"v" * 200
