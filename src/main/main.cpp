@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -272,4 +273,9 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace kvstore
 
-int main(int argc, char** argv) { return kvstore::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // A closed stderr pipe (a log collector gone) must not kill the server mid-shutdown; sockets
+  // already write with MSG_NOSIGNAL.
+  std::signal(SIGPIPE, SIG_IGN);
+  return kvstore::Main(argc, argv);
+}

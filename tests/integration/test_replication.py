@@ -284,3 +284,49 @@ def test_role_subcommand_follows_the_configmap_file(tmp_path):
     assert "MASTER_ORDINAL 1" in text, text
     out = run_kvstore(args, env={**env, "POD_NAME": "kvstore-1"})
     assert "role: master" in out.stdout.decode(), out.stdout
+
+
+def test_run_local_script_starts_a_replicating_cluster(tmp_path):
+    """The README's run command (scripts/run-local.sh), with the binaries already built: a master
+    and two replicas on 5550-5552; a put on the master is read from a replica; Ctrl-C stops all."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    kvctl = os.environ["KVCTL_BIN"]
+    build_dir = Path(os.environ["KVSTORE_BIN"]).parents[2]
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, KVSTORE_BUILD_DIR=str(build_dir), LOCAL_DATA=str(tmp_path / "data"))
+    script = subprocess.Popen([str(repo / "scripts/run-local.sh")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        def run(*args):
+            return subprocess.run([kvctl, *args], capture_output=True, timeout=10)
+
+        deadline = time.monotonic() + 20
+        while run("--port", "5550", "put", "hello", "world").returncode != 0:
+            assert time.monotonic() < deadline, "the local master never took a write"
+            time.sleep(0.1)
+        for port in ("5551", "5552"):
+            while True:
+                read = run("--port", port, "read", "hello")
+                if read.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, f"replica on {port} never got the write"
+                time.sleep(0.1)
+            assert read.stdout.strip() == b"world"
+        refused = run("--port", "5551", "put", "x", "1")
+        assert refused.returncode == 1 and b"READONLY" in refused.stderr + refused.stdout
+    finally:
+        os.killpg(script.pid, signal.SIGINT)
+        try:
+            script.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(script.pid, signal.SIGKILL)
+            script.wait()
+    output = script.stdout.read().decode(errors="replace")
+    assert "Starting as MASTER" in output and output.count("Starting as REPLICA of") == 2, output
+    assert "shutdown: complete" in output, output
