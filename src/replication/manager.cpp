@@ -177,6 +177,51 @@ Status ReplicationManager::OpenEpoch() {
   return Status::Ok();
 }
 
+Status ReplicationManager::InstallRestoredSnapshot(const std::string& path) {
+  std::uint64_t previous = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!IsMasterLocked() || fenced_) {
+      return Status::ReadOnly("this pod is not a master; restore into the master");
+    }
+    previous = epoch_.number;
+  }
+  CloseFeeds();
+  if (Status s = engine_.InstallSnapshot(path); !s.ok()) return s;
+  // The restored history may be unrelated to this cluster's, or older than replicas' epochs:
+  // open epochs until the number is above the one before, so no replica sees a newer epoch
+  // (it would refuse this master) and none is on the new history (each full-resyncs).
+  std::random_device device;
+  const std::uint64_t id = ((std::uint64_t{device()} << 32) ^ device()) | 1;
+  auto opened = std::make_shared<Epoch>();
+  std::promise<Status> done;
+  engine_.Submit(
+      {[id, previous, opened](WriteContext& context) {
+        std::uint64_t k = 0;
+        do {
+          if (Status s = context.OpenEpoch(id + 2 * k++, opened.get()); !s.ok()) return s;
+        } while (opened->number <= previous);
+        return Status::Ok();
+      }},
+      [&done](std::vector<Status> statuses, std::uint64_t) {
+        done.set_value(statuses.empty() ? Status::IOError("epoch write lost") : statuses[0]);
+      },
+      Engine::Origin::kReplication);
+  Status s = done.get_future().get();
+  CloseFeeds();
+  if (!s.ok()) {
+    logging::Error("restore: cannot open a new epoch", {{"error", s.ToString()}});
+    return s;
+  }
+  {
+    std::lock_guard lock(mu_);
+    epoch_ = *opened;
+  }
+  logging::Info("restore: snapshot installed, epoch opened",
+                {{"epoch", EpochName(*opened)}, {"first_seq", std::to_string(opened->first_seq)}});
+  return Status::Ok();
+}
+
 void ReplicationManager::RefuseWrites(std::optional<std::string> refusal) {
   std::optional<std::string> engine_refusal;
   if (refusal) {
