@@ -184,8 +184,19 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path) {
     if (!IsMasterLocked() || fenced_) {
       return Status::ReadOnly("this pod is not a master; restore into the master");
     }
+    if (restoring_) return Status::Unavailable("another restore is running");
     previous = epoch_.number;
+    // No replica may attach until the new epoch is open: it would continue on a history the
+    // install is about to replace.
+    restoring_ = true;
   }
+  struct Restoring {
+    ReplicationManager& manager;
+    ~Restoring() {
+      std::lock_guard lock(manager.mu_);
+      manager.restoring_ = false;
+    }
+  } restoring{*this};
   CloseFeeds();
   if (Status s = engine_.InstallSnapshot(path); !s.ok()) return s;
   // The restored history may be unrelated to this cluster's, or older than replicas' epochs:
@@ -436,6 +447,7 @@ asio::awaitable<void> ReplicationManager::ServeReplica(asio::ip::tcp::socket soc
 std::optional<std::string> ReplicationManager::FeedRefusal() const {
   std::lock_guard lock(mu_);
   if (shut_down_) return std::string("NOTMASTER this pod is shutting down");
+  if (restoring_) return std::string("NOTMASTER this pod is restoring a backup; try again");
   if (role_ == Role::kMaster) return std::nullopt;
   // A demoted master keeps serving the replicas it had until it follows its new master.
   return std::string("NOTMASTER this pod is not the master (it is ") +
@@ -445,7 +457,7 @@ std::optional<std::string> ReplicationManager::FeedRefusal() const {
 bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip,
                                       int port, int ordinal, std::uint64_t needed_from) {
   std::lock_guard lock(mu_);
-  if (shut_down_ || role_ != Role::kMaster) return false;
+  if (shut_down_ || role_ != Role::kMaster || restoring_) return false;
   FeedInfo& info = feeds_[feed->id()];
   info.feed = std::move(feed);
   info.status.ip = ip;

@@ -193,6 +193,7 @@ class ReplicationManager final : public ReplicationContext {
   Role role_ = Role::kMaster;                     // GUARDED_BY(mu_)
   bool standalone_ = false;                       // GUARDED_BY(mu_)
   bool fenced_ = false;                           // GUARDED_BY(mu_) (REPLFAILOVER received)
+  bool restoring_ = false;                        // GUARDED_BY(mu_) (InstallRestoredSnapshot)
   RoleTarget target_;                             // GUARDED_BY(mu_) what the config says
   bool shut_down_ = false;                        // GUARDED_BY(mu_)
   std::optional<std::string> refusal_;            // GUARDED_BY(mu_)
