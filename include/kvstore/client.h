@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kvstore/resp.h"
@@ -35,9 +36,18 @@ class Client {
   // the reply was malformed (Corruption). After a non-ok Status the client is unusable.
   Result<resp::Value> Call(const std::vector<std::string>& args);
 
+  // Streaming, for commands that answer with more than one reply (SNAPSHOT) or take raw
+  // data after their reply (RESTORE-SNAPSHOT). Same failure rules as Call().
+  Status Send(const std::vector<std::string>& args);
+  Status SendRaw(std::string_view bytes);
+  Result<resp::Value> ReadReply();
+  // Changes the wait for each later reply or send (e.g. a long one for a snapshot to be taken).
+  void set_timeout(std::chrono::milliseconds timeout) { options_.timeout = timeout; }
+
  private:
   Client(int fd, ClientOptions options);
-  Status SendAll(const std::string& bytes);
+  Status SendAll(std::string_view bytes);
+  Status Broken(Status status);
 
   int fd_;
   ClientOptions options_;

@@ -119,19 +119,34 @@ Client::~Client() {
 }
 
 Result<resp::Value> Client::Call(const std::vector<std::string>& args) {
+  if (Status sent = Send(args); !sent.ok()) return sent;
+  return ReadReply();
+}
+
+// Any failure leaves the stream at an unknown position: close, so later calls fail cleanly.
+Status Client::Broken(Status status) {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  return status;
+}
+
+Status Client::Send(const std::vector<std::string>& args) {
+  return SendRaw(resp::EncodeCommand(args));
+}
+
+Status Client::SendRaw(std::string_view bytes) {
   if (fd_ < 0) {
     return Status::IOError("connection to " + Endpoint(options_) + " was closed after an error");
   }
-  // Any failure leaves the stream at an unknown position: close, so later calls fail cleanly.
-  auto broken = [this](Status status) {
-    close(fd_);
-    fd_ = -1;
-    return status;
-  };
+  Status sent = SendAll(bytes);
+  if (!sent.ok()) return Broken(std::move(sent));
+  return Status::Ok();
+}
 
-  Status sent = SendAll(resp::EncodeCommand(args));
-  if (!sent.ok()) return broken(std::move(sent));
-
+Result<resp::Value> Client::ReadReply() {
+  if (fd_ < 0) {
+    return Status::IOError("connection to " + Endpoint(options_) + " was closed after an error");
+  }
   const Clock::time_point deadline = Clock::now() + options_.timeout;
   resp::Value value;
   char buffer[64 * 1024];
@@ -140,31 +155,31 @@ Result<resp::Value> Client::Call(const std::vector<std::string>& args) {
       case resp::ReplyParser::ParseStatus::kValue:
         return value;
       case resp::ReplyParser::ParseStatus::kError:
-        return broken(Status::Corruption("malformed reply from " + Endpoint(options_) + ": " +
+        return Broken(Status::Corruption("malformed reply from " + Endpoint(options_) + ": " +
                                          parser_.error()));
       case resp::ReplyParser::ParseStatus::kNeedMore:
         break;
     }
     const int err = WaitFor(fd_, POLLIN, deadline);
     if (err == ETIMEDOUT) {
-      return broken(Status::Unavailable("no reply from " + Endpoint(options_) + " within " +
+      return Broken(Status::Unavailable("no reply from " + Endpoint(options_) + " within " +
                                         std::to_string(options_.timeout.count()) + " ms"));
     }
-    if (err != 0) return broken(Status::IOError("poll failed: " + ErrnoText(err)));
+    if (err != 0) return Broken(Status::IOError("poll failed: " + ErrnoText(err)));
     const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
     if (n > 0) {
       parser_.Feed(std::string_view(buffer, static_cast<std::size_t>(n)));
     } else if (n == 0) {
-      return broken(
+      return Broken(
           Status::IOError("connection to " + Endpoint(options_) + " closed by the server"));
     } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-      return broken(
+      return Broken(
           Status::IOError("connection to " + Endpoint(options_) + " lost: " + ErrnoText(errno)));
     }
   }
 }
 
-Status Client::SendAll(const std::string& bytes) {
+Status Client::SendAll(std::string_view bytes) {
   const Clock::time_point deadline = Clock::now() + options_.timeout;
   std::size_t sent = 0;
   while (sent < bytes.size()) {

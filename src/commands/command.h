@@ -66,7 +66,8 @@ struct Outcome {
     kReplied,   // the reply is in *out
     kWrite,     // run `write` through the engine, then append `*reply` (or the error)
     kDeferred,  // call `deferred`; the reply it delivers (on any thread) is this command's
-    kHandoff,   // the connection becomes a replication stream (REPLSYNC): hand the socket over
+    kHandoff,   // the connection becomes a stream (REPLSYNC, SNAPSHOT, RESTORE-SNAPSHOT): hand
+                // the socket over to whoever serves that command
   };
   Kind kind = Kind::kReplied;
   WriteFn write;
@@ -107,6 +108,7 @@ std::span<const CommandSpec> StringCommands();       // strings.cpp
 std::span<const CommandSpec> KeyspaceCommands();     // keyspace.cpp
 std::span<const CommandSpec> ServerCommands();       // server_commands.cpp
 std::span<const CommandSpec> ReplicationCommands();  // replication_commands.cpp
+std::span<const CommandSpec> BackupCommands();       // backup_commands.cpp
 
 // The "# Replication" section of INFO (replication_commands.cpp).
 void AppendReplicationInfo(const ReplicationStatus& status, std::string* text);

@@ -105,7 +105,7 @@ std::span<const CommandSpec* const> AllCommands() {
   static const std::vector<const CommandSpec*> all = [] {
     std::vector<const CommandSpec*> specs;
     for (auto group : {ConnectionCommands(), StringCommands(), KeyspaceCommands(), ServerCommands(),
-                       ReplicationCommands()}) {
+                       ReplicationCommands(), BackupCommands()}) {
       for (const CommandSpec& spec : group) specs.push_back(&spec);
     }
     return specs;

@@ -10,12 +10,14 @@
 #include <fstream>
 #include <iostream>
 
+#include "backup/backup_service.h"
 #include "common/logging.h"
 #include "config/config.h"
 #include "config/role.h"
 #include "engine/engine.h"
 #include "kube/pod_labeler.h"
 #include "main/admin_provider.h"
+#include "main/offline_restore.h"
 #include "replication/replication.h"
 #include "server/server.h"
 
@@ -55,6 +57,8 @@ Status CheckDataDir(const std::string& dir) {
 struct Invocation {
   ConfigSources sources;
   bool role_only = false;
+  bool restore = false;
+  OfflineRestoreArgs restore_args;
   bool pod_name_was_set = false;
 };
 
@@ -166,6 +170,20 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   server_options.shutdown_replica_wait = std::chrono::milliseconds(config.shutdown_replica_wait_ms);
   // A request carries the value plus framing and the other arguments.
   server_options.parser_limits.max_bulk_bytes = config.max_value_bytes + 1024;
+  // Backups: SNAPSHOT and RESTORE-SNAPSHOT take the connection over (src/backup).
+  BackupServiceOptions backup_options;
+  backup_options.data_dir = config.data_dir;
+  backup_options.pod = role.pod_name;
+  backup_options.max_frame_bytes = config.max_value_bytes + (1 << 20);
+  BackupService backups(**engine, &replication, backup_options);
+  server_options.handoffs["snapshot"] = [&backups](asio::ip::tcp::socket socket,
+                                                   std::vector<std::string> args) {
+    return backups.ServeSnapshot(std::move(socket), std::move(args));
+  };
+  server_options.handoffs["restore-snapshot"] = [&backups](asio::ip::tcp::socket socket,
+                                                           std::vector<std::string> args) {
+    return backups.ServeRestore(std::move(socket), std::move(args));
+  };
 
   DispatcherOptions dispatcher_options;
   dispatcher_options.requirepass = config.requirepass;
@@ -220,6 +238,17 @@ int Main(int argc, char** argv) {
   }
   CLI::App* role_command =
       app.add_subcommand("role", "Print the role this pod would take, and why, then exit");
+  CLI::App* restore_command = app.add_subcommand(
+      "restore", "Restore a backup file into the data directory (no server may run on it)");
+  restore_command->fallthrough();
+  restore_command
+      ->add_option("--from", invocation.restore_args.from, "The backup file (kvctl backup)")
+      ->envname("RESTORE_FROM");
+  restore_command->add_flag("--force", invocation.restore_args.force,
+                            "Replace the keys of a non-empty data directory");
+  restore_command->add_flag("--if-empty", invocation.restore_args.if_empty,
+                            "Init-container mode: do nothing without a file, on a replica, or "
+                            "when the data directory already holds a store");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -227,6 +256,7 @@ int Main(int argc, char** argv) {
     return code == 0 ? 0 : kExitBadSetting;
   }
   invocation.role_only = role_command->parsed();
+  invocation.restore = restore_command->parsed();
   for (const SettingInfo& setting : Settings()) {
     if (app.count(setting.flag) > 0) {
       invocation.sources.flags[setting.name] = flag_values[setting.name];
@@ -267,6 +297,7 @@ int Main(int argc, char** argv) {
     std::cout << "why: " << role->reason << "\n";
     return 0;
   }
+  if (invocation.restore) return RunOfflineRestore(*config, *role, invocation.restore_args);
   return Serve(*config, *role, invocation.sources, pod_name_was_set);
 }
 

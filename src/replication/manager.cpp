@@ -179,6 +179,50 @@ Status ReplicationManager::OpenEpoch(std::uint64_t min_number) {
   return Status::Ok();
 }
 
+Status ReplicationManager::InstallRestoredSnapshot(const std::string& path) {
+  std::uint64_t previous = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (role_ != Role::kMaster || fenced_) {
+      return Status::ReadOnly("this pod is not a master; restore into the master");
+    }
+    if (restoring_) return Status::Unavailable("another restore is running");
+    previous = epoch_.number;  // raised below to the newest epoch this pod knows
+    // No replica may attach until the new epoch is open: it would continue on a history the
+    // install is about to replace.
+    restoring_ = true;
+  }
+  struct Restoring {
+    ReplicationManager& manager;
+    ~Restoring() {
+      std::lock_guard lock(manager.mu_);
+      manager.restoring_ = false;
+    }
+  } restoring{*this};
+  if (auto history = engine_.Epochs(); history.ok() && !history->empty()) {
+    previous = std::max(previous, history->back().number);
+  }
+  CloseFeeds();
+  if (Status s = engine_.InstallSnapshot(path); !s.ok()) return s;
+  // The restored history may be unrelated to this cluster's, or older than replicas' epochs:
+  // open an epoch numbered above the one before, so no replica has a newer epoch and none is on
+  // the new history (each full-resyncs).
+  Status s = OpenEpoch(previous + 1);
+  CloseFeeds();
+  if (!s.ok()) {
+    logging::Error("restore: cannot open a new epoch", {{"error", s.ToString()}});
+    return s;
+  }
+  Epoch opened;
+  {
+    std::lock_guard lock(mu_);
+    opened = epoch_;
+  }
+  logging::Info("restore: snapshot installed, epoch opened",
+                {{"epoch", EpochName(opened)}, {"first_seq", std::to_string(opened.first_seq)}});
+  return Status::Ok();
+}
+
 void ReplicationManager::RefuseWrites(std::optional<std::string> refusal) {
   std::optional<std::string> engine_refusal;
   if (refusal) {
@@ -393,6 +437,7 @@ asio::awaitable<void> ReplicationManager::ServeReplica(asio::ip::tcp::socket soc
 std::optional<std::string> ReplicationManager::FeedRefusal() const {
   std::lock_guard lock(mu_);
   if (shut_down_) return std::string("NOTMASTER this pod is shutting down");
+  if (restoring_) return std::string("NOTMASTER this pod is restoring a backup; try again");
   if (ServesHistoryLocked()) return std::nullopt;
   // A demoted master keeps serving the replicas it had until it follows its new master.
   return std::string("NOTMASTER this pod is not the master (it is ") +
@@ -403,7 +448,7 @@ bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const s
                                       int port, int ordinal, std::uint64_t needed_from,
                                       std::uint64_t acked) {
   std::lock_guard lock(mu_);
-  if (shut_down_ || !ServesHistoryLocked()) return false;
+  if (shut_down_ || !ServesHistoryLocked() || restoring_) return false;
   FeedInfo& info = feeds_[feed->id()];
   info.feed = std::move(feed);
   info.status.ip = ip;

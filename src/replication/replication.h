@@ -109,6 +109,14 @@ class ReplicationManager final : public ReplicationContext {
   // replica to acknowledge everything. Blocking; call from a thread that is not running io.
   void DrainReplicas(std::chrono::milliseconds wait);
 
+  // Online restore (RESTORE-SNAPSHOT) on a master: closes every replica feed, replaces the key
+  // space with the snapshot file (Engine::InstallSnapshot), opens a new epoch numbered above
+  // both the epoch before and every epoch of the restored history, and closes the feeds again.
+  // Replicas reconnect, find their position off the new history and full-resync.
+  // ReadOnly when this pod is not an unfenced master; the install's error otherwise (nothing
+  // changed then). Blocking: call from a thread that is not running io.
+  Status InstallRestoredSnapshot(const std::string& path);
+
   // Serves a replica that sent REPLSYNC on this connection (args: the command). Runs on the
   // socket's executor until the replica goes away or the feed is closed.
   asio::awaitable<void> ServeReplica(asio::ip::tcp::socket socket, std::vector<std::string> args);
@@ -192,6 +200,7 @@ class ReplicationManager final : public ReplicationContext {
   Role role_ = Role::kMaster;  // GUARDED_BY(mu_)
   bool standalone_ = false;    // GUARDED_BY(mu_)
   bool fenced_ = false;        // GUARDED_BY(mu_) (REPLFAILOVER received)
+  bool restoring_ = false;     // GUARDED_BY(mu_) (InstallRestoredSnapshot)
   // A demoted master whose link has not attached yet: its log is still its own history, so it
   // keeps serving replicas and answering REPLFAILOVER (the new master catches up from it).
   bool demoted_unattached_ = false;               // GUARDED_BY(mu_)

@@ -9,11 +9,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "commands/dispatcher.h"
 #include "commands/server_context.h"
@@ -37,6 +39,12 @@ struct ServerOptions {
   // A master's wait for its replicas to acknowledge everything at shutdown.
   std::chrono::milliseconds shutdown_replica_wait{10000};
   resp::ParserLimits parser_limits;
+  // Who takes the connection after a command answered Outcome::kHandoff, by lower-case command
+  // name (SNAPSHOT, RESTORE-SNAPSHOT); REPLSYNC goes to replication when not listed. Each runs
+  // on the socket's executor and owns the socket from then on.
+  using HandoffFn =
+      std::function<asio::awaitable<void>(asio::ip::tcp::socket, std::vector<std::string>)>;
+  std::map<std::string, HandoffFn> handoffs;
 };
 
 class Server final : public ServerContext {

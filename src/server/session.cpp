@@ -184,10 +184,17 @@ asio::awaitable<void> Session::Run() {
   }
   frame_timer_.cancel();
   server_.OnSessionClosed(client_.info.id);
-  if (handoff_ && replication_ != nullptr) {
-    // REPLSYNC: from here on this connection is a replication stream, owned by replication.
-    co_await replication_->ServeReplica(std::move(socket_), std::move(handoff_args_));
-    co_return;
+  if (handoff_) {
+    // From here on the connection is a stream owned by whoever serves the command.
+    auto it = options_.handoffs.find(ToLower(handoff_args_[0]));
+    if (it != options_.handoffs.end()) {
+      co_await it->second(std::move(socket_), std::move(handoff_args_));
+      co_return;
+    }
+    if (replication_ != nullptr) {  // REPLSYNC
+      co_await replication_->ServeReplica(std::move(socket_), std::move(handoff_args_));
+      co_return;
+    }
   }
   std::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

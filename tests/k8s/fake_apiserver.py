@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 RESOURCES = {
     "v1": [("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True),
            ("services", "Service", True), ("serviceaccounts", "ServiceAccount", True),
-           ("secrets", "Secret", True), ("pods", "Pod", True)],
+           ("secrets", "Secret", True), ("pods", "Pod", True),
+           ("persistentvolumeclaims", "PersistentVolumeClaim", True)],
     "apps/v1": [("statefulsets", "StatefulSet", True)],
     "batch/v1": [("cronjobs", "CronJob", True), ("jobs", "Job", True)],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],

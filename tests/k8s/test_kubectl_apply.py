@@ -46,7 +46,7 @@ def test_apply_f_and_apply_k_apply_the_same_objects(run_kubectl):
     assert "statefulset.apps/kvstore" in by_f
     assert "service/kvstore-master" in by_f
     assert not any("secret" in name for name in by_f)  # the example is never applied
-    assert len(by_f) == 11
+    assert len(by_f) == 13  # 11 + the backup CronJob and its PVC
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

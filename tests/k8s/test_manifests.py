@@ -60,7 +60,8 @@ def test_renders_and_every_object_is_namespaced_and_labelled(target):
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
                             "Service", "Service", "Service", "StatefulSet",
-                            "PodDisruptionBudget", "NetworkPolicy"])
+                            "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim",
+                            "CronJob"])
     for o in objs:
         if o["kind"] == "Namespace":
             assert o["metadata"]["name"] == NAMESPACE
@@ -223,7 +224,7 @@ def test_the_database_fits_the_volume(target):
 @pytest.mark.parametrize("target", TARGETS)
 def test_init_container_runs_kvstore_role_and_it_accepts_the_configmap(target):
     init = pod_spec(target)["initContainers"]
-    assert [c["name"] for c in init] == ["role"]
+    assert [c["name"] for c in init] == ["role", "restore"]  # restore: test_backup_manifests
     assert init[0]["command"] == ["kvstore", "role"]
     assert init[0]["image"] == main_container(target)["image"]
     data = configmap(target)

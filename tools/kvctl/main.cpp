@@ -20,6 +20,7 @@
 #include <system_error>
 #include <vector>
 
+#include "backup_commands.h"
 #include "kvstore/client.h"
 
 namespace {
@@ -370,10 +371,27 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   bool json = false;
-  CLI::App* status = app.add_subcommand("status", "Show role, replication (epoch, master link, lag, replicas), keys, version");
+  CLI::App* status = app.add_subcommand(
+      "status", "Show role, replication (epoch, master link, lag, replicas), keys, version");
   status->add_flag("--json", json, "Print one JSON object instead of a table");
   CLI::App* ping = app.add_subcommand("ping", "Check that the server answers; print round trip");
 
+  std::string backup_out;
+  int keep = 0;
+  std::string file;
+  bool force = false;
+  CLI::App* backup =
+      app.add_subcommand("backup", "Write a consistent snapshot to a backup file (atomically)");
+  backup->add_option("--out", backup_out,
+                     "Backup file, or a directory (the file is then named by time)");
+  backup->add_option("--keep", keep, "With a directory: keep the newest N backups, remove older")
+      ->check(CLI::PositiveNumber);
+  CLI::App* verify = backup->add_subcommand("verify", "Check a backup file without restoring");
+  verify->add_option("file", file, "Backup file")->required();
+  CLI::App* restore =
+      app.add_subcommand("restore", "Load a backup file into an empty running master");
+  restore->add_option("file", file, "Backup file")->required();
+  restore->add_flag("--force", force, "Replace the keys of a non-empty master");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -388,5 +406,15 @@ int main(int argc, char** argv) {
   if (scan->parsed()) return Scan(options, prefix, limit);
   if (status->parsed()) return ShowStatus(options, json);
   if (ping->parsed()) return Ping(options);
+  if (verify->parsed()) return kvctl::VerifyBackup(file);
+  if (backup->parsed()) {
+    if (backup_out.empty()) {
+      std::fprintf(stderr,
+                   "kvctl: backup needs --out FILE or --out DIR (or: backup verify FILE)\n");
+      return kExitUsage;
+    }
+    return kvctl::Backup(options, backup_out, keep);
+  }
+  if (restore->parsed()) return kvctl::Restore(options, file, force);
   return kExitUsage;  // unreachable: require_subcommand(1)
 }

@@ -1,0 +1,319 @@
+// The backup streams (see backup_service.h). SNAPSHOT serves a file written by FullSyncSource
+// from one LMDB read transaction: the read transaction lasts as long as writing the file to
+// local disk, not as long as the (possibly slow) transfer to the client, which bounds LMDB's
+// growth under writes (docs/BACKUP.md measures it); the cost is one snapshot's size of disk.
+#include "backup/backup_service.h"
+
+#include <fmt/format.h>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "common/logging.h"
+#include "kvstore/resp.h"
+#include "replication/full_sync.h"
+#include "replication/replication.h"
+#include "snapshot/snapshot_format.h"
+
+namespace kvstore {
+namespace {
+
+constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t kChunkBytes = 1 << 20;
+
+// Closes the socket when an operation does not complete within the timeout. Everything runs on
+// the socket's executor; the shared state outlives a handler that fires after the destructor.
+class Watchdog {
+ public:
+  Watchdog(asio::ip::tcp::socket& socket, std::chrono::milliseconds timeout)
+      : state_(std::make_shared<State>(State{&socket, 0})),
+        timer_(socket.get_executor()),
+        timeout_(timeout) {}
+  ~Watchdog() {
+    state_->socket = nullptr;
+    timer_.cancel();
+  }
+  void Arm() {
+    const std::uint64_t generation = ++state_->generation;
+    timer_.expires_after(timeout_);
+    timer_.async_wait([state = state_, generation](std::error_code ec) {
+      if (ec || state->socket == nullptr || state->generation != generation) return;
+      std::error_code ignored;
+      state->socket->close(ignored);
+    });
+  }
+  void Disarm() {
+    ++state_->generation;
+    timer_.cancel();
+  }
+
+ private:
+  struct State {
+    asio::ip::tcp::socket* socket;
+    std::uint64_t generation;
+  };
+  std::shared_ptr<State> state_;
+  asio::steady_timer timer_;
+  std::chrono::milliseconds timeout_;
+};
+
+asio::awaitable<bool> Send(asio::ip::tcp::socket& socket, Watchdog& watchdog, std::string bytes) {
+  watchdog.Arm();
+  auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes), kUseTuple);
+  watchdog.Disarm();
+  co_return !ec;
+}
+
+void Close(asio::ip::tcp::socket& socket) {
+  std::error_code ignored;
+  socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
+}
+
+std::string ErrorReply(std::string_view message) {
+  std::string out;
+  resp::AppendError(&out, message);
+  return out;
+}
+
+// Records the snapshot header's sequence and epoch history and the end frame's key count.
+class HeaderReader : public SnapshotVisitor {
+ public:
+  Status OnHeader(std::uint64_t applied_seq, std::string_view meta) override {
+    seq = applied_seq;
+    this->meta = meta;
+    header = true;
+    return Status::Ok();
+  }
+  Status OnPair(std::string_view, std::string_view) override { return Status::Ok(); }
+  Status OnEnd(std::uint64_t keys) override {
+    this->keys = keys;
+    return Status::Ok();
+  }
+  bool header = false;
+  std::uint64_t seq = 0, keys = 0;
+  std::string meta;
+};
+
+// "<number>:<id hex>" of the newest epoch in a snapshot file's header, or "-".
+Result<std::string> NewestEpochOf(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::IOError("cannot open " + path);
+  SnapshotDecoder decoder;
+  HeaderReader reader;
+  std::string chunk(64 << 10, '\0');
+  while (!reader.header && in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const auto n = static_cast<std::size_t>(in.gcount());
+    if (n == 0) break;
+    if (Status s = decoder.Feed(std::string_view(chunk.data(), n), reader); !s.ok()) return s;
+  }
+  if (!reader.header) return Status::Corruption(path + " has no snapshot header");
+  auto history = DecodeEpochHistory(reader.meta);
+  if (!history.ok()) return history.status();
+  return history->empty() ? std::string("-") : EpochName(history->back());
+}
+
+// A job on a thread of its own, polled from a coroutine (a blocking call such as an install
+// must not run on an io thread). The thread holds the shared state, so it may outlive the
+// poller.
+struct ThreadJob {
+  std::atomic<bool> done{false};
+  Status status;
+};
+
+std::shared_ptr<ThreadJob> StartThread(std::function<Status()> fn) {
+  auto job = std::make_shared<ThreadJob>();
+  std::thread([job, fn = std::move(fn)] {
+    job->status = fn();
+    job->done.store(true);
+  }).detach();
+  return job;
+}
+
+}  // namespace
+
+BackupService::BackupService(Engine& engine, ReplicationManager* replication,
+                             BackupServiceOptions options)
+    : engine_(engine),
+      replication_(replication),
+      options_(std::move(options)),
+      snapshots_(std::make_unique<FullSyncSource>(engine, options_.data_dir + "/backup")) {}
+
+BackupService::~BackupService() = default;
+
+asio::awaitable<void> BackupService::ServeSnapshot(asio::ip::tcp::socket socket,
+                                                   std::vector<std::string>) {
+  Watchdog watchdog(socket, options_.idle_timeout);
+  std::string peer;
+  {
+    std::error_code ec;
+    auto remote = socket.remote_endpoint(ec);
+    if (!ec) peer = remote.address().to_string();
+  }
+  std::shared_ptr<FullSyncFile> file = snapshots_->Acquire();
+  struct Releaser {
+    FullSyncSource& source;
+    std::shared_ptr<FullSyncFile> file;
+    ~Releaser() { source.Release(file); }
+  } releaser{*snapshots_, file};
+  asio::steady_timer poll(socket.get_executor());
+  while (!file->ready.load()) {
+    poll.expires_after(std::chrono::milliseconds(20));
+    co_await poll.async_wait(kUseTuple);
+  }
+  Result<std::string> epoch =
+      file->status.ok() ? NewestEpochOf(file->path) : Result<std::string>(file->status);
+  std::ifstream in(file->path, std::ios::binary);
+  if (epoch.ok() && !in) epoch = Status::IOError("cannot open " + file->path);
+  if (!epoch.ok()) {
+    logging::Error("snapshot: cannot take it", {{"error", epoch.status().ToString()}});
+    std::string reply = ErrorReply("ERR cannot take a snapshot: " + epoch.status().message());
+    co_await Send(socket, watchdog, std::move(reply));
+    Close(socket);
+    co_return;
+  }
+  logging::Info("snapshot: streaming to a client", {{"client", peer},
+                                                    {"epoch", *epoch},
+                                                    {"seq", std::to_string(file->seq)},
+                                                    {"keys", std::to_string(file->keys)},
+                                                    {"bytes", std::to_string(file->bytes)}});
+  const std::string pod = options_.pod.empty() ? "-" : options_.pod;
+  std::string first =
+      fmt::format("+SNAPSHOT {} {} {} {} {}\r\n", pod, *epoch, file->seq, file->keys, file->bytes);
+  bool ok = co_await Send(socket, watchdog, std::move(first));
+  std::string chunk(kChunkBytes, '\0');
+  std::uint64_t sent = 0;
+  while (ok && sent < file->bytes) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const auto n = static_cast<std::size_t>(in.gcount());
+    if (n == 0) break;
+    std::string message;
+    resp::AppendBulkString(&message, std::string_view(chunk.data(), n));
+    ok = co_await Send(socket, watchdog, std::move(message));
+    sent += n;
+  }
+  if (!ok || sent != file->bytes) {
+    logging::Warn("snapshot: the stream stopped early",
+                  {{"client", peer}, {"sent", std::to_string(sent)}});
+  }
+  Close(socket);
+}
+
+asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
+                                                  std::vector<std::string> args) {
+  Watchdog watchdog(socket, options_.idle_timeout);
+  const std::uint64_t bytes = std::stoull(args[1]);
+  const bool force = args.size() == 3;
+  if (restoring_.exchange(true)) {
+    std::string reply = ErrorReply("ERR another restore is running");
+    co_await Send(socket, watchdog, std::move(reply));
+    Close(socket);
+    co_return;
+  }
+  struct Done {
+    std::atomic<bool>& flag;
+    std::string path;
+    ~Done() {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+      flag.store(false);
+    }
+  } done{restoring_, options_.data_dir + "/replication/restore.kvsnap"};
+  const std::string& path = done.path;
+
+  // Receive: every frame is checked as it arrives, and stored aside.
+  Status status;
+  HeaderReader header;
+  SnapshotDecoder decoder(options_.max_frame_bytes);
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.data_dir + "/replication", ec);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) status = Status::IOError("cannot create " + path);
+    if (status.ok()) {
+      std::string ready = "+SEND\r\n";
+      if (!co_await Send(socket, watchdog, std::move(ready))) co_return;
+    }
+    resp::ParserLimits limits;
+    limits.max_bulk_bytes = 16 << 20;
+    resp::ReplyParser parser(limits);
+    std::vector<char> buffer(256 << 10);
+    resp::Value value;
+    while (status.ok() && !decoder.finished()) {
+      const auto parsed = parser.Next(&value);
+      if (parsed == resp::ReplyParser::ParseStatus::kError) {
+        status = Status::InvalidArgument("malformed stream: " + parser.error());
+      } else if (parsed == resp::ReplyParser::ParseStatus::kValue) {
+        if (value.type != resp::Value::Type::kBulkString) {
+          status = Status::InvalidArgument("expected the snapshot as bulk strings");
+        } else if (decoder.bytes_fed() + value.str.size() > bytes) {
+          status = Status::InvalidArgument(
+              fmt::format("the snapshot is longer than the announced {} bytes", bytes));
+        } else if (Status s = decoder.Feed(value.str, header); !s.ok()) {
+          status = Status::Corruption("the snapshot is damaged: " + s.message());
+        } else if (!out.write(value.str.data(), static_cast<std::streamsize>(value.str.size()))) {
+          status = Status::IOError("cannot write " + path + " (disk full?)");
+        }
+      } else {
+        watchdog.Arm();
+        auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer), kUseTuple);
+        watchdog.Disarm();
+        if (ec) {
+          logging::Warn("restore: the client went away before the end of the snapshot",
+                        {{"received", std::to_string(decoder.bytes_fed())}});
+          co_return;  // nothing changed
+        }
+        parser.Feed(std::string_view(buffer.data(), n));
+      }
+    }
+    if (status.ok() && decoder.bytes_fed() != bytes) {
+      status = Status::InvalidArgument(
+          fmt::format("the snapshot has {} bytes, {} were announced", decoder.bytes_fed(), bytes));
+    }
+    if (status.ok() && !out.flush()) status = Status::IOError("cannot write " + path);
+  }
+  if (status.ok() && !force) {
+    auto snapshot = engine_.Read();
+    if (!snapshot.ok()) {
+      status = snapshot.status();
+    } else if (snapshot->KeyCount() > 0) {
+      status = Status::InvalidArgument(
+          "the target received writes during the restore; it is no longer empty (use FORCE)");
+    }
+  }
+  if (status.ok()) {
+    logging::Info("restore: installing a snapshot", {{"seq", std::to_string(header.seq)},
+                                                     {"keys", std::to_string(header.keys)},
+                                                     {"bytes", std::to_string(bytes)}});
+    ReplicationManager* replication = replication_;
+    Engine* engine = &engine_;
+    std::function<Status()> install = [replication, engine, path] {
+      return replication != nullptr ? replication->InstallRestoredSnapshot(path)
+                                    : engine->InstallSnapshot(path);
+    };
+    std::shared_ptr<ThreadJob> job = StartThread(std::move(install));
+    asio::steady_timer poll(socket.get_executor());
+    while (!job->done.load()) {
+      poll.expires_after(std::chrono::milliseconds(5));
+      co_await poll.async_wait(kUseTuple);
+    }
+    status = job->status;
+  }
+  std::string last;
+  if (!status.ok()) {
+    logging::Warn("restore refused; nothing changed", {{"error", status.ToString()}});
+    last = ErrorReply("ERR restore refused, nothing changed: " + status.message());
+  } else {
+    logging::Info("restore: done",
+                  {{"seq", std::to_string(header.seq)}, {"keys", std::to_string(header.keys)}});
+    last = fmt::format("+OK {} {}\r\n", header.keys, header.seq);
+  }
+  co_await Send(socket, watchdog, std::move(last));
+  Close(socket);
+}
+
+}  // namespace kvstore

@@ -1,0 +1,324 @@
+"""Backups end to end with the real binaries: `kvctl backup` (SNAPSHOT) while writes run,
+`kvctl backup verify`, `kvctl restore` (RESTORE-SNAPSHOT) and `kvstore restore` (offline and
+init-container mode). Key spaces are compared by DIGEST, and a backup's content is checked
+against the exact state the source had at the snapshot's sequence.
+"""
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import KVCTL_BIN, clean_env, run_kvstore
+
+PRELOAD = 3000
+
+
+def kvctl(port, *args, env=None, timeout=120):
+    return subprocess.run([KVCTL_BIN, "--port", str(port), *map(str, args)], capture_output=True,
+                          timeout=timeout, env=clean_env(env))
+
+
+def digest(server):
+    return server.client().execute_command("DIGEST")
+
+
+def fnv_digest(pairs):
+    """DIGEST computed here: FNV-1a 64 over length-prefixed keys and values in key order."""
+    if not pairs:
+        return b"0" * 16
+    h = 14695981039346656037
+    for key, value in sorted(pairs.items()):
+        for part in (key, value):
+            for b in len(part).to_bytes(8, "little") + part:
+                h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return b"%016x" % h
+
+
+def preload(server, n=PRELOAD, prefix=b"pre:"):
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    expected = {}
+    for i in range(n):
+        key, value = prefix + b"%06d" % i, b"v%d-" % i + b"x" * (i % 50)
+        pipe.set(key, value)
+        expected[key] = value
+    pipe.execute()
+    return expected
+
+
+def summary(result):
+    """The key=value pairs of kvctl's one summary line."""
+    return dict(re.findall(r"(\w+)=(\S+)", result.stdout.decode()))
+
+
+def backup(server, out, *extra):
+    result = kvctl(server.port, "backup", "--out", out, *extra)
+    assert result.returncode == 0, result.stderr.decode()
+    return summary(result)
+
+
+def master_env(ordinal=0):
+    return {"POD_NAME": f"kvstore-{ordinal}", "MASTER_ORDINAL": "0"}
+
+
+def replica_env(master, ordinal=1):
+    return {"POD_NAME": f"kvstore-{ordinal}", "MASTER_ORDINAL": "0",
+            "MASTER_ADDRESS": f"127.0.0.1:{master.port}"}
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_backup_during_writes_equals_the_source_at_its_sequence(make_server, tmp_path):
+    source = make_server(env=master_env())
+    expected = preload(source)
+    start_seq = int(source.client().info("replication")["master_repl_offset"])
+    stop = threading.Event()
+    written = []
+
+    def writer():
+        # One new key per write, in order: the state at sequence start_seq + m is exactly the
+        # preload plus w:0 .. w:m-1.
+        client = source.client()
+        i = 0
+        while not stop.is_set():
+            client.set(b"w:%08d" % i, b"value-%d" % i)
+            written.append(i)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while len(written) < 200:
+            time.sleep(0.01)
+        info = backup(source, tmp_path / "b.kvbackup")
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    seq = int(info["seq"])
+    m = seq - start_seq
+    assert 0 < m < len(written), (seq, start_seq, len(written))
+    for i in range(m):
+        expected[b"w:%08d" % i] = b"value-%d" % i
+    assert int(info["keys"]) == len(expected)
+    assert info["pod"] == "kvstore-0"
+    assert re.fullmatch(r"\d+:[0-9a-f]{16}", info["epoch"]), info
+
+    verify = kvctl(source.port, "backup", "verify", tmp_path / "b.kvbackup")
+    assert verify.returncode == 0, verify.stderr
+    assert summary(verify)["seq"] == str(seq)
+
+    target = make_server(env=master_env())
+    result = kvctl(target.port, "restore", tmp_path / "b.kvbackup")
+    assert result.returncode == 0, result.stderr.decode()
+    assert summary(result)["keys"] == str(len(expected))
+    assert digest(target) == fnv_digest(expected)
+    assert target.client().dbsize() == len(expected)
+    # The restored master takes writes, on a new epoch above the source's.
+    assert target.client().set("after", "restore")
+    assert int(target.client().info("replication")["kvstore_epoch"]) > int(info["epoch"].split(":")[0])
+
+
+def test_backup_from_a_replica_and_replicas_resync_after_an_online_restore(make_server, tmp_path):
+    master = make_server(env=master_env())
+    preload(master, 500)
+    replica = make_server(env=replica_env(master))
+    wait_for(lambda: digest(replica) == digest(master), what="the replica to catch up")
+    info = backup(replica, tmp_path / "r.kvbackup")
+    assert info["pod"] == "kvstore-1"
+    source_digest = digest(master)
+
+    # The master moves on; then the backup is restored into it (FORCE), while its replica is
+    # attached. The replica must not keep its newer data: it full-resyncs to the restored state.
+    master.client().set("later", "write")
+    master.client().delete(b"pre:000001")
+    wait_for(lambda: digest(replica) == digest(master), what="the replica to follow")
+    refused = kvctl(replica.port, "restore", tmp_path / "r.kvbackup", "--force")
+    assert refused.returncode == 1
+    assert b"replica" in refused.stderr
+    result = kvctl(master.port, "restore", tmp_path / "r.kvbackup", "--force")
+    assert result.returncode == 0, result.stderr.decode()
+    assert digest(master) == source_digest
+    wait_for(lambda: digest(replica) == source_digest, what="the replica to resync")
+    master.client().set("next", "write")
+    wait_for(lambda: digest(replica) == digest(master), what="the replica to stream again")
+
+
+def test_restore_into_a_non_empty_master_is_refused_without_force(make_server, tmp_path):
+    source = make_server()
+    preload(source, 100)
+    backup(source, tmp_path / "a.kvbackup")
+    target = make_server()
+    target.client().set("mine", "1")
+    before = digest(target)
+    result = kvctl(target.port, "restore", tmp_path / "a.kvbackup")
+    assert result.returncode == 1
+    assert b"holds 1 keys" in result.stderr and b"FORCE" in result.stderr, result.stderr
+    assert digest(target) == before
+    forced = kvctl(target.port, "restore", tmp_path / "a.kvbackup", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert digest(target) == digest(source)
+
+
+def damaged_variants(good):
+    data = good.read_bytes()
+    header_end = data.index(b"\n\n") + 2
+    flipped = bytearray(data)
+    flipped[header_end + (len(data) - header_end) // 2] ^= 0x01
+    trailer_flipped = bytearray(data)
+    trailer_flipped[-1] ^= 0x01
+    return {
+        "truncated": (data[: len(data) // 2], b"truncated"),
+        "no_trailer": (data[:-20], b"truncated"),
+        "corrupted": (bytes(flipped), b"damaged"),
+        "bad_checksum": (bytes(trailer_flipped), b"checksum mismatch"),
+        "wrong_version": (data.replace(b"KVSTORE-BACKUP 1\n", b"KVSTORE-BACKUP 7\n", 1),
+                          b"unsupported backup format version 7"),
+        "not_a_backup": (b"hello world, this is not a backup\n", b"not a kvstore backup file"),
+        "empty": (b"", b"empty"),
+    }
+
+
+def test_damaged_files_are_refused_and_the_target_is_unchanged(make_server, tmp_path):
+    source = make_server()
+    preload(source, 300)
+    good = tmp_path / "good.kvbackup"
+    backup(source, good)
+    target = make_server()
+    target.client().set("precious", "data")
+    before = digest(target)
+    for name, (data, message) in damaged_variants(good).items():
+        path = tmp_path / f"{name}.kvbackup"
+        path.write_bytes(data)
+        verify = kvctl(target.port, "backup", "verify", path)
+        assert verify.returncode == 1, name
+        assert message in verify.stderr, (name, verify.stderr)
+        restore = kvctl(target.port, "restore", path, "--force")
+        assert restore.returncode == 1, name
+        assert message in restore.stderr, (name, restore.stderr)
+        assert digest(target) == before, name
+
+    # Offline too: the data directory is left as it was.
+    target.stop()
+    for name, (data, message) in damaged_variants(good).items():
+        result = run_kvstore(["restore", "--from", str(tmp_path / f"{name}.kvbackup"),
+                              "--data-dir", str(target.data_dir), "--force"])
+        assert result.returncode == 1, name
+        assert message in result.stderr, (name, result.stderr)
+    target.start()
+    assert digest(target) == before
+
+
+def test_a_lying_client_cannot_damage_the_server(make_server, tmp_path):
+    """RESTORE-SNAPSHOT fed garbage, too many bytes, or cut off: refused, data unchanged."""
+    from conftest import RespConn, RespError
+    target = make_server()
+    target.client().set("precious", "data")
+    before = digest(target)
+    cases = [
+        (1000, b"$16\r\nnot a snapshot!!\r\n", "damaged"),
+        (1000, b"*1\r\n$1\r\nx\r\n", "bulk strings"),
+        (10, b"$20\r\n" + b"H" * 20 + b"\r\n", "longer than the announced 10 bytes"),
+        (1000, b"$1000000000\r\n", None),  # announces more than a chunk may hold
+        (1000, b"$3\r\nH\x00\x00\r\n", None),  # then the client goes away
+    ]
+    for announced, payload, message in cases:
+        with RespConn(target.port) as conn:
+            # The previous restore's connection may still be closing on the server.
+            for _ in range(100):
+                first = conn.call("RESTORE-SNAPSHOT", announced, "FORCE")
+                if first != RespError("ERR another restore is running"):
+                    break
+                conn.close()
+                time.sleep(0.05)
+                conn = RespConn(target.port)
+            assert first == "SEND"
+            conn.send(payload)
+            if message is not None:
+                reply = conn.read_reply()
+                assert "restore refused" in str(reply) and message in str(reply), reply
+            elif announced == 1000 and payload.startswith(b"$1000000000"):
+                assert "malformed" in str(conn.read_reply())
+    assert digest(target) == before
+    assert target.client().ping()
+
+
+def test_offline_restore_and_the_init_container_path(make_server, tmp_path):
+    source = make_server(env=master_env())
+    preload(source, 400)
+    file = tmp_path / "dr.kvbackup"
+    backup(source, file)
+    source_digest = digest(source)
+
+    # Init-container mode: nothing to do without RESTORE_FROM, and on a replica.
+    data = tmp_path / "restored"
+    noop = run_kvstore(["restore", "--if-empty", "--data-dir", str(data)], env=master_env())
+    assert noop.returncode == 0 and b"nothing to restore" in noop.stdout, noop
+    replica = run_kvstore(["restore", "--if-empty", "--data-dir", str(data)],
+                          env={**master_env(2), "RESTORE_FROM": str(file)})
+    assert replica.returncode == 0 and b"replica" in replica.stdout, replica
+    assert not (data / "db").exists()
+
+    # The master ordinal on an empty volume restores.
+    result = run_kvstore(["restore", "--if-empty", "--data-dir", str(data)],
+                         env={**master_env(0), "RESTORE_FROM": str(file)})
+    assert result.returncode == 0, result.stderr
+    assert b"restored" in result.stdout
+    # A second start (the pod restarted) leaves the restored, now live, data alone.
+    again = run_kvstore(["restore", "--if-empty", "--data-dir", str(data)],
+                        env={**master_env(0), "RESTORE_FROM": str(file)})
+    assert again.returncode == 0 and b"already holds a store" in again.stdout, again
+
+    restored = make_server(data_dir=data, env=master_env())
+    assert digest(restored) == source_digest
+    # Its replicas full-sync from it.
+    follower = make_server(env=replica_env(restored))
+    wait_for(lambda: digest(follower) == source_digest, what="the new replica to sync")
+
+    # Offline into a non-empty directory: refused without --force.
+    restored.stop()
+    refused = run_kvstore(["restore", "--from", str(file), "--data-dir", str(data)])
+    assert refused.returncode == 1 and b"--force" in refused.stderr, refused
+    usage = run_kvstore(["restore", "--data-dir", str(data)])
+    assert usage.returncode == 2
+
+
+def test_retention_keeps_exactly_n_files(make_server, tmp_path):
+    server = make_server()
+    preload(server, 50)
+    out = tmp_path / "backups"
+    out.mkdir()
+    (out / "unrelated.txt").write_text("not a backup: never removed")
+    made = []
+    for i in range(5):
+        server.client().set("round", str(i))
+        made.append(Path(backup(server, out, "--keep", "3")["file"]).name)
+        time.sleep(0.01)
+    left = sorted(p.name for p in out.iterdir() if p.name.endswith(".kvbackup"))
+    assert left == sorted(made)[-3:]
+    assert (out / "unrelated.txt").exists()
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    usage = kvctl(server.port, "backup", "--out", tmp_path / "x.kvbackup", "--keep", "2")
+    assert usage.returncode == 2
+
+
+def test_backup_needs_auth_and_reports_unreachable(make_server, tmp_path):
+    server = make_server(env={"KVSTORE_PASSWORD": "pw"})
+    denied = kvctl(server.port, "backup", "--out", tmp_path / "x.kvbackup")
+    assert denied.returncode == 1 and b"NOAUTH" in denied.stderr, denied
+    ok = kvctl(server.port, "backup", "--out", tmp_path / "x.kvbackup", env={"KVSTORE_PASSWORD": "pw"})
+    assert ok.returncode == 0, ok.stderr
+    closed = kvctl(1, "backup", "--out", tmp_path / "y.kvbackup")
+    assert closed.returncode == 3
+    assert not (tmp_path / "y.kvbackup").exists()
