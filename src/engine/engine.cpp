@@ -343,6 +343,9 @@ struct Engine::Impl {
   std::string poison_message;             // GUARDED_BY(stats_mu)
   std::atomic<bool> poisoned{false};
   std::atomic<std::uint64_t> visible_seq{0};  // committed_seq, for other threads
+  // Lock-free: observed on the writer thread, read by Stats() from any thread.
+  metrics::Histogram fsync_seconds{metrics::Histogram::LatencyBounds()};
+  metrics::Histogram batch_writes{metrics::Histogram::SizeBounds()};
 
   std::mutex hooks_mu;
   std::function<void(std::uint64_t)> commit_listener;  // GUARDED_BY(hooks_mu)
@@ -391,8 +394,10 @@ void Engine::Impl::FailOk(const Status& s) {
 }
 
 Status Engine::Impl::SyncLog() {
+  const auto started = Clock::now();
   Status s = log->Sync();
   last_log_sync = Clock::now();
+  fsync_seconds.Observe(std::chrono::duration<double>(last_log_sync - started).count());
   {
     std::lock_guard<std::mutex> lock(stats_mu);
     ++fsyncs;
@@ -487,6 +492,7 @@ Engine::Impl::Attempt Engine::Impl::TryGroup() {
     FailOk(s);
     return Attempt::kDone;
   }
+  batch_writes.Observe(static_cast<double>(ok_writes));
   std::lock_guard<std::mutex> lock(stats_mu);
   ++commits;
   committed_writes += ok_writes;
@@ -506,6 +512,7 @@ Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
   bool full = false;
   s = Persist(txn, &full);
   if (s.ok()) {
+    batch_writes.Observe(1);
     std::lock_guard<std::mutex> lock(stats_mu);
     ++commits;
     ++committed_writes;
@@ -969,6 +976,8 @@ EngineStats Engine::Stats() {
     stats.poisoned = impl_->poisoned.load();
     stats.poison_reason = impl_->poison_message;
   }
+  stats.fsync_seconds = impl_->fsync_seconds.Snapshot();
+  stats.batch_writes = impl_->batch_writes.Snapshot();
   stats.storage = storage_->Stats();
   stats.log = log_->Stats();
   return stats;
