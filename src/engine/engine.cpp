@@ -333,6 +333,7 @@ struct Engine::Impl {
   bool log_unsynced = false;        // appends since the last log fsync
   Clock::time_point last_log_sync;
   Clock::time_point next_checkpoint;
+  Clock::time_point next_storage_full_log;
 
   // Stats, readable from any thread.
   mutable std::mutex stats_mu;
@@ -603,6 +604,11 @@ void Engine::Impl::ProcessBatch() {
         Status g = storage->Grow();
         if (g.ok()) break;
         if (g.IsStorageFull()) {
+          // Once a minute at most: a full store refuses every put, and a client may retry fast.
+          if (const auto now = Clock::now(); now >= next_storage_full_log) {
+            next_storage_full_log = now + std::chrono::minutes(1);
+            spdlog::info("engine: storage full: {}", g.message());
+          }
           RunAlone(g);
         } else {
           FailOk(g);
