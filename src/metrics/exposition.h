@@ -45,7 +45,8 @@ class Exposition {
   std::string text_;
 };
 
-// Formats a sample value: integers without a fraction, "+Inf", "-Inf", "NaN", else the shortest text that reads back exactly.
+// Formats a sample value: integers without a fraction, "+Inf", "-Inf", "NaN", else the
+// shortest text that reads back exactly.
 std::string FormatValue(double value);
 
 }  // namespace kvstore::metrics
