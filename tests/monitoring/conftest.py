@@ -154,6 +154,10 @@ def cluster(tmp_path_factory):
     finally:
         for pod in pods:
             pod.stop()
+    # Sanitizer builds: any report fails the run, whatever the tests said.
+    reports = [f"{pod.name}: {line}" for pod in pods for line in pod.log_lines()
+               if "runtime error:" in line or "Sanitizer" in line]
+    assert not reports, "\n".join(reports)
 
 
 def metric_names_in(expr):
