@@ -8,7 +8,7 @@ packages=(
   libasio-dev liblmdb-dev lmdb-utils libfmt-dev libcli11-dev libyaml-cpp-dev catch2 libspdlog-dev
   zlib1g-dev libcpp-httplib-dev libssl-dev openssl
   redis-tools redis-server python3 python3-redis python3-pytest python3-yaml netcat-openbsd
-  iproute2 procps curl
+  iproute2 procps curl prometheus
 )
 # Node.js and npm for the offline validation of the Kubernetes manifests (tests/k8s). A machine
 # with a Node.js of its own (e.g. from NodeSource, which bundles npm and conflicts with Debian's

@@ -1,6 +1,7 @@
 // Server commands: INFO, COMMAND, CONFIG GET, TIME.
 // INFO uses Redis' field names wherever one exists, so Redis tools (redis-cli, exporters,
 // dashboards) read it; kvstore-only fields carry a kvstore_ prefix.
+#include <fmt/format.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <fstream>
 
 #include "commands/command.h"
+#include "commands/command_metrics.h"
 #include "commands/glob.h"
 #include "kvstore/resp.h"
 
@@ -37,13 +39,18 @@ void Field(std::string* text, std::string_view name, Number value) {
 }
 
 std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) {
+  // As Redis: the default sections, unless asked for by name or with "all" / "everything";
+  // commandstats is not a default section.
   auto want = [&](std::string_view section) {
-    if (wanted.empty()) return true;
+    const bool in_default = section != "commandstats";
+    if (wanted.empty()) return in_default;
     for (const std::string& w : wanted) {
-      if (w == "all" || w == "everything" || w == "default" || w == section) return true;
+      if (w == "all" || w == "everything" || w == section) return true;
+      if (w == "default" && in_default) return true;
     }
     return false;
   };
+  const CommandMetrics* commands = c.server.command_metrics();
   const ServerCounters counters = c.server.Counters();
   const EngineStats stats = c.engine.Stats();
   std::string text;
@@ -71,7 +78,14 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
   }
   if (want("memory")) {
     text += "# Memory\r\n";
-    Field(&text, "used_memory_rss", ResidentBytes());
+    // kvstore's data lives in LMDB's memory map (page cache), not the heap: used_memory is the
+    // process' resident memory, used_memory_dataset the map's used pages.
+    const std::uint64_t rss = ResidentBytes();
+    Field(&text, "used_memory", rss);
+    Field(&text, "used_memory_human", fmt::format("{:.2f}M", rss / 1048576.0));
+    Field(&text, "used_memory_rss", rss);
+    Field(&text, "used_memory_rss_human", fmt::format("{:.2f}M", rss / 1048576.0));
+    Field(&text, "used_memory_dataset", stats.storage.used_bytes);
     Field(&text, "maxmemory", 0);
     Field(&text, "kvstore_map_size_bytes", stats.storage.map_bytes);
     Field(&text, "kvstore_map_used_bytes", stats.storage.used_bytes);
@@ -82,6 +96,9 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
     text += "# Persistence\r\n";
     Field(&text, "loading", 0);
     Field(&text, "aof_enabled", 1);
+    Field(&text, "aof_rewrite_in_progress", 0);
+    Field(&text, "aof_last_write_status", std::string(stats.poisoned ? "err" : "ok"));
+    Field(&text, "rdb_bgsave_in_progress", 0);
     Field(&text, "kvstore_fsync", c.options.fsync);
     Field(&text, "kvstore_fsyncs", stats.fsyncs);
     Field(&text, "kvstore_group_commits", stats.commits);
@@ -102,6 +119,7 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
     Field(&text, "total_net_input_bytes", counters.net_input_bytes);
     Field(&text, "total_net_output_bytes", counters.net_output_bytes);
     Field(&text, "rejected_connections", counters.rejected_connections);
+    Field(&text, "total_error_replies", commands ? commands->total_errors() : 0);
     text += "\r\n";
   }
   if (want("replication")) {
@@ -115,6 +133,20 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
       status.log_bytes = stats.log.bytes;
     }
     AppendReplicationInfo(status, &text);
+  }
+  if (want("commandstats") && commands != nullptr) {
+    // Redis' layout: cmdstat_<name>:calls=,usec=,usec_per_call=,rejected_calls=,failed_calls=
+    text += "# Commandstats\r\n";
+    for (const auto& command : commands->Counts()) {
+      const std::uint64_t calls = command.ok + command.errors;
+      if (calls == 0) continue;
+      Field(&text, "cmdstat_" + std::string(command.name),
+            fmt::format("calls={},usec={},usec_per_call={:.2f},rejected_calls=0,failed_calls={}",
+                        calls, command.microseconds,
+                        static_cast<double>(command.microseconds) / static_cast<double>(calls),
+                        command.errors));
+    }
+    text += "\r\n";
   }
   if (want("keyspace")) {
     text += "# Keyspace\r\n";

@@ -10,6 +10,8 @@
 
 namespace kvstore {
 
+class CommandMetrics;
+
 struct ServerCounters {
   std::uint64_t connected_clients = 0;
   std::uint64_t total_connections = 0;
@@ -26,6 +28,8 @@ class ServerContext {
   virtual ~ServerContext() = default;
   virtual std::vector<ClientInfo> ListClients() const = 0;
   virtual ServerCounters Counters() const = 0;
+  // Per-command calls and latency (INFO stats and commandstats); null when not kept.
+  virtual const CommandMetrics* command_metrics() const { return nullptr; }
 };
 
 }  // namespace kvstore

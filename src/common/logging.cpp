@@ -10,11 +10,15 @@
 //   json = '{"time":"' time '","level":"' level '","message":' string *(',' string ':' string) '}'
 //   time = YYYY-MM-DDTHH:MM:SS.mmmZ        ; UTC
 // Global fields come before the line's own fields; a line field replaces a global field of the
-// same key on that line.
+// same key on that line. After Init, lines logged through spdlog's default logger (spdlog::info
+// in the engine and the log) are formatted here too, so that every line is JSON in json mode.
 #include "common/logging.h"
 
+#include <spdlog/details/null_mutex.h>
 #include <spdlog/logger.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -269,6 +273,24 @@ void Log(Level level, std::string_view message, Fields fields) {
   state.logger->log(SpdlogLevel(level), spdlog::string_view_t(line.data(), line.size()));
 }
 
+// spdlog's default logger, redirected: each message becomes one of our lines. Log() is
+// thread-safe, so the sink needs no mutex of its own.
+class BridgeSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    Level level = Level::kInfo;
+    if (msg.level <= spdlog::level::debug) {
+      level = Level::kDebug;
+    } else if (msg.level == spdlog::level::warn) {
+      level = Level::kWarn;
+    } else if (msg.level >= spdlog::level::err) {
+      level = Level::kError;
+    }
+    Log(level, std::string_view(msg.payload.data(), msg.payload.size()), {});
+  }
+  void flush_() override {}
+};
+
 }  // namespace
 
 Status Init(std::string_view level, std::string_view format) {
@@ -298,6 +320,13 @@ Status Init(std::string_view level, std::string_view format) {
   std::unique_lock lock(state.mutex);
   state.format = parsed_format;
   state.min_level.store(parsed_level, std::memory_order_relaxed);
+  static const bool bridged = [] {
+    auto logger = std::make_shared<spdlog::logger>("default", std::make_shared<BridgeSink>());
+    logger->set_level(spdlog::level::trace);  // filtered by min_level in Log()
+    spdlog::set_default_logger(std::move(logger));
+    return true;
+  }();
+  (void)bridged;
   return Status::Ok();
 }
 

@@ -334,6 +334,7 @@ struct Engine::Impl {
   bool log_unsynced = false;        // appends since the last log fsync
   Clock::time_point last_log_sync;
   Clock::time_point next_checkpoint;
+  Clock::time_point next_storage_full_log;
 
   // Stats, readable from any thread.
   mutable std::mutex stats_mu;
@@ -344,6 +345,9 @@ struct Engine::Impl {
   std::string poison_message;             // GUARDED_BY(stats_mu)
   std::atomic<bool> poisoned{false};
   std::atomic<std::uint64_t> visible_seq{0};  // committed_seq, for other threads
+  // Lock-free: observed on the writer thread, read by Stats() from any thread.
+  metrics::Histogram fsync_seconds{metrics::Histogram::LatencyBounds()};
+  metrics::Histogram batch_writes{metrics::Histogram::SizeBounds()};
 
   std::mutex hooks_mu;
   std::function<void(std::uint64_t)> commit_listener;  // GUARDED_BY(hooks_mu)
@@ -392,8 +396,10 @@ void Engine::Impl::FailOk(const Status& s) {
 }
 
 Status Engine::Impl::SyncLog() {
+  const auto started = Clock::now();
   Status s = log->Sync();
   last_log_sync = Clock::now();
+  fsync_seconds.Observe(std::chrono::duration<double>(last_log_sync - started).count());
   {
     std::lock_guard<std::mutex> lock(stats_mu);
     ++fsyncs;
@@ -488,6 +494,7 @@ Engine::Impl::Attempt Engine::Impl::TryGroup() {
     FailOk(s);
     return Attempt::kDone;
   }
+  batch_writes.Observe(static_cast<double>(ok_writes));
   std::lock_guard<std::mutex> lock(stats_mu);
   ++commits;
   committed_writes += ok_writes;
@@ -507,6 +514,7 @@ Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
   bool full = false;
   s = Persist(txn, &full);
   if (s.ok()) {
+    batch_writes.Observe(1);
     std::lock_guard<std::mutex> lock(stats_mu);
     ++commits;
     ++committed_writes;
@@ -599,6 +607,11 @@ void Engine::Impl::ProcessBatch() {
         Status g = storage->Grow();
         if (g.ok()) break;
         if (g.IsStorageFull()) {
+          // Once a minute at most: a full store refuses every put, and a client may retry fast.
+          if (const auto now = Clock::now(); now >= next_storage_full_log) {
+            next_storage_full_log = now + std::chrono::minutes(1);
+            spdlog::info("engine: storage full: {}", g.message());
+          }
           RunAlone(g);
         } else {
           FailOk(g);
@@ -972,6 +985,8 @@ EngineStats Engine::Stats() {
     stats.poisoned = impl_->poisoned.load();
     stats.poison_reason = impl_->poison_message;
   }
+  stats.fsync_seconds = impl_->fsync_seconds.Snapshot();
+  stats.batch_writes = impl_->batch_writes.Snapshot();
   stats.storage = storage_->Stats();
   stats.log = log_->Stats();
   return stats;

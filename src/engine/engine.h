@@ -23,6 +23,7 @@
 #include "engine/epochs.h"
 #include "kvstore/status.h"
 #include "log/log.h"
+#include "metrics/histogram.h"
 #include "storage/storage.h"
 
 namespace kvstore {
@@ -89,6 +90,8 @@ struct EngineStats {
   std::uint64_t committed_writes = 0;  // write functions committed
   std::uint64_t fsyncs = 0;
   std::uint64_t last_checkpoint_seq = 0;
+  metrics::HistogramSnapshot fsync_seconds;  // each log fsync's duration
+  metrics::HistogramSnapshot batch_writes;   // write functions per group commit
   bool poisoned = false;
   std::string poison_reason;
   StorageStats storage;

@@ -201,7 +201,8 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   }
   // The admin port (/healthz, /readyz, /metrics) lives until Serve returns, so probes keep being
   // answered while the shutdown drains.
-  EngineAdminProvider admin_provider(**engine, labeler, replication, config.ready_max_lag_entries);
+  EngineAdminProvider admin_provider(**engine, server, labeler, replication,
+                                     config.ready_max_lag_entries);
   AdminServer admin(AdminOptions{config.bind, config.admin_port}, admin_provider);
   if (config.admin_port != 0) {
     if (Status s = admin.Start(); !s.ok()) {

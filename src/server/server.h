@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "commands/command_metrics.h"
 #include "commands/dispatcher.h"
 #include "commands/server_context.h"
 #include "engine/engine.h"
@@ -68,6 +69,9 @@ class Server final : public ServerContext {
   // ServerContext
   std::vector<ClientInfo> ListClients() const override;
   ServerCounters Counters() const override;
+  const CommandMetrics* command_metrics() const override { return &command_metrics_; }
+  // Sessions record every command here.
+  CommandMetrics& mutable_command_metrics() { return command_metrics_; }
 
   // Called by sessions.
   void OnSessionClosed(std::uint64_t id);
@@ -90,6 +94,7 @@ class Server final : public ServerContext {
   asio::signal_set signals_;
   asio::steady_timer shutdown_timer_;
   Dispatcher dispatcher_;
+  CommandMetrics command_metrics_;
   int bound_port_ = 0;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 

@@ -70,6 +70,11 @@ auto AsyncWaitForAcks(ReplicationContext& replication, std::uint64_t seq, int re
       std::forward<CompletionToken>(token));
 }
 
+// Whether the reply that starts at out[mark] is a RESP error (for the command metrics).
+bool IsErrorReply(const std::string& out, std::size_t mark) {
+  return out.size() > mark && out[mark] == '-';
+}
+
 std::string Endpoint(const asio::ip::tcp::endpoint& endpoint) {
   return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
 }
@@ -218,25 +223,38 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     const bool is_write = spec != nullptr && (spec->flags & kFlagWrite);
     // A read must see the writes queued before it: read-your-writes within a pipeline.
     if (!is_write && !queued_replies_.empty()) co_await FlushWrites();
+    const auto started = std::chrono::steady_clock::now();
     Outcome outcome;
     if (queued_replies_.empty()) {
+      const std::size_t mark = out_.size();
       outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
-      if (outcome.kind == Outcome::Kind::kWrite) QueueWrite(std::move(outcome));
+      if (outcome.kind == Outcome::Kind::kWrite) {
+        QueueWrite(std::move(outcome), spec, started);
+      } else if (outcome.kind == Outcome::Kind::kReplied) {
+        RecordCommand(spec, !IsErrorReply(out_, mark), started);
+      }
     } else {
       // Writes are queued, so even an immediate reply (a syntax error, NOAUTH) must wait its
       // turn behind theirs.
       auto reply = std::make_shared<std::string>();
       outcome = dispatcher_.Execute(spec, args_, client_, reads_, reply.get());
       if (outcome.kind == Outcome::Kind::kWrite) {
-        QueueWrite(std::move(outcome));
+        QueueWrite(std::move(outcome), spec, started);
       } else {
-        queued_replies_.push_back({false, std::move(reply)});
+        if (outcome.kind == Outcome::Kind::kReplied) {
+          RecordCommand(spec, !IsErrorReply(*reply, 0), started);
+        }
+        queued_replies_.push_back({false, std::move(reply), spec, started});
       }
     }
     if (outcome.kind == Outcome::Kind::kDeferred) {
       co_await FlushWrites();
-      out_ += co_await AsyncDeferred(std::move(outcome.deferred), asio::use_awaitable);
+      const std::string reply =
+          co_await AsyncDeferred(std::move(outcome.deferred), asio::use_awaitable);
+      RecordCommand(spec, !IsErrorReply(reply, 0), started);
+      out_ += reply;
     } else if (outcome.kind == Outcome::Kind::kHandoff) {
+      RecordCommand(spec, true, started);
       co_await FlushWrites();
       if (!co_await WriteOut()) co_return false;
       handoff_ = true;
@@ -264,9 +282,16 @@ asio::awaitable<bool> Session::ProcessBuffered() {
   co_return keep_open;
 }
 
-void Session::QueueWrite(Outcome outcome) {
+void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,
+                         std::chrono::steady_clock::time_point started) {
   queued_writes_.push_back(std::move(outcome.write));
-  queued_replies_.push_back({true, std::move(outcome.reply)});
+  queued_replies_.push_back({true, std::move(outcome.reply), spec, started});
+}
+
+void Session::RecordCommand(const CommandSpec* spec, bool ok,
+                            std::chrono::steady_clock::time_point started) {
+  server_.mutable_command_metrics().Record(
+      spec, ok, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 asio::awaitable<void> Session::FlushWrites() {
@@ -290,7 +315,9 @@ asio::awaitable<void> Session::FlushWrites() {
     const Status status =
         next_result < results.size() ? results[next_result] : Status::IOError("write lost");
     ++next_result;
+    const std::size_t mark = out_.size();
     AppendWriteResult(status, *queued.reply, &out_);
+    RecordCommand(queued.spec, !IsErrorReply(out_, mark), queued.started);
   }
   queued_replies_.clear();
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,7 +43,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ProcessBuffered();
   // Submits the queued writes as one engine batch and appends their replies.
   asio::awaitable<void> FlushWrites();
-  void QueueWrite(Outcome outcome);
+  void QueueWrite(Outcome outcome, const CommandSpec* spec,
+                  std::chrono::steady_clock::time_point started);
+  // Counts a finished command in the server's CommandMetrics.
+  void RecordCommand(const CommandSpec* spec, bool ok,
+                     std::chrono::steady_clock::time_point started);
   asio::awaitable<void> WaitForSyncReplicas(std::uint64_t seq, std::vector<Status>* results);
   asio::awaitable<bool> WriteOut();
   void ArmFrameTimer();
@@ -64,6 +69,9 @@ class Session : public std::enable_shared_from_this<Session> {
   struct QueuedReply {
     bool from_engine;
     std::shared_ptr<std::string> reply;
+    // For the command metrics of a write, recorded once its result is known.
+    const CommandSpec* spec = nullptr;
+    std::chrono::steady_clock::time_point started;
   };
   std::vector<WriteFn> queued_writes_;
   std::vector<QueuedReply> queued_replies_;

@@ -1,6 +1,7 @@
 // Logging tests: capture what the logger writes to stderr and check both formats.
 #include "common/logging.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -64,6 +65,20 @@ TEST_CASE("logging: text lines carry the message and key=value fields") {
   const std::string out = CaptureStderr([] { Warn("disk slow", {{"ms", "12"}}); });
   CHECK(out.find("WARN disk slow") != std::string::npos);
   CHECK(out.find("ms=12") != std::string::npos);
+}
+
+TEST_CASE("logging: lines logged through spdlog's default logger are formatted the same way") {
+  REQUIRE(Init("info", "json").ok());
+  SetGlobalField("pod", "kvstore-1");
+  const std::string out = CaptureStderr([] {
+    spdlog::warn("engine: log trim failed: {}", "disk gone");
+    spdlog::debug("hidden at info level");
+  });
+  CHECK(out.find('\n') == out.size() - 1);
+  CHECK(out.starts_with("{\"time\":\""));
+  CHECK(out.find("\"level\":\"warn\"") != std::string::npos);
+  CHECK(out.find("\"message\":\"engine: log trim failed: disk gone\"") != std::string::npos);
+  CHECK(out.find("\"pod\":\"kvstore-1\"") != std::string::npos);
 }
 
 }  // namespace

@@ -1139,5 +1139,20 @@ TEST_CASE("the retention pin keeps the log entries a replica still needs") {
   }
 }
 
+TEST_CASE("stats histogram every log fsync and the size of every group commit") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  const EngineStats before = engine->Stats();
+  REQUIRE(Codes(Run(*engine, {PutFn("a", "1"), PutFn("b", "2"), PutFn("c", "3")})) == "OK,OK,OK,");
+  REQUIRE(Codes(Run(*engine, {PutFn("d", "4")})) == "OK,");
+  const EngineStats after = engine->Stats();
+  // fsync: always syncs once per group commit; the histogram counts exactly the fsyncs.
+  CHECK(after.fsync_seconds.count() == after.fsyncs);
+  CHECK(after.fsyncs - before.fsyncs == 2);
+  CHECK(after.fsync_seconds.sum > before.fsync_seconds.sum);
+  CHECK(after.batch_writes.count() - before.batch_writes.count() == 2);
+  CHECK(after.batch_writes.sum - before.batch_writes.sum == 4.0);
+}
+
 }  // namespace
 }  // namespace kvstore

@@ -89,6 +89,9 @@ def test_full_map(make_server):
         failures = exercise_full_store(server, conn, client, acked)
         client.close()
     assert server.stop() == 0
+    # The operator learns it from the log too, once (a minute), not once per refused write.
+    assert len([line for line in server.logs().splitlines()
+                if "engine: storage full" in line]) == 1, server.logs()
     server.start()
     client = server.client()
     assert client.dbsize() == len(acked)
