@@ -15,8 +15,9 @@ echo "== build and test (RelWithDebInfo)"
 
 echo "== build and test (ASan + UBSan)"
 ./scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVSTORE_SANITIZE=ON -DKVSTORE_TESTS=ON
+# The manifest and monitoring checks do not exercise more server code than the plain pass did.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --output-on-failure -j2)
+  ctest --output-on-failure -j2 -E '^(k8s|monitoring): ')
 
 echo "== fuzz the RESP parser (libFuzzer, ${FUZZ_SECONDS:=60}s)"
 CXX=clang++ ./scripts/build.sh build-fuzz -DKVSTORE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo

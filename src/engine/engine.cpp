@@ -610,7 +610,7 @@ void Engine::Impl::ProcessBatch() {
           // Once a minute at most: a full store refuses every put, and a client may retry fast.
           if (const auto now = Clock::now(); now >= next_storage_full_log) {
             next_storage_full_log = now + std::chrono::minutes(1);
-            spdlog::info("engine: storage full: {}", g.message());
+            logging::Info(fmt::format("engine: storage full: {}", g.message()));
           }
           RunAlone(g);
         } else {
