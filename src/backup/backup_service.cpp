@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "kvstore/resp.h"
 #include "replication/full_sync.h"
+#include "replication/off_strand.h"
 #include "replication/replication.h"
 #include "snapshot/snapshot_format.h"
 
@@ -115,23 +116,6 @@ Result<std::string> NewestEpochOf(const std::string& path) {
   auto history = DecodeEpochHistory(reader.meta);
   if (!history.ok()) return history.status();
   return history->empty() ? std::string("-") : EpochName(history->back());
-}
-
-// A job on a thread of its own, polled from a coroutine (a blocking call such as an install
-// must not run on an io thread). The thread holds the shared state, so it may outlive the
-// poller.
-struct ThreadJob {
-  std::atomic<bool> done{false};
-  Status status;
-};
-
-std::shared_ptr<ThreadJob> StartThread(std::function<Status()> fn) {
-  auto job = std::make_shared<ThreadJob>();
-  std::thread([job, fn = std::move(fn)] {
-    job->status = fn();
-    job->done.store(true);
-  }).detach();
-  return job;
 }
 
 }  // namespace
@@ -295,13 +279,8 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
       return replication != nullptr ? replication->InstallRestoredSnapshot(path)
                                     : engine->InstallSnapshot(path);
     };
-    std::shared_ptr<ThreadJob> job = StartThread(std::move(install));
-    asio::steady_timer poll(socket.get_executor());
-    while (!job->done.load()) {
-      poll.expires_after(std::chrono::milliseconds(5));
-      co_await poll.async_wait(kUseTuple);
-    }
-    status = job->status;
+    std::function<void()> nothing_meanwhile;  // named: see RunOffStrand
+    status = co_await RunOffStrand<Status>(std::move(install), std::move(nothing_meanwhile));
   }
   std::string last;
   if (!status.ok()) {

@@ -5,10 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "common/logging.h"
 #include "log/log.h"
+#include "replication/off_strand.h"
 #include "replication/replication.h"
 #include "replication/wire.h"
 #include "snapshot/snapshot_format.h"
@@ -324,27 +324,19 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
     }
   }
   // Checked completely: now replace the key space, off the io threads (it is a big transaction).
-  auto result = std::make_shared<std::pair<std::atomic<bool>, Status>>();
-  result->first = false;
-  Engine& engine = manager_.engine_;
-  std::thread installer([&engine, path, result] {
-    result->second = engine.InstallSnapshot(path);
-    result->first.store(true);
-  });
-  asio::steady_timer poll(strand_);
+  Engine* engine = &manager_.engine_;
   auto next_keepalive = std::chrono::steady_clock::now();
-  while (!result->first.load()) {
+  // Named, not temporaries in the co_await expression: GCC 12 destroys such temporaries twice.
+  std::function<Status()> install = [engine, path] { return engine->InstallSnapshot(path); };
+  std::function<void()> keepalive = [this, &next_keepalive] {
     // A big install takes a while: tell the master this replica is alive (its ack timeout).
-    if (std::chrono::steady_clock::now() >= next_keepalive) {
-      SendAck(0, /*keepalive=*/true);
-      next_keepalive += std::chrono::seconds(1);
-    }
-    poll.expires_after(std::chrono::milliseconds(5));
-    co_await poll.async_wait(kUseTuple);
-  }
-  installer.join();
-  if (!result->second.ok()) {
-    Fail("cannot install the full-resync snapshot: " + result->second.message());
+    if (std::chrono::steady_clock::now() < next_keepalive) return;
+    SendAck(0, /*keepalive=*/true);
+    next_keepalive += std::chrono::seconds(1);
+  };
+  const Status installed = co_await RunOffStrand<Status>(std::move(install), std::move(keepalive));
+  if (!installed.ok()) {
+    Fail("cannot install the full-resync snapshot: " + installed.message());
     co_return false;
   }
   logging::Info(

@@ -11,6 +11,7 @@
 #include "replication/feed.h"
 #include "replication/full_sync.h"
 #include "replication/link.h"
+#include "replication/off_strand.h"
 #include "replication/replication.h"
 #include "replication/wire.h"
 
@@ -35,22 +36,6 @@ const char* LinkStateName(LinkState state) {
       return "connected";
   }
   return "connect";
-}
-
-// Runs fn on a thread of its own and waits for it from a coroutine without blocking the strand.
-template <typename T>
-asio::awaitable<T> OffStrand(std::function<T()> fn) {
-  auto executor = co_await asio::this_coro::executor;
-  std::packaged_task<T()> task(std::move(fn));
-  std::future<T> future = task.get_future();
-  std::thread worker(std::move(task));
-  asio::steady_timer poll(executor);
-  while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
-    poll.expires_after(std::chrono::milliseconds(5));
-    co_await poll.async_wait(kUseTuple);
-  }
-  worker.join();
-  co_return future.get();
 }
 
 }  // namespace
@@ -625,16 +610,20 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
   if (replication_wire::SplitAddress(old_master, &host, &port)) {
     const std::string me = options_.ordinal >= 0 ? "ordinal " + std::to_string(options_.ordinal)
                                                  : "a promoted replica";
-    auto reply = co_await OffStrand<Result<resp::Value>>([&]() -> Result<resp::Value> {
-      ClientOptions client_options;
-      client_options.host = host;
-      client_options.port = std::atoi(port.c_str());
-      client_options.password = options_.password;
-      client_options.timeout = options_.promotion_timeout;
+    ClientOptions client_options;
+    client_options.host = host;
+    client_options.port = std::atoi(port.c_str());
+    client_options.password = options_.password;
+    client_options.timeout = options_.promotion_timeout;
+    // Named, not a temporary in the co_await expression: GCC 12 destroys those twice.
+    std::function<Result<resp::Value>()> fence = [client_options, me]() -> Result<resp::Value> {
       auto client = Client::Connect(client_options);
       if (!client.ok()) return client.status();
       return (*client)->Call({"REPLFAILOVER", me});
-    });
+    };
+    std::function<void()> nothing_meanwhile;
+    auto reply =
+        co_await RunOffStrand<Result<resp::Value>>(std::move(fence), std::move(nothing_meanwhile));
     if (!reply.ok()) {
       why = reply.status().message();
     } else if (reply->type != resp::Value::Type::kInteger) {
