@@ -23,7 +23,11 @@ Server::Server(ServerOptions options, asio::io_context& io, Engine& engine,
       acceptor_(control_),
       signals_(control_, SIGINT, SIGTERM),
       shutdown_timer_(control_),
-      dispatcher_(engine, *this, replication, std::move(dispatcher_options)) {}
+      dispatcher_(engine, *this, replication, std::move(dispatcher_options)) {
+  for (int i = 1; i < options_.io_threads; ++i) {
+    session_loops_.push_back(std::make_unique<asio::io_context>(1));
+  }
+}
 
 Server::~Server() {
   if (replication_stopper_.joinable()) replication_stopper_.join();
@@ -51,9 +55,16 @@ void Server::Run() {
     BeginShutdown();
   });
   asio::co_spawn(control_, AcceptLoop(), asio::detached);
+  // The session loops run until io_ is done: io_ holds the acceptor until shutdown, then the
+  // shutdown timer until the last session closed or was force-closed.
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::vector<std::thread> threads;
-  for (int i = 1; i < options_.io_threads; ++i) threads.emplace_back([this] { io_.run(); });
+  for (auto& loop : session_loops_) {
+    guards.push_back(asio::make_work_guard(*loop));
+    threads.emplace_back([&loop] { loop->run(); });
+  }
   io_.run();
+  guards.clear();
   for (auto& thread : threads) thread.join();
   if (replication_stopper_.joinable()) replication_stopper_.join();
 }
@@ -98,7 +109,9 @@ void Server::BeginShutdown() {
 
 asio::awaitable<void> Server::AcceptLoop() {
   for (;;) {
-    auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(io_), kUseTuple);
+    const std::size_t loop = next_loop_++ % (session_loops_.size() + 1);
+    asio::io_context& context = loop == 0 ? io_ : *session_loops_[loop - 1];
+    auto [ec, socket] = co_await acceptor_.async_accept(context, kUseTuple);
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
       // EMFILE and friends: back off briefly instead of spinning.

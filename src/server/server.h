@@ -1,5 +1,9 @@
-// Server: the RESP listener on port 5555. Owns the io_context, the acceptor and every session.
-// Threads: io_threads threads run the io_context; each session runs on its own strand. The
+// Server: the RESP listener on port 5555. Owns the acceptor and every session.
+// Threads: io_threads event loops, each one io_context run by one thread (as Redis's I/O threads
+// or memcached's workers): the shared io_context given to the constructor, which also runs the
+// acceptor, replication and shutdown, plus io_threads - 1 of the server's own. Each connection
+// lives on one loop, assigned round-robin, so its handlers never need a strand and a write's
+// completion wakes one loop, not a pool of threads contending for one queue. The
 // public methods are thread-safe. Shutdown (SIGTERM/SIGINT or Shutdown()) closes the acceptor,
 // lets each session finish the command it is running, then force-closes what remains after
 // shutdown_timeout; Run() returns once no session is left.
@@ -72,6 +76,8 @@ class Server final : public ServerContext {
   const CommandMetrics* command_metrics() const override { return &command_metrics_; }
   // Sessions record every command here.
   CommandMetrics& mutable_command_metrics() { return command_metrics_; }
+  // The shared io_context: a connection handed off to a stream (REPLSYNC, SNAPSHOT) moves there.
+  asio::io_context& shared_io() { return io_; }
 
   // Called by sessions.
   void OnSessionClosed(std::uint64_t id);
@@ -87,6 +93,9 @@ class Server final : public ServerContext {
   // At shutdown: waits for the replicas, then stops replication (it blocks, so not on io).
   std::thread replication_stopper_;
   asio::io_context& io_;
+  // The other event loops (io_threads - 1), each run by one thread in Run().
+  std::vector<std::unique_ptr<asio::io_context>> session_loops_;
+  std::size_t next_loop_ = 0;  // round-robin over io_ and session_loops_; on control_ only
   // The acceptor, the signals, the shutdown timer and BeginShutdown all run on this strand, so
   // closing the acceptor and arming or cancelling the timer never race between io threads.
   asio::strand<asio::io_context::executor_type> control_;

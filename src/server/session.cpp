@@ -1,4 +1,4 @@
-// Session implementation. One coroutine per connection on the socket's strand:
+// Session implementation. One coroutine per connection on the socket's event loop:
 //   read -> parse every complete request -> run reads at once, queue writes -> flush writes as
 //   one engine batch -> write all replies -> read again.
 // Writing replies before reading more is the backpressure: a client that does not read its
@@ -57,7 +57,7 @@ auto AsyncDeferred(std::function<void(std::function<void(std::string)>)> deferre
       token, std::move(deferred));
 }
 
-// Waits for replica acknowledgements (sync mode) without blocking the strand.
+// Waits for replica acknowledgements (sync mode) without blocking the event loop.
 template <typename CompletionToken>
 auto AsyncWaitForAcks(ReplicationContext& replication, std::uint64_t seq, int replicas,
                       std::chrono::milliseconds timeout, CompletionToken&& token) {
@@ -190,16 +190,29 @@ asio::awaitable<void> Session::Run() {
   frame_timer_.cancel();
   server_.OnSessionClosed(client_.info.id);
   if (handoff_) {
-    // From here on the connection is a stream owned by whoever serves the command.
+    // From here on the connection is a stream owned by whoever serves the command. It moves to
+    // the shared io_context, where replication and backups run, so that their shutdown (which
+    // waits for these streams) never depends on a session loop.
     auto it = options_.handoffs.find(ToLower(handoff_args_[0]));
-    if (it != options_.handoffs.end()) {
-      co_await it->second(std::move(socket_), std::move(handoff_args_));
+    const bool has_owner = it != options_.handoffs.end() || replication_ != nullptr;
+    std::error_code ec;
+    const auto protocol = socket_.local_endpoint(ec).protocol();
+    auto native =
+        has_owner && !ec ? socket_.release(ec) : asio::ip::tcp::socket::native_handle_type{-1};
+    if (has_owner && !ec) {
+      asio::io_context& shared = server_.shared_io();
+      asio::ip::tcp::socket moved(shared, protocol, native);
+      if (it != options_.handoffs.end()) {
+        asio::co_spawn(shared, it->second(std::move(moved), std::move(handoff_args_)),
+                       asio::detached);
+      } else {  // REPLSYNC
+        asio::co_spawn(shared,
+                       replication_->ServeReplica(std::move(moved), std::move(handoff_args_)),
+                       asio::detached);
+      }
       co_return;
     }
-    if (replication_ != nullptr) {  // REPLSYNC
-      co_await replication_->ServeReplica(std::move(socket_), std::move(handoff_args_));
-      co_return;
-    }
+    logging::Warn("cannot hand a connection over", {{"error", ec.message()}});
   }
   std::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

@@ -1,6 +1,6 @@
 // Session: one client connection. Reads requests, runs them through the Dispatcher, batches
 // consecutive writes into one engine submission, and writes replies in request order.
-// Threads: everything runs on the session's strand (the socket's executor); Stop() and Info()
+// Threads: everything runs on the session's event loop (the socket's executor); Stop() and Info()
 // may be called from any thread.
 #pragma once
 
