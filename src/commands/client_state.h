@@ -1,5 +1,5 @@
 // ClientState: what the command layer knows about one connection. Owned by its session and
-// touched only on that session's strand; ClientInfo is the copy other threads may read.
+// touched only on that session's event loop; ClientInfo is the copy other threads may read.
 #pragma once
 
 #include <chrono>

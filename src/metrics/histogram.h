@@ -1,6 +1,6 @@
 // Histogram: counts observations into fixed buckets for Prometheus, without locks.
 // Thread-safe: Observe() is a few relaxed atomic adds and may run on any thread (the engine's
-// writer, session strands); Snapshot() may run concurrently and sees each bucket atomically.
+// writer, session event loops); Snapshot() may run concurrently and sees each bucket atomically.
 #pragma once
 
 #include <atomic>
