@@ -329,6 +329,8 @@ struct Engine::Impl {
   // Writer thread only.
   std::vector<Request> batch;
   std::vector<LogEntry> entries;
+  // Every request of the batch is a replicated apply (a replica's batches): see Persist.
+  bool replicated_batch = false;
   std::uint64_t committed_seq = 0;  // last sequence committed to LMDB
   std::uint64_t published_seq = 0;  // last sequence given to the commit listener
   bool log_unsynced = false;        // appends since the last log fsync
@@ -414,6 +416,15 @@ Status Engine::Impl::SyncLog() {
 
 // Makes the transaction's entries durable (per the fsync mode) and commits it. On failure the
 // log is back where it was, or the engine is poisoned. *full: the failure was a full map.
+//
+// Client writes are committed (made visible) only after the log fsync, so no reader ever sees a
+// write that a crash could still take back. A replica's batch is committed before its fsync:
+// those entries are already durable on the master (it ships nothing else), so showing them
+// early is safe, and a replica's reads then lag the master by the transfer and apply, not by
+// its own fsync as well. The replica still acknowledges only after the fsync (the completion
+// runs after it), which is what sync mode and WAIT count on. After a power loss LMDB may then be
+// ahead of the replica's log; Recover restarts the log after LMDB's position, and the replica
+// continues from there.
 Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
   *full = false;
   const std::uint64_t last = log->last_seq() + entries.size();
@@ -429,9 +440,10 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
     return PoisonStatus();
   }
   log_unsynced = true;
-  if (options.fsync == FsyncMode::kAlways ||
-      (options.fsync == FsyncMode::kInterval &&
-       Clock::now() - last_log_sync >= options.fsync_interval)) {
+  const bool sync_now = options.fsync == FsyncMode::kAlways ||
+                        (options.fsync == FsyncMode::kInterval &&
+                         Clock::now() - last_log_sync >= options.fsync_interval);
+  if (sync_now && !replicated_batch) {
     if (Status s = SyncLog(); !s.ok()) {
       (void)log->RollbackLastAppend();  // best effort: the engine is poisoned anyway
       return PoisonStatus();
@@ -448,6 +460,10 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
     }
     *full = commit.IsStorageFull();
     return commit;
+  }
+  if (sync_now && replicated_batch && !SyncLog().ok()) {
+    // Visible but not durable here: the entries are on the master, the engine is poisoned.
+    return PoisonStatus();
   }
   committed_seq = last;
   visible_seq.store(last, std::memory_order_release);
@@ -580,6 +596,8 @@ void Engine::Impl::RunAlone(const Status& full_status) {
 }
 
 void Engine::Impl::ProcessBatch() {
+  replicated_batch = std::all_of(batch.begin(), batch.end(),
+                                 [](const Request& r) { return r.origin == Origin::kReplication; });
   std::optional<std::string> refusal;
   {
     std::lock_guard<std::mutex> lock(mu);
