@@ -28,9 +28,12 @@ Writes bench/results/replication-<UTC time>.{md,json}.
 
 Usage:
   bench/replication.py [--quick] [--kvstore PATH] [--only lag,catchup,fullsync,throughput]
+                       [--rounds 3]
                        [--full-resync-mb 1024] [--lag-rate 3000] [--lag-seconds 20]
                        [--base-port 23450] [--keep-logs]
 --quick shrinks every workload about 10x (a smoke run; its figures are not the benchmark's).
+lag and catchup run --rounds times (fresh pods each time) and report the median round, with
+every round's figure alongside: on this shared VM one round can be 2x another.
 """
 import argparse
 import csv
@@ -676,10 +679,16 @@ def figures(results):
     if lag and "error" not in lag:
         rows.append(("replication lag p50", lag["p50_ms"], "ms", "", None))
         rows.append(("replication lag p99", lag["p99_ms"], "ms", "< 5 ms", lag["p99_ms"] < 5))
+        if "rounds" in lag:
+            rows.append(("replication lag p99, every round", ", ".join(map(str, lag["rounds"])),
+                         "ms", "", None))
     cu = results.get("catchup")
     if cu and "entries_per_s" in cu:
         rows.append(("catch-up rate (partial resync)", cu["entries_per_s"], "entries/s",
                      ">= 200000 entries/s", cu["entries_per_s"] >= 200000 and cu["partial_resync"]))
+        if "rounds" in cu:
+            rows.append(("catch-up rate, every round", ", ".join(map(str, cu["rounds"])),
+                         "entries/s", "", None))
     fs = results.get("fullsync")
     if fs and "mb_per_s" in fs:
         rows.append((f"full resync rate ({fs['snapshot_mib']} MiB snapshot)", fs["mb_per_s"],
@@ -770,6 +779,27 @@ def write_report(out_dir, stamp, meta, results):
     return out_dir / f"replication-{stamp}.md", rows
 
 
+# The figure each repeated phase is judged by: its median round is the one reported.
+ROUND_FIGURE = {"lag": "p99_ms", "catchup": "entries_per_s"}
+
+
+def run_rounds(phase, runner, args, workdir, base_port):
+    """Runs a phase once, or --rounds times for those in ROUND_FIGURE; returns the median round
+    (with every round's figure under "rounds") and all clusters."""
+    key = ROUND_FIGURE.get(phase)
+    if key is None or args.rounds <= 1:
+        return runner(args, workdir, base_port)
+    runs, clusters = [], []
+    for _ in range(args.rounds):
+        res, cl = runner(args, workdir, base_port)
+        runs.append(res)
+        clusters += cl if isinstance(cl, list) else [cl]
+    ordered = sorted(runs, key=lambda r: r[key])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["rounds"] = [r[key] for r in runs]
+    return median, clusters
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -790,6 +820,7 @@ def main():
     parser.add_argument("--full-resync-mb", type=float, default=None, help="default 1024 (quick: 100)")
     parser.add_argument("--tput-requests", type=int, default=None, help="default 200000")
     parser.add_argument("--keep-logs", action="store_true", help="keep the pods' data and logs")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of lag and catchup")
     args = parser.parse_args()
     q = args.quick
     args.lag_seconds = args.lag_seconds or (3 if q else 20)
@@ -815,7 +846,7 @@ def main():
             print(f"== {phase} ...", flush=True)
             t = time.monotonic()
             try:
-                res, clusters = runners[phase](args, workdir, base_port)
+                res, clusters = run_rounds(phase, runners[phase], args, workdir, base_port)
                 results[phase] = res
             except (BenchError, RespError, OSError, subprocess.SubprocessError) as e:
                 results[phase] = {"error": f"{type(e).__name__}: {e}"}

@@ -859,6 +859,23 @@ static int ReadAt(int fd, std::uint64_t offset, std::size_t n, std::string* buf)
 
 Status LogCursor::Next(std::uint64_t limit_seq, std::size_t max_bytes,
                        const std::function<bool(std::uint64_t, const LogEntry&)>& visit) {
+  return Walk(limit_seq, max_bytes,
+              [&](std::uint64_t seq, const LogEntry& entry, std::string_view) {
+                return visit(seq, entry);
+              });
+}
+
+Status LogCursor::NextRecords(std::uint64_t limit_seq, std::size_t max_bytes,
+                              std::string* records) {
+  return Walk(limit_seq, max_bytes, [&](std::uint64_t, const LogEntry&, std::string_view record) {
+    records->append(record);
+    return true;
+  });
+}
+
+Status LogCursor::Walk(
+    std::uint64_t limit_seq, std::size_t max_bytes,
+    const std::function<bool(std::uint64_t, const LogEntry&, std::string_view)>& visit) {
   std::size_t consumed = 0;
   LogEntry entry;
   while (next_seq_ <= limit_seq && consumed < max_bytes) {
@@ -919,6 +936,7 @@ Status LogCursor::Next(std::uint64_t limit_seq, std::size_t max_bytes,
         return Status::Corruption(fmt::format("log record at offset {}: {}", offset_ + pos, why));
       }
       if (seq > limit_seq) break;  // not committed yet
+      const std::string_view stored(buf_.data() + pos, record);
       pos += record;
       if (seq < next_seq_) continue;  // before the position: the index points a little earlier
       if (seq != next_seq_) {
@@ -927,7 +945,7 @@ Status LogCursor::Next(std::uint64_t limit_seq, std::size_t max_bytes,
       }
       ++next_seq_;
       consumed += record;
-      if (!visit(seq, entry) || consumed >= max_bytes) {
+      if (!visit(seq, entry, stored) || consumed >= max_bytes) {
         offset_ += pos;
         return Status::Ok();
       }

@@ -127,9 +127,16 @@ class LogCursor {
   // Corruption / IOError on damage.
   Status Next(std::uint64_t limit_seq, std::size_t max_bytes,
               const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
+  // The same, appending the records to *records exactly as they are stored (checked, and in the
+  // format EncodeLogRecord writes): a replica feed ships them without decoding and encoding
+  // each entry again.
+  Status NextRecords(std::uint64_t limit_seq, std::size_t max_bytes, std::string* records);
   std::uint64_t next_seq() const { return next_seq_; }
 
  private:
+  Status Walk(std::uint64_t limit_seq, std::size_t max_bytes,
+              const std::function<bool(std::uint64_t seq, const LogEntry& entry,
+                                       std::string_view record)>& visit);
   friend class Log;
   LogCursor(Log::Impl* log, std::uint64_t next_seq) : log_(log), next_seq_(next_seq) {}
   Status Locate();  // opens the file holding next_seq_

@@ -196,10 +196,7 @@ asio::awaitable<void> ReplicaFeed::Stream(std::uint64_t next_seq) {
     if ((*cursor)->next_seq() <= committed) {
       payload.assign(1, replication_wire::kLogRecords);
       const std::uint64_t first = (*cursor)->next_seq();
-      Status s = (*cursor)->Next(committed, replication_wire::kMessageBytes,
-                                 [&](std::uint64_t seq, const LogEntry& entry) {
-                                   return EncodeLogRecord(seq, entry, &payload).ok();
-                                 });
+      Status s = (*cursor)->NextRecords(committed, replication_wire::kMessageBytes, &payload);
       if (s.IsNotFound()) {
         logging::Warn("replica fell behind the retained log; it will get a full resync",
                       {{"next_seq", std::to_string(first)}, {"error", s.message()}});

@@ -427,6 +427,34 @@ std::string Drain(LogCursor& cursor, std::uint64_t limit, std::size_t max_bytes 
   return out;
 }
 
+TEST_CASE("a cursor hands out the records exactly as stored, across files") {
+  TempDir dir;
+  auto log = OpenLog(dir.path(), 200, 0);  // two or three records per file
+  std::vector<LogEntry> written;
+  for (int i = 1; i <= 7; ++i) {
+    written.push_back(Put("k" + std::to_string(i), std::string(static_cast<std::size_t>(i), 'v')));
+    REQUIRE(log->Append({written.back()}).ok());
+  }
+  std::string expected;
+  for (std::size_t i = 1; i < written.size(); ++i) {  // from sequence 2
+    REQUIRE(EncodeLogRecord(i + 1, written[i], &expected).ok());
+  }
+  auto cursor = log->OpenCursor(2);
+  REQUIRE(cursor.ok());
+  std::string records;
+  for (int calls = 0; calls < 100 && (*cursor)->next_seq() <= 7; ++calls) {
+    REQUIRE((*cursor)->NextRecords(7, 1, &records).ok());  // one record per call
+  }
+  CHECK((*cursor)->next_seq() == 8);
+  CHECK(records == expected);
+  std::string decoded;
+  REQUIRE(DecodeLogRecords(records, [&](std::uint64_t seq, const LogEntry& e) {
+            decoded += std::to_string(seq) + "=" + e.key + ";";
+            return true;
+          }).ok());
+  CHECK(decoded == "2=k2;3=k3;4=k4;5=k5;6=k6;7=k7;");
+}
+
 TEST_CASE("a cursor follows the tail across files, up to a limit") {
   TempDir dir;
   auto log = OpenLog(dir.path(), 200, 0);  // two or three records per file
