@@ -97,49 +97,57 @@ Status ApplyEntry(Storage::WriteTxn& txn, std::uint64_t seq, const LogEntry& e) 
   return Status::Corruption("unknown log entry type");
 }
 
+// The log records of a batch, encoded as the write functions run (no LogEntry copies: a
+// replica's catch-up applies hundreds of thousands of entries per second through here).
+struct BatchRecords {
+  std::string bytes;
+  std::uint64_t count = 0;
+  void Clear() {
+    bytes.clear();  // keeps the capacity for the next batch
+    count = 0;
+  }
+};
+
 // A WriteContext over the batch's write transaction that records every mutation for the log.
 class BatchContext : public WriteContext {
  public:
   // first_seq: the sequence the batch's first log entry gets.
-  BatchContext(Storage::WriteTxn* txn, std::vector<LogEntry>* entries, std::uint64_t first_seq)
-      : txn_(txn), entries_(entries), first_seq_(first_seq) {}
+  BatchContext(Storage::WriteTxn* txn, BatchRecords* records, std::uint64_t first_seq)
+      : txn_(txn), records_(records), first_seq_(first_seq) {}
 
   Status Get(std::string_view key, std::string* value) override { return txn_->Get(key, value); }
 
   Status Put(std::string_view key, std::string_view value) override {
     put_attempted_ = true;
     Status s = txn_->Put(key, value);
-    if (s.ok()) Record(LogEntry::Type::kPut, key, value);
+    if (s.ok()) s = Record(LogEntry::Type::kPut, key, value);
     if (!s.ok() && s.code() != Status::Code::kInvalidArgument) txn_failed_ = true;
     return s;
   }
 
   Status Delete(std::string_view key) override {
     Status s = txn_->Delete(key);
-    if (s.ok()) Record(LogEntry::Type::kDelete, key, {});
+    if (s.ok()) s = Record(LogEntry::Type::kDelete, key, {});
     if (!s.ok() && !s.IsNotFound()) txn_failed_ = true;
     return s;
   }
 
   Status Clear() override {
     Status s = txn_->Clear();
-    if (s.ok()) Record(LogEntry::Type::kClear, {}, {});
+    if (s.ok()) s = Record(LogEntry::Type::kClear, {}, {});
     if (!s.ok()) txn_failed_ = true;
     return s;
   }
 
   std::uint64_t KeyCount() override { return txn_->KeyCount(); }
 
-  std::uint64_t NextSeq() override { return first_seq_ + entries_->size(); }
+  std::uint64_t NextSeq() override { return first_seq_ + records_->count; }
 
   Status ApplyLogged(const LogEntry& entry) override {
     if (entry.type == LogEntry::Type::kPut) put_attempted_ = true;
     Status s = ApplyEntry(*txn_, NextSeq(), entry);
-    if (!s.ok()) {
-      txn_failed_ = true;
-      return s;
-    }
-    entries_->push_back(entry);
+    if (s.ok()) s = Record(entry.type, entry.key, entry.value);
+    if (!s.ok()) txn_failed_ = true;
     return s;
   }
 
@@ -158,15 +166,16 @@ class BatchContext : public WriteContext {
   bool txn_failed() const { return txn_failed_; }
 
  private:
-  void Record(LogEntry::Type type, std::string_view key, std::string_view value) {
-    LogEntry& e = entries_->emplace_back();
-    e.type = type;
-    e.key.assign(key);
-    e.value.assign(value);
+  // The transaction already holds the change, so a failure here (a record past 4 GiB, which
+  // max_value_bytes rules out) makes the caller undo the batch (txn_failed_).
+  Status Record(LogEntry::Type type, std::string_view key, std::string_view value) {
+    Status s = EncodeLogRecord(NextSeq(), type, key, value, &records_->bytes);
+    if (s.ok()) ++records_->count;
+    return s;
   }
 
   Storage::WriteTxn* txn_;
-  std::vector<LogEntry>* entries_;
+  BatchRecords* records_;
   std::uint64_t first_seq_;
   bool put_attempted_ = false;
   bool txn_failed_ = false;
@@ -328,7 +337,7 @@ struct Engine::Impl {
 
   // Writer thread only.
   std::vector<Request> batch;
-  std::vector<LogEntry> entries;
+  BatchRecords records;
   // Every request of the batch is a replicated apply (a replica's batches): see Persist.
   bool replicated_batch = false;
   std::uint64_t committed_seq = 0;  // last sequence committed to LMDB
@@ -427,12 +436,12 @@ Status Engine::Impl::SyncLog() {
 // continues from there.
 Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
   *full = false;
-  const std::uint64_t last = log->last_seq() + entries.size();
+  const std::uint64_t last = log->last_seq() + records.count;
   if (Status s = txn.SetAppliedSeq(last); !s.ok()) {
     *full = s.IsStorageFull();
     return s;
   }
-  if (Status s = log->Append(entries); !s.ok()) {
+  if (Status s = log->AppendRecords(records.bytes, records.count); !s.ok()) {
     // Usually the log undid its partial append and the batch just fails; when it could not,
     // the log's state on disk is unknown.
     if (!log->broken()) return s;
@@ -480,13 +489,13 @@ Engine::Impl::Attempt Engine::Impl::TryGroup() {
     return Attempt::kDone;
   }
   Storage::WriteTxn txn = std::move(begun).value();
-  entries.clear();
+  records.Clear();
   std::uint64_t ok_writes = 0;
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
       if (r.failed[i]) continue;
-      const std::size_t mark = entries.size();
-      BatchContext ctx(&txn, &entries, log->last_seq() + 1);
+      const std::uint64_t mark = records.count;
+      BatchContext ctx(&txn, &records, log->last_seq() + 1);
       Status s = CallWrite(r.writes[i], ctx);
       if (s.IsStorageFull()) return Attempt::kFull;  // txn aborts on return
       if (!s.ok()) {
@@ -494,14 +503,14 @@ Engine::Impl::Attempt Engine::Impl::TryGroup() {
         r.failed[i] = 1;
         // A failure that changed nothing (the usual case: a wrong type, a bad argument) needs
         // no undo; otherwise run the batch again without this function.
-        if (entries.size() != mark || ctx.txn_failed()) return Attempt::kRetry;
+        if (records.count != mark || ctx.txn_failed()) return Attempt::kRetry;
         continue;
       }
       r.statuses[i] = Status::Ok();
       ++ok_writes;
     }
   }
-  if (entries.empty()) return Attempt::kDone;  // nothing to log or commit: txn aborts
+  if (records.count == 0) return Attempt::kDone;  // nothing to log or commit: txn aborts
 
   bool full = false;
   Status s = Persist(txn, &full);
@@ -522,11 +531,11 @@ Status Engine::Impl::RunOne(const WriteFn& fn, bool* put_attempted) {
   auto begun = storage->BeginWrite();
   if (!begun.ok()) return begun.status();
   Storage::WriteTxn txn = std::move(begun).value();
-  entries.clear();
-  BatchContext ctx(&txn, &entries, log->last_seq() + 1);
+  records.Clear();
+  BatchContext ctx(&txn, &records, log->last_seq() + 1);
   Status s = CallWrite(fn, ctx);
   *put_attempted = ctx.put_attempted();
-  if (!s.ok() || entries.empty()) return s;  // the transaction aborts
+  if (!s.ok() || records.count == 0) return s;  // the transaction aborts
   bool full = false;
   s = Persist(txn, &full);
   if (s.ok()) {

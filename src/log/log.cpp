@@ -305,7 +305,12 @@ class FdCloser {
 }  // namespace
 
 Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* out) {
-  const std::uint64_t length = 8 + 1 + 4 + entry.key.size() + 4 + entry.value.size();
+  return EncodeLogRecord(seq, entry.type, entry.key, entry.value, out);
+}
+
+Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view key,
+                       std::string_view value, std::string* out) {
+  const std::uint64_t length = 8 + 1 + 4 + key.size() + 4 + value.size();
   if (length > kMaxRecordLength) {
     return Status::InvalidArgument(
         fmt::format("log entry of {} bytes exceeds the record limit of 4 GiB", length));
@@ -314,11 +319,11 @@ Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* ou
   PutFixed32(out, static_cast<std::uint32_t>(length));
   PutFixed32(out, 0);  // crc, filled in below
   PutFixed64(out, seq);
-  out->push_back(static_cast<char>(entry.type));
-  PutFixed32(out, static_cast<std::uint32_t>(entry.key.size()));
-  out->append(entry.key);
-  PutFixed32(out, static_cast<std::uint32_t>(entry.value.size()));
-  out->append(entry.value);
+  out->push_back(static_cast<char>(type));
+  PutFixed32(out, static_cast<std::uint32_t>(key.size()));
+  out->append(key);
+  PutFixed32(out, static_cast<std::uint32_t>(value.size()));
+  out->append(value);
   coding::EncodeFixed32(out->data() + start + 4, Crc(out->data() + start + kHeaderBytes, length));
   return Status::Ok();
 }
@@ -573,19 +578,31 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
 }
 
 Status Log::Append(const std::vector<LogEntry>& entries) {
+  std::string& buf = impl_->buf;
+  buf.clear();
+  std::uint64_t seq = last_seq() + 1;
+  for (const LogEntry& e : entries) {
+    if (Status st = EncodeLogRecord(seq++, e, &buf); !st.ok()) return st;
+  }
+  return AppendRecords(buf, entries.size());
+}
+
+Status Log::AppendRecords(std::string_view records, std::uint64_t count) {
   Impl& impl = *impl_;
   if (!impl.broken.empty()) return Status::IOError(impl.broken);
-  if (entries.empty()) return Status::Ok();
+  if (count == 0) return Status::Ok();
+  // The records must continue the log: check the first one's sequence (a cheap guard against a
+  // caller that encoded them for another position).
+  if (records.size() < kHeaderBytes + 8 ||
+      DecodeFixed64(records.data() + 8) != impl.last_seq.load() + 1) {
+    return Status::InvalidArgument(
+        fmt::format("log records to append must start at sequence {}", impl.last_seq.load() + 1));
+  }
   if (impl.fd < 0 || (impl.segments.back().bytes >= impl.options.segment_bytes &&
                       impl.segments.back().bytes > 0)) {
     if (Status s = impl.Roll(); !s.ok()) return s;
   }
-  std::string& buf = impl.buf;
-  buf.clear();
-  std::uint64_t seq = impl.last_seq.load() + 1;
-  for (const LogEntry& e : entries) {
-    if (Status st = EncodeLogRecord(seq++, e, &buf); !st.ok()) return st;
-  }
+  const std::string_view buf = records;
 
   const std::uint64_t offset = impl.segments.back().bytes;
   if (int err = WriteAll(impl.fd, buf.data(), buf.size(), offset); err != 0) {
@@ -611,11 +628,11 @@ Status Log::Append(const std::vector<LogEntry>& entries) {
     Impl::MaybeIndex(&seg, impl.last_seq.load() + 1, offset);
     seg.bytes += buf.size();
     impl.total_bytes += buf.size();
-    impl.last_seq.fetch_add(entries.size(), std::memory_order_release);
+    impl.last_seq.fetch_add(count, std::memory_order_release);
   }
   impl.have_last_append = true;
   impl.last_append_offset = offset;
-  impl.last_append_count = entries.size();
+  impl.last_append_count = count;
   impl.MaybePrepare();
   return Status::Ok();
 }

@@ -46,6 +46,8 @@ struct LogOptions {
 // The record encoding (record in the grammar above), shared by the log files and the replication
 // stream. Encode appends one record to *out (InvalidArgument past the 4 GiB record limit).
 Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* out);
+Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view key,
+                       std::string_view value, std::string* out);
 // Decodes consecutive records filling all of data, calling visit for each until it returns
 // false. Corruption on a truncated, malformed or checksum-failing record.
 Status DecodeLogRecords(std::string_view data,
@@ -76,6 +78,10 @@ class Log {
   // StorageFull for ENOSPC / EDQUOT (also when no new segment can be preallocated; the next
   // Append tries again), IOError otherwise.
   Status Append(const std::vector<LogEntry>& entries);
+  // The same for records already encoded (EncodeLogRecord) with sequences last_seq()+1 ...
+  // count of them: the engine encodes a batch as it runs, without keeping LogEntry copies.
+  // InvalidArgument if the first record's sequence is not last_seq()+1.
+  Status AppendRecords(std::string_view records, std::uint64_t count);
   // fdatasync of the current file (and the directory after a roll). IOError on failure.
   Status Sync();
   // Removes the entries appended by the last Append (used when the storage commit that follows

@@ -104,6 +104,30 @@ TEST_CASE("append and read back") {
   CHECK(out == "5c100000");
 }
 
+TEST_CASE("records encoded by the caller append like entries, and only at the log's end") {
+  TempDir dir;
+  auto log = OpenLog(dir.path());
+  REQUIRE(log->Append({Put("a", "1")}).ok());
+  std::string records;
+  REQUIRE(EncodeLogRecord(2, LogEntry::Type::kPut, "b", "2", &records).ok());
+  REQUIRE(EncodeLogRecord(3, LogEntry::Type::kDelete, "a", "", &records).ok());
+  std::string stale;
+  REQUIRE(EncodeLogRecord(2, LogEntry::Type::kPut, "x", "y", &stale).ok());
+  // Encoded for the wrong position: refused, and nothing changes.
+  std::string ahead;
+  REQUIRE(EncodeLogRecord(9, LogEntry::Type::kPut, "x", "y", &ahead).ok());
+  CHECK(log->AppendRecords(ahead, 1).code() == Status::Code::kInvalidArgument);
+  CHECK(log->last_seq() == 1);
+  REQUIRE(log->AppendRecords(records, 2).ok());
+  CHECK(log->last_seq() == 3);
+  CHECK(log->AppendRecords(stale, 1).code() == Status::Code::kInvalidArgument);
+  CHECK(Render(*log) == "1:1:a=1;2:1:b=2;3:2:a=;");
+  // The record form of an entry is the same either way.
+  std::string from_entry;
+  REQUIRE(EncodeLogRecord(2, Put("b", "2"), &from_entry).ok());
+  CHECK(records.substr(0, from_entry.size()) == from_entry);
+}
+
 TEST_CASE("the record format is the one documented in log.h") {
   TempDir dir;
   auto log = OpenLog(dir.path());
