@@ -1,7 +1,8 @@
 // The command layer's shared vocabulary: what a command handler receives (CommandContext),
 // what it returns (Outcome) and how commands are described (CommandSpec). No sockets here:
 // handlers read through Engine snapshots and express writes as WriteFns for the group commit.
-// Handlers run on the calling session's event loop; write functions run on the engine's writer thread.
+// Handlers run on the calling session's event loop; write functions run on the engine's writer
+// thread.
 #pragma once
 
 #include <cstdint>
