@@ -1,7 +1,9 @@
-// Engine: recovery at Open, then one writer thread that group-commits every write.
-// Threads: Submit(), Read(), Stats() and Shutdown() on any thread. Everything named "writer
-// thread only" below (the batch, the log append and sync, the LMDB write transaction, the
-// checkpoint) runs on the writer thread started by Open().
+// Engine: recovery at Open, then one writer at a time group-commits every write.
+// Threads: Submit(), Enqueue(), CommitQueued(), Read(), Stats() and Shutdown() on any thread.
+// Everything named "writer only" below (the batch, the log append and sync, the LMDB write
+// transaction, the checkpoint) runs while writer_mu is held: on the writer thread started by
+// Open(), or on an event loop inside CommitQueued(). Whoever holds writer_mu takes the queue
+// under it, so requests commit in the order they were queued.
 //
 // One group commit, as in LevelDB's DBImpl::Write:
 //   1. take every queued request (the queue lock is held only for the swap);
@@ -331,11 +333,14 @@ struct Engine::Impl {
   std::optional<std::string> client_write_refusal;  // GUARDED_BY(mu)
 
   std::thread writer;
+  // Held by whoever runs the writer's work: the writer thread or an event loop in
+  // CommitQueued(). LMDB's write transaction begins and commits under it, on one thread.
+  std::mutex writer_mu;
   std::mutex shutdown_mu;
   bool shut_down = false;  // GUARDED_BY(shutdown_mu)
   Status final_status;     // set by the writer thread before it exits
 
-  // Writer thread only.
+  // Writer only (writer_mu held).
   std::vector<Request> batch;
   BatchRecords records;
   // Every request of the batch is a replicated apply (a replica's batches): see Persist.
@@ -365,6 +370,7 @@ struct Engine::Impl {
   std::function<std::uint64_t()> retention_pin;        // GUARDED_BY(hooks_mu)
 
   void Run();
+  void RunRequests(std::vector<Request>& taken);
   void ProcessBatch();
   void CompleteBatch();
   void PublishCommitted();
@@ -812,32 +818,43 @@ void Engine::Impl::PublishCommitted() {
   if (commit_listener) commit_listener(committed_seq);
 }
 
+// Writer only. Group-commits the requests up to each exclusive one; that one runs alone, in
+// order. Empties taken.
+void Engine::Impl::RunRequests(std::vector<Request>& taken) {
+  for (std::size_t i = 0; i <= taken.size(); ++i) {
+    if (i < taken.size() && !taken[i].exclusive) {
+      batch.push_back(std::move(taken[i]));
+      continue;
+    }
+    if (!batch.empty()) {
+      ProcessBatch();
+      CompleteBatch();
+    }
+    if (i < taken.size()) taken[i].exclusive();
+  }
+  taken.clear();
+  PublishCommitted();
+}
+
 void Engine::Impl::Run() {
   std::vector<Request> taken;
   for (;;) {
-    bool stop = false;
     {
       std::unique_lock<std::mutex> lock(mu);
       while (queue.empty() && !stopping) {
         if (cv.wait_until(lock, NextDeadline()) == std::cv_status::timeout) break;
       }
+    }
+    // The queue is taken under writer_mu, so that an event loop's CommitQueued() that took
+    // requests earlier commits them before these.
+    std::lock_guard<std::mutex> writing(writer_mu);
+    bool stop = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
       taken.swap(queue);
       stop = stopping && taken.empty();
     }
-    // Group the requests up to each exclusive one; that one runs alone, in order.
-    for (std::size_t i = 0; i <= taken.size(); ++i) {
-      if (i < taken.size() && !taken[i].exclusive) {
-        batch.push_back(std::move(taken[i]));
-        continue;
-      }
-      if (!batch.empty()) {
-        ProcessBatch();
-        CompleteBatch();
-      }
-      if (i < taken.size()) taken[i].exclusive();
-    }
-    taken.clear();
-    PublishCommitted();
+    RunRequests(taken);
     RunTimers();
     if (stop) break;
   }
@@ -912,25 +929,49 @@ void Engine::SetClientWriteRefusal(std::optional<std::string> refusal) {
 }
 
 void Engine::Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin) {
+  Queue(std::move(writes), std::move(done), origin, /*wake_writer=*/true);
+}
+
+void Engine::Enqueue(std::vector<WriteFn> writes, WriteDone done) {
+  Queue(std::move(writes), std::move(done), Origin::kClient, /*wake_writer=*/false);
+}
+
+void Engine::Queue(std::vector<WriteFn> writes, WriteDone done, Origin origin, bool wake_writer) {
   Impl& impl = *impl_;
-  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (!impl.stopping) {
       impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}, {}, origin});
-      // A push onto a non-empty queue needs no wake-up: the first push already sent one.
-      wake = impl.queue.size() == 1;
-      if (!wake) return;
+      if (!wake_writer) return;
+      // Cheap when the writer is busy: glibc makes no system call without a waiter.
+      impl.cv.notify_one();
+      return;
     }
-  }
-  if (wake) {
-    impl.cv.notify_one();
-    return;
   }
   if (done) {
     done(std::vector<Status>(writes.size(), Status::Unavailable("server is shutting down")),
          impl.visible_seq.load());
   }
+}
+
+void Engine::CommitQueued() {
+  Impl& impl = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    if (impl.queue.empty()) return;
+  }
+  std::lock_guard<std::mutex> writing(impl.writer_mu);
+  std::vector<Impl::Request> taken;
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    // Up to the first exclusive request (a snapshot install, which may run for seconds): that
+    // one and what follows it are the writer thread's.
+    auto end = std::find_if(impl.queue.begin(), impl.queue.end(),
+                            [](const Impl::Request& r) { return bool(r.exclusive); });
+    taken.assign(std::make_move_iterator(impl.queue.begin()), std::make_move_iterator(end));
+    impl.queue.erase(impl.queue.begin(), end);
+  }
+  impl.RunRequests(taken);
 }
 
 std::uint64_t Engine::committed_seq() const {
@@ -1011,6 +1052,10 @@ EngineStats Engine::Stats() {
     stats.last_checkpoint_seq = impl_->last_checkpoint_seq;
     stats.poisoned = impl_->poisoned.load();
     stats.poison_reason = impl_->poison_message;
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    stats.queued_requests = impl_->queue.size();
   }
   stats.fsync_seconds = impl_->fsync_seconds.Snapshot();
   stats.batch_writes = impl_->batch_writes.Snapshot();

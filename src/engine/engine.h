@@ -1,8 +1,9 @@
 // Engine: the durable key-value store. Storage (LMDB) holds the key space, the Log is the
-// durability point, and one writer thread group-commits every write.
+// durability point, and one writer at a time group-commits every write.
 // Threads:
-//   - Submit() and Read() may be called from any thread;
-//   - write functions and their completion callbacks run on the writer thread, so callbacks must
+//   - Submit(), Enqueue(), CommitQueued() and Read() may be called from any thread;
+//   - write functions and their completion callbacks run on whichever thread holds the writer
+//     role: the engine's writer thread, or an event loop inside CommitQueued(). Callbacks must
 //     only hand results over (post to the caller's executor), never block.
 //
 // Group commit (see docs/ARCHITECTURE.md): the writer takes everything queued, runs the write
@@ -80,9 +81,9 @@ class WriteContext {
 // engine re-runs it alone in a fresh transaction; when another write of its batch fails after
 // changing something, the batch runs again without that one); only the last run's effects count.
 using WriteFn = std::function<Status(WriteContext&)>;
-// Called once on the writer thread with one Status per WriteFn, in order, and the engine's
-// committed sequence after them (at or past every entry they logged: what WAIT and sync
-// replication wait for).
+// Called once by the writer (see Threads above) with one Status per WriteFn, in order, and the
+// engine's committed sequence after them (at or past every entry they logged: what WAIT and
+// sync replication wait for).
 using WriteDone = std::function<void(std::vector<Status>, std::uint64_t committed_seq)>;
 
 struct EngineStats {
@@ -90,6 +91,7 @@ struct EngineStats {
   std::uint64_t committed_writes = 0;  // write functions committed
   std::uint64_t fsyncs = 0;
   std::uint64_t last_checkpoint_seq = 0;
+  std::uint64_t queued_requests = 0;         // submissions waiting for the writer
   metrics::HistogramSnapshot fsync_seconds;  // each log fsync's duration
   metrics::HistogramSnapshot batch_writes;   // write functions per group commit
   bool poisoned = false;
@@ -114,8 +116,19 @@ class Engine {
   // runs once everything submitted before it is committed.
   void Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
 
+  // Queues client writes like Submit() but does not wake the writer thread: the caller (an event
+  // loop) promises to call CommitQueued() before it next waits for I/O. That is Redis's
+  // beforeSleep: everything the loop read in one pass shares one fsync, and a write never
+  // crosses threads on its way to the disk (on a 2-core machine each cross-thread wake-up of
+  // the writer and back cost more than the fsync it waited for; docs/PERFORMANCE.md).
+  void Enqueue(std::vector<WriteFn> writes, WriteDone done);
+  // Group-commits everything queued, on the calling thread, in queue order; returns once it is
+  // durable (per the fsync mode) and every completion has run. Waits while the writer thread
+  // commits. Leaves a snapshot install and what follows it to the writer thread. Any thread.
+  void CommitQueued();
+
   // While a refusal is set, client writes that reach the writer fail with ReadOnly(refusal).
-  // Checked on the writer thread, so once a barrier submitted after the call completes, no
+  // Checked by the writer, so once a barrier submitted after the call completes, no
   // client write can commit any more (a fenced old master, a replica). Any thread.
   void SetClientWriteRefusal(std::optional<std::string> refusal);
 
@@ -137,7 +150,7 @@ class Engine {
   // Same, from a given snapshot (consistent with its data and AppliedSeq).
   static Result<EpochHistory> EpochsOf(const Storage::Snapshot& snapshot);
 
-  // Replication hooks, set once before serving. listener runs on the writer thread after each
+  // Replication hooks, set once before serving. listener runs on the writer after each
   // group commit with the new committed sequence (it must only hand the news over); pin returns
   // the oldest sequence a replica still needs (0: none), consulted when the log is trimmed.
   void SetCommitListener(std::function<void(std::uint64_t committed_seq)> listener);
@@ -157,6 +170,7 @@ class Engine {
  private:
   struct Impl;
   Engine(std::unique_ptr<Storage> storage, std::unique_ptr<Log> log, std::unique_ptr<Impl> impl);
+  void Queue(std::vector<WriteFn> writes, WriteDone done, Origin origin, bool wake_writer);
   std::unique_ptr<Storage> storage_;
   std::unique_ptr<Log> log_;
   std::unique_ptr<Impl> impl_;

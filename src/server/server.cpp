@@ -48,6 +48,19 @@ Status Server::Listen() {
   return Status::Ok();
 }
 
+// Runs io as io.run() would, but once the ready handlers are exhausted (or after a bounded
+// number of them, so that a stream of reads cannot hold writes back), commits the writes the
+// sessions queued in that pass, on this thread: Redis's beforeSleep. The completions it posts
+// to this loop run in the next pass without a wake-up.
+void Server::RunEventLoop(asio::io_context& io) {
+  constexpr int kMaxHandlersPerPass = 512;
+  while (io.run_one() > 0) {
+    for (int i = 1; i < kMaxHandlersPerPass && io.poll_one() > 0; ++i) {
+    }
+    engine_.CommitQueued();
+  }
+}
+
 void Server::Run() {
   signals_.async_wait([this](std::error_code ec, int signal) {
     if (ec) return;
@@ -61,9 +74,9 @@ void Server::Run() {
   std::vector<std::thread> threads;
   for (auto& loop : session_loops_) {
     guards.push_back(asio::make_work_guard(*loop));
-    threads.emplace_back([&loop] { loop->run(); });
+    threads.emplace_back([this, &loop] { RunEventLoop(*loop); });
   }
-  io_.run();
+  RunEventLoop(io_);
   guards.clear();
   for (auto& thread : threads) thread.join();
   if (replication_stopper_.joinable()) replication_stopper_.join();

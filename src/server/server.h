@@ -84,6 +84,7 @@ class Server final : public ServerContext {
   void CountTraffic(std::uint64_t in_bytes, std::uint64_t out_bytes, std::uint64_t commands);
 
  private:
+  void RunEventLoop(asio::io_context& io);
   asio::awaitable<void> AcceptLoop();
   void BeginShutdown();  // runs on control_
 

@@ -19,9 +19,11 @@ constexpr std::size_t kReadChunkBytes = 16 * 1024;
 // Replies are written out once this much is pending, even mid-pipeline.
 constexpr std::size_t kSoftOutputBytes = 64 * 1024;
 
-// Submits writes to the engine and resumes the awaiting coroutine on its own executor with the
-// per-write statuses and the committed sequence after them. The work guard keeps the io_context
-// alive while the writer holds the handler.
+// Queues writes with the engine and resumes the awaiting coroutine on its own executor with
+// the per-write statuses and the committed sequence after them. The event loop commits the
+// queue once it has run every ready handler (RunEventLoop), so the writes of all connections
+// served in one pass share one fsync. The work guard keeps the io_context alive while the
+// writer holds the handler.
 template <typename CompletionToken>
 auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(std::vector<Status>, std::uint64_t)>(
@@ -29,12 +31,12 @@ auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& 
         auto executor = asio::get_associated_executor(handler);
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
         auto guard = asio::make_work_guard(executor);
-        engine.Submit(std::move(writes),
-                      [shared, executor, guard](std::vector<Status> results, std::uint64_t seq) {
-                        asio::post(executor, [shared, results = std::move(results), seq]() mutable {
-                          (*shared)(std::move(results), seq);
-                        });
-                      });
+        engine.Enqueue(std::move(writes), [shared, executor, guard](std::vector<Status> results,
+                                                                    std::uint64_t seq) {
+          asio::post(executor, [shared, results = std::move(results), seq]() mutable {
+            (*shared)(std::move(results), seq);
+          });
+        });
       },
       token, std::move(writes));
 }

@@ -29,6 +29,10 @@ struct StorageOptions {
   // When true, LMDB commits do not fsync (MDB_NOSYNC); durability comes from the engine's log and
   // Sync() checkpoints. Tests of storage alone may set it false.
   bool no_sync = true;
+  // MDB_WRITEMAP: a commit writes its pages into the shared map instead of one pwrite() per
+  // dirty page (random keys dirty one or two pages per put). The whole map's blocks are
+  // reserved on disk (see storage.cpp), so a page fault in the map never meets a full disk.
+  bool write_map = true;
 };
 
 inline constexpr std::size_t kMaxKeyBytes = 511;  // mdb_env_get_maxkeysize() for default builds

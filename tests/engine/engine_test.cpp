@@ -1154,5 +1154,128 @@ TEST_CASE("stats histogram every log fsync and the size of every group commit") 
   CHECK(after.batch_writes.sum - before.batch_writes.sum == 4.0);
 }
 
+TEST_CASE("CommitQueued commits enqueued writes on the calling thread, as one group") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  const std::thread::id caller = std::this_thread::get_id();
+  std::vector<std::thread::id> ran_on;  // completions run before CommitQueued returns
+  std::string results;
+  for (int i = 0; i < 5; ++i) {
+    engine->Enqueue({PutFn("k" + std::to_string(i), "v")},
+                    [&](std::vector<Status> statuses, std::uint64_t seq) {
+                      ran_on.push_back(std::this_thread::get_id());
+                      results += Codes(statuses) + std::to_string(seq) + ";";
+                    });
+  }
+  const EngineStats before = engine->Stats();
+  engine->CommitQueued();
+  REQUIRE(ran_on.size() == 5);
+  for (const auto& id : ran_on) CHECK(id == caller);
+  CHECK(results == "OK,5;OK,5;OK,5;OK,5;OK,5;");
+  const EngineStats after = engine->Stats();
+  CHECK(after.commits == before.commits + 1);
+  CHECK(after.fsyncs == before.fsyncs + 1);
+  CHECK(Render(*engine) == "k0=v;k1=v;k2=v;k3=v;k4=v;");
+  engine->CommitQueued();  // nothing queued: returns at once
+  CHECK(engine->Stats().commits == after.commits);
+}
+
+TEST_CASE("CommitQueued leaves a snapshot install and what follows it to the writer thread") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  WriteSnapshot(path, 100, EncodeEpochHistory({{1, 0x1, 1}}), {{"from", "snapshot"}});
+  auto engine = OpenEngine(Options(dir.path()));
+  // The writer thread is busy with a write function that waits for this test's signal, so the
+  // requests queued meanwhile are still in the queue when CommitQueued runs.
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::promise<void> started;
+  engine->Submit({[&started, released](WriteContext& ctx) {
+                   started.set_value();
+                   released.wait();
+                   return ctx.Put("first", "1");
+                 }},
+                 [](std::vector<Status>, std::uint64_t) {});
+  started.get_future().wait();
+  std::string order;
+  std::mutex order_mu;
+  auto note = [&](std::string what) {
+    std::lock_guard<std::mutex> lock(order_mu);
+    order += what + ";";
+  };
+  engine->Enqueue({PutFn("before", "1")},
+                  [&](std::vector<Status>, std::uint64_t) { note("before"); });
+  auto install = std::async(std::launch::async, [&] { return engine->InstallSnapshot(path); });
+  // Wait until the install is queued behind "before".
+  for (int i = 0; i < 2000 && engine->Stats().queued_requests < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(engine->Stats().queued_requests == 2);
+  engine->Enqueue({PutFn("after", "1")},
+                  [&](std::vector<Status>, std::uint64_t) { note("after"); });
+  std::thread committer([&] { engine->CommitQueued(); });
+  release.set_value();
+  committer.join();
+  // CommitQueued waited for the writer thread's batch, then ran "before" and stopped at the
+  // install; the writer thread ran the install, then "after".
+  REQUIRE(install.get().ok());
+  for (int i = 0; i < 200 && order.find("after") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::lock_guard<std::mutex> lock(order_mu);
+  CHECK(order == "before;after;");
+  CHECK(Render(*engine) == "after=1;from=snapshot;");
+  CHECK(engine->Stats().queued_requests == 0);
+}
+
+TEST_CASE("event loops and the writer thread committing at once keep every request in order") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  // Each appender writes its own key 0..n-1 in order, alternating Enqueue and Submit, while
+  // two threads call CommitQueued in a loop: every value read back must be the last one.
+  constexpr int kAppenders = 8;
+  constexpr int kWrites = 3000;
+  std::atomic<bool> done{false};
+  std::vector<std::thread> committers;
+  for (int c = 0; c < 2; ++c) {
+    committers.emplace_back([&] {
+      while (!done) engine->CommitQueued();
+    });
+  }
+  std::atomic<int> out_of_order{0};
+  std::vector<std::thread> appenders;
+  for (int a = 0; a < kAppenders; ++a) {
+    appenders.emplace_back([&, a] {
+      auto last = std::make_shared<std::atomic<int>>(-1);
+      std::vector<std::future<void>> pending;
+      for (int i = 0; i < kWrites; ++i) {
+        auto finished = std::make_shared<std::promise<void>>();
+        pending.push_back(finished->get_future());
+        WriteFn fn = [a, i](WriteContext& ctx) {
+          return ctx.Put("k" + std::to_string(a), std::to_string(i));
+        };
+        WriteDone on_done = [last, i, finished, &out_of_order](std::vector<Status> s,
+                                                               std::uint64_t) {
+          if (!s[0].ok() || last->exchange(i) != i - 1) ++out_of_order;
+          finished->set_value();
+        };
+        if (i % 2 == 0) {
+          engine->Enqueue({fn}, on_done);
+        } else {
+          engine->Submit({fn}, on_done);
+        }
+      }
+      for (auto& f : pending) f.wait();
+    });
+  }
+  for (auto& t : appenders) t.join();
+  done = true;
+  for (auto& t : committers) t.join();
+  CHECK(out_of_order == 0);
+  CHECK(Render(*engine) == "k0=2999;k1=2999;k2=2999;k3=2999;k4=2999;k5=2999;k6=2999;k7=2999;");
+  CHECK(engine->Stats().log.last_seq == kAppenders * kWrites);
+}
+
 }  // namespace
 }  // namespace kvstore
