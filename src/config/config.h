@@ -20,7 +20,7 @@ struct Config {
   std::string bind = "0.0.0.0";
   int port = 5555;
   int admin_port = 8080;  // 0 disables
-  int io_threads = 2;
+  int io_threads = 1;
   // Storage and durability
   std::string data_dir = "/data";
   FsyncMode fsync = FsyncMode::kAlways;

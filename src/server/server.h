@@ -35,7 +35,7 @@ class ReplicationManager;
 struct ServerOptions {
   std::string bind = "0.0.0.0";
   int port = 5555;  // 0 picks a free port (tests)
-  int io_threads = 2;
+  int io_threads = 1;
   std::uint64_t max_clients = 10000;
   std::uint64_t max_query_buffer_bytes = 1ull << 30;
   std::uint64_t client_output_buffer_limit_bytes = 1ull << 30;

@@ -275,7 +275,7 @@ TEST_CASE("precedence: defaults < YAML < env < flags", "[config]") {
     CHECK(yaml_only.port == 6001);
     CHECK(yaml_only.requirepass == "from-yaml");
     CHECK(yaml_only.log_level == "warn");
-    CHECK(yaml_only.io_threads == 2);
+    CHECK(yaml_only.io_threads == 1);
   }
   SECTION("a flag wins over env without YAML") {
     sources.yaml_path.clear();
