@@ -78,9 +78,21 @@ struct Outcome {
   static Outcome Replied() { return {}; }
 };
 
-// Wraps a write: fn runs on the writer thread and encodes its reply into the string it is given
-// (cleared before each run, since the engine may run a write twice).
-Outcome MakeWrite(std::function<Status(WriteContext&, std::string* reply)> fn);
+// Wraps a write: fn, a Status(WriteContext&, std::string* reply) callable, runs on the writer
+// and encodes its reply into the string it is given (cleared before each run, since the engine
+// may run a write twice). A template, so that fn lives inside the WriteFn (one allocation, not
+// two: this runs for every write).
+template <typename Fn>
+Outcome MakeWrite(Fn fn) {
+  Outcome outcome;
+  outcome.kind = Outcome::Kind::kWrite;
+  outcome.reply = std::make_shared<std::string>();
+  outcome.write = [fn = std::move(fn), reply = outcome.reply](WriteContext& context) {
+    reply->clear();
+    return fn(context, reply.get());
+  };
+  return outcome;
+}
 
 // Appends the reply of a finished write: its own reply when ok, else an error naming the cause.
 void AppendWriteResult(const Status& status, const std::string& reply, std::string* out);

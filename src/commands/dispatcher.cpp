@@ -63,17 +63,6 @@ Storage::Snapshot* SnapshotLender::Borrow(std::string* out) {
   return &*snapshot_;
 }
 
-Outcome MakeWrite(std::function<Status(WriteContext&, std::string* reply)> fn) {
-  Outcome outcome;
-  outcome.kind = Outcome::Kind::kWrite;
-  outcome.reply = std::make_shared<std::string>();
-  outcome.write = [fn = std::move(fn), reply = outcome.reply](WriteContext& context) {
-    reply->clear();
-    return fn(context, reply.get());
-  };
-  return outcome;
-}
-
 void AppendWriteResult(const Status& status, const std::string& reply, std::string* out) {
   if (status.ok()) {
     out->append(reply);

@@ -28,15 +28,21 @@ template <typename CompletionToken>
 auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(std::vector<Status>, std::uint64_t)>(
       [&engine](auto handler, std::vector<WriteFn> writes) {
-        auto executor = asio::get_associated_executor(handler);
-        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        auto guard = asio::make_work_guard(executor);
-        engine.Enqueue(std::move(writes), [shared, executor, guard](std::vector<Status> results,
-                                                                    std::uint64_t seq) {
-          asio::post(executor, [shared, results = std::move(results), seq]() mutable {
-            (*shared)(std::move(results), seq);
-          });
-        });
+        struct Pending {
+          decltype(handler) resume;
+          asio::executor_work_guard<asio::associated_executor_t<decltype(handler)>> guard;
+        };
+        auto guard = asio::make_work_guard(asio::get_associated_executor(handler));
+        // Owned by the completion, which the engine runs exactly once; a raw pointer keeps the
+        // WriteDone small enough for std::function to store without an allocation.
+        Pending* pending = new Pending{std::move(handler), std::move(guard)};
+        engine.Enqueue(
+            std::move(writes), [pending](std::vector<Status> results, std::uint64_t seq) {
+              std::unique_ptr<Pending> owned(pending);
+              auto executor = owned->guard.get_executor();
+              asio::post(executor, [owned = std::move(owned), results = std::move(results),
+                                    seq]() mutable { owned->resume(std::move(results), seq); });
+            });
       },
       token, std::move(writes));
 }
