@@ -11,9 +11,7 @@ Every wait is bounded and fails with what was awaited, the last value seen, each
 replication state and the tail of each pod's log.
 """
 import os
-import random
 import signal
-import socket
 import threading
 import time
 import urllib.error
@@ -22,27 +20,8 @@ from pathlib import Path
 
 import redis
 
-from conftest import KvServer, RespConn, RespError, free_port
-
-
-def _ports_free(ports):
-    for port in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_base(rng=random):
-    """A port base ending in 0 whose ten ports (ordinals 0..9) are all free now."""
-    for _ in range(200):
-        base = rng.randrange(2000, 6000) * 10
-        if _ports_free(range(base, base + 10)):
-            return base
-    raise RuntimeError("no free block of 10 loopback ports found")
+from conftest import KvServer, RespConn, RespError
+from ports import free_port, free_port_base
 
 
 def parse_info(text):

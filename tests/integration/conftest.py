@@ -9,21 +9,19 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ports import free_port  # noqa: E402  (tests/ports.py, shared with tests/monitoring)
+
 ROOT = Path(__file__).resolve().parents[2]
 KVSTORE_BIN = os.environ.get("KVSTORE_BIN", str(ROOT / "build/src/main/kvstore"))
 KVCTL_BIN = os.environ.get("KVCTL_BIN", str(ROOT / "build/tools/kvctl/kvctl"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def owns_listener(pid, port):

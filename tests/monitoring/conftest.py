@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,37 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ports import free_port, free_port_base  # noqa: E402  (tests/ports.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "k8s" / "monitoring"
 KVSTORE_BIN = os.environ.get("KVSTORE_BIN", str(ROOT / "build/src/main/kvstore"))
 # Metrics that other exporters provide: Prometheus itself, kube-state-metrics, the kubelet.
 EXTERNAL_METRICS = {"up", "kube_cronjob_status_last_successful_time",
                     "kubelet_volume_stats_used_bytes", "kubelet_volume_stats_capacity_bytes"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def free_port_base():
-    """A port ending in 0 whose next two ports are free too (MASTER_ADDRESS substitutes the
-    ordinal as the last digit)."""
-    for _ in range(200):
-        base = free_port() // 10 * 10
-        if base >= 1024 and all(port_is_free(base + i) for i in range(3)):
-            return base
-    pytest.fail("no three consecutive free ports")
 
 
 def wait_for(what, check, timeout=30.0, interval=0.2):
@@ -130,7 +109,7 @@ def cluster(tmp_path_factory):
     config_dir = work / "config"
     config_dir.mkdir()
     (config_dir / "MASTER_ORDINAL").write_text("0")
-    base = free_port_base()
+    base = free_port_base(3)
     pods = [Pod(i, base, work, config_dir) for i in range(3)]
     try:
         def attached():
