@@ -932,8 +932,8 @@ void Engine::Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin) 
   Queue(std::move(writes), std::move(done), origin, /*wake_writer=*/true);
 }
 
-void Engine::Enqueue(std::vector<WriteFn> writes, WriteDone done) {
-  Queue(std::move(writes), std::move(done), Origin::kClient, /*wake_writer=*/false);
+void Engine::Enqueue(std::vector<WriteFn> writes, WriteDone done, Origin origin) {
+  Queue(std::move(writes), std::move(done), origin, /*wake_writer=*/false);
 }
 
 void Engine::Queue(std::vector<WriteFn> writes, WriteDone done, Origin origin, bool wake_writer) {

@@ -116,12 +116,12 @@ class Engine {
   // runs once everything submitted before it is committed.
   void Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
 
-  // Queues client writes like Submit() but does not wake the writer thread: the caller (an event
-  // loop) promises to call CommitQueued() before it next waits for I/O. That is Redis's
+  // Queues writes like Submit() but does not wake the writer thread: the caller (an event loop)
+  // promises to call CommitQueued() before it next waits for I/O. That is Redis's
   // beforeSleep: everything the loop read in one pass shares one fsync, and a write never
   // crosses threads on its way to the disk (on a 2-core machine each cross-thread wake-up of
   // the writer and back cost more than the fsync it waited for; docs/PERFORMANCE.md).
-  void Enqueue(std::vector<WriteFn> writes, WriteDone done);
+  void Enqueue(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
   // Group-commits everything queued, on the calling thread, in queue order; returns once it is
   // durable (per the fsync mode) and every completion has run. Waits while the writer thread
   // commits. Leaves a snapshot install and what follows it to the writer thread. Any thread.

@@ -392,7 +392,10 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
     }
     return Status::Ok();
   };
-  manager_.engine_.Submit(
+  // Enqueued, not submitted: the link runs on an event loop, which commits the batch at the end
+  // of its pass on this thread (as client writes are), instead of waking the writer thread and
+  // being woken back for every batch.
+  manager_.engine_.Enqueue(
       {std::move(apply)},
       [self = shared_from_this(), connection = connection_](std::vector<Status> statuses,
                                                             std::uint64_t committed) {
