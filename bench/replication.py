@@ -32,8 +32,8 @@ Usage:
                        [--full-resync-mb 1024] [--lag-rate 3000] [--lag-seconds 20]
                        [--base-port 23450] [--keep-logs]
 --quick shrinks every workload about 10x (a smoke run; its figures are not the benchmark's).
-lag and catchup run --rounds times (fresh pods each time) and report the median round, with
-every round's figure alongside: on this shared VM one round can be 2x another.
+lag, catchup and throughput run --rounds times (fresh pods each time) and report the median
+round, with every round's figure alongside: on this shared VM one round can be 2x another.
 """
 import argparse
 import csv
@@ -643,15 +643,27 @@ def redis_throughput(args, workdir):
 
 
 def phase_throughput(args, workdir, base_port):
+    """redis, kvstore async and kvstore sync alternately, --rounds times; each server's figure is
+    its median round, and the ratios of every round are kept (one round on this VM can be far
+    from the next)."""
     out = {"requests": args.tput_requests,
            "workload": "redis-benchmark -t set -r 1000000 -d 100 -c 50 (P=1)"}
     clusters = []
-    out["redis"] = redis_throughput(args, workdir)
+    runs = {"redis": [], "kvstore_async": [], "kvstore_sync": []}
+    for _ in range(max(1, args.rounds)):
+        runs["redis"].append(redis_throughput(args, workdir))
+        for mode in ("async", "sync"):
+            res, cl = kvstore_throughput(args, workdir, base_port, mode)
+            runs[f"kvstore_{mode}"].append(res)
+            clusters.append(cl)
+    for name, rounds in runs.items():
+        ordered = sorted(rounds, key=lambda r: r["rps"])
+        out[name] = dict(ordered[(len(ordered) - 1) // 2])
+        out[name]["rounds_rps"] = [round(r["rps"]) for r in rounds]
     for mode in ("async", "sync"):
-        out[f"kvstore_{mode}"], cl = kvstore_throughput(args, workdir, base_port, mode)
-        clusters.append(cl)
-    out["ratio_async"] = round(out["kvstore_async"]["rps"] / out["redis"]["rps"], 2)
-    out["ratio_sync"] = round(out["kvstore_sync"]["rps"] / out["redis"]["rps"], 2)
+        out[f"ratio_{mode}"] = round(out[f"kvstore_{mode}"]["rps"] / out["redis"]["rps"], 2)
+        out[f"round_ratios_{mode}"] = [round(k["rps"] / r["rps"], 2) for k, r in
+                                       zip(runs[f"kvstore_{mode}"], runs["redis"])]
     return out, clusters
 
 
@@ -699,6 +711,9 @@ def figures(results):
                      ">= 1.5x", tp["ratio_async"] >= 1.5))
         rows.append(("master SET, 2 replicas, sync / redis", tp["ratio_sync"], "x", "(reported)",
                      None))
+        if "round_ratios_async" in tp:
+            rows.append(("async / redis, every round", ", ".join(map(str, tp["round_ratios_async"])),
+                         "x", "", None))
     return rows
 
 
@@ -761,14 +776,17 @@ def write_report(out_dir, stamp, meta, results):
         lines += ["", "## Master SET throughput with 2 replicas", "",
                   f"{tp['workload']}, {tp['requests']} requests. redis-server: replicaof, "
                   "appendonly yes, appendfsync always on all three.", "",
-                  "| server | ops/s | p50 ms | p99 ms | ratio to redis |", "|---|---|---|---|---|"]
+                  "Median round of each server; every round's ops/s alongside.", "",
+                  "| server | ops/s | p50 ms | p99 ms | ratio to redis | every round ops/s |",
+                  "|---|---|---|---|---|---|"]
         for name, key, ratio in (("redis-server + 2 replicas", "redis", 1.0),
                                  ("kvstore async + 2 replicas", "kvstore_async", tp["ratio_async"]),
                                  ("kvstore sync (1 ack) + 2 replicas", "kvstore_sync", tp["ratio_sync"])):
             r = tp[key]
             if r.get("non_ok_replies_estimate"):
                 name += f" (about {r['non_ok_replies_estimate']} error replies!)"
-            lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | **{ratio}** |")
+            lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | **{ratio}** | "
+                         f"{', '.join(map(str, r.get('rounds_rps', [])))} |")
     errors = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
     if errors:
         lines += ["", "## Errors", ""] + [f"- {k}: {v.splitlines()[0]}" for k, v in errors.items()]
@@ -820,7 +838,8 @@ def main():
     parser.add_argument("--full-resync-mb", type=float, default=None, help="default 1024 (quick: 100)")
     parser.add_argument("--tput-requests", type=int, default=None, help="default 200000")
     parser.add_argument("--keep-logs", action="store_true", help="keep the pods' data and logs")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of lag and catchup")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of lag, catchup and throughput")
     args = parser.parse_args()
     q = args.quick
     args.lag_seconds = args.lag_seconds or (3 if q else 20)

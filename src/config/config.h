@@ -25,7 +25,7 @@ struct Config {
   std::string data_dir = "/data";
   FsyncMode fsync = FsyncMode::kAlways;
   std::uint64_t fsync_interval_ms = 1000;
-  std::uint64_t checkpoint_interval_ms = 1000;
+  std::uint64_t checkpoint_interval_ms = 10000;
   std::uint64_t max_map_bytes = 32ull << 30;
   std::uint64_t log_segment_bytes = 64ull << 20;
   std::uint64_t repl_backlog_bytes = 1ull << 30;
