@@ -381,8 +381,8 @@ struct Engine::Impl {
   Status AdvanceTxnId();
   Status Persist(Storage::WriteTxn& txn, bool* full);
   Status SyncLog();
-  void Checkpoint();
-  void RunTimers();
+  void Checkpoint(std::unique_lock<std::mutex>& writing);
+  void RunTimers(std::unique_lock<std::mutex>& writing);
   Clock::time_point NextDeadline() const;
   void Poison(std::string_view what, const Status& cause);
   Status PoisonStatus();
@@ -657,7 +657,11 @@ void Engine::Impl::ProcessBatch() {
 
 // Flushes LMDB up to the last committed sequence and trims the log behind it. The log is
 // synced first so that the log on disk always reaches at least as far as the storage.
-void Engine::Impl::Checkpoint() {
+// writing holds writer_mu; it is released while LMDB syncs: that writes every page dirtied since
+// the previous checkpoint (with random keys, up to the whole tree: tens of milliseconds), and
+// the event loops keep committing meanwhile. What was committed up to seq is in the map already,
+// so a sync that starts after it covers it; later commits it may catch as well are in the log.
+void Engine::Impl::Checkpoint(std::unique_lock<std::mutex>& writing) {
   if (poisoned.load()) return;
   const std::uint64_t seq = committed_seq;
   {
@@ -665,8 +669,11 @@ void Engine::Impl::Checkpoint() {
     if (seq == last_checkpoint_seq) return;
   }
   if (log_unsynced && !SyncLog().ok()) return;
-  if (Status s = storage->Sync(); !s.ok()) {
-    Poison("a failed checkpoint fsync", s);
+  writing.unlock();
+  Status synced = storage->Sync();
+  writing.lock();
+  if (!synced.ok()) {
+    Poison("a failed checkpoint fsync", synced);
     return;
   }
   std::uint64_t pinned = 0;
@@ -678,7 +685,7 @@ void Engine::Impl::Checkpoint() {
     logging::Warn(fmt::format("engine: log trim failed: {}", s.ToString()));
   }
   std::lock_guard<std::mutex> lock(stats_mu);
-  last_checkpoint_seq = seq;
+  last_checkpoint_seq = std::max(last_checkpoint_seq, seq);
 }
 
 namespace {
@@ -779,14 +786,14 @@ Status Engine::Impl::Install(const std::string& path) {
   return Status::Ok();
 }
 
-void Engine::Impl::RunTimers() {
+void Engine::Impl::RunTimers(std::unique_lock<std::mutex>& writing) {
   Clock::time_point now = Clock::now();
   if (options.fsync == FsyncMode::kInterval && log_unsynced && !poisoned.load() &&
       now - last_log_sync >= options.fsync_interval) {
     (void)SyncLog();
   }
   if (now >= next_checkpoint) {
-    Checkpoint();
+    Checkpoint(writing);
     next_checkpoint = SaturatingAdd(Clock::now(), options.checkpoint_interval);
   }
 }
@@ -847,7 +854,7 @@ void Engine::Impl::Run() {
     }
     // The queue is taken under writer_mu, so that an event loop's CommitQueued() that took
     // requests earlier commits them before these.
-    std::lock_guard<std::mutex> writing(writer_mu);
+    std::unique_lock<std::mutex> writing(writer_mu);
     bool stop = false;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -855,10 +862,11 @@ void Engine::Impl::Run() {
       stop = stopping && taken.empty();
     }
     RunRequests(taken);
-    RunTimers();
+    RunTimers(writing);
     if (stop) break;
   }
   // Drained: make everything durable.
+  std::unique_lock<std::mutex> writing(writer_mu);
   if (poisoned.load()) {
     final_status = PoisonStatus();
     return;
@@ -867,7 +875,7 @@ void Engine::Impl::Run() {
     final_status = PoisonStatus();
     return;
   }
-  Checkpoint();
+  Checkpoint(writing);
   final_status = poisoned.load() ? PoisonStatus() : Status::Ok();
 }
 

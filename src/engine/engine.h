@@ -47,7 +47,7 @@ constexpr std::string_view FsyncModeName(FsyncMode mode) {
 struct EngineOptions {
   std::string data_dir;  // LMDB in <data_dir>/db, log in <data_dir>/log
   FsyncMode fsync = FsyncMode::kAlways;
-  std::chrono::milliseconds fsync_interval{1000};       // for kInterval
+  std::chrono::milliseconds fsync_interval{1000};        // for kInterval
   std::chrono::milliseconds checkpoint_interval{10000};  // LMDB sync + log trim
   std::uint64_t initial_map_bytes = 64ull << 20;
   std::uint64_t max_map_bytes = 32ull << 30;

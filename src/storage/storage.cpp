@@ -1,6 +1,6 @@
 // Storage on LMDB: one environment, databases "kv" and "meta", pooled read transactions.
 // Threads: Read()/Snapshot on any thread (MDB_NOTLS lets a read transaction move between
-// threads and be reused); WriteTxn, Grow() and Sync() on the single writer thread.
+// threads and be reused); WriteTxn and Grow() by the single writer; Sync() on any thread.
 //
 // Map growth: mdb_env_set_mapsize() remaps the file, so no snapshot may be live while it runs.
 // Every Snapshot holds map_mutex shared; Grow() takes it exclusive. So that a steady stream of
@@ -555,6 +555,8 @@ Status Storage::CloseReserve() {
 }
 
 Status Storage::Sync() {
+  // Shared, like a snapshot: a Grow() must not remap the file under the sync.
+  std::shared_lock<std::shared_mutex> map(impl_->map_mutex);
   int rc = mdb_env_sync(impl_->env, 1);
   if (rc != 0) {
     return Status::IOError(

@@ -136,7 +136,8 @@ class Storage {
   Status OpenReserve();
   Status CloseReserve();
 
-  // Flushes everything committed so far to disk (the checkpoint). IOError on failure.
+  // Flushes everything committed so far to disk (the checkpoint). IOError on failure. May run
+  // on any thread while the writer commits (LMDB's sync takes no lock); a Grow() waits for it.
   Status Sync();
 
   StorageStats Stats();

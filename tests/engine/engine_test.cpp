@@ -2,6 +2,7 @@
 // replication hooks (epochs, replicated apply, the committed log, snapshot install, retention).
 #include "engine/engine.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1275,6 +1276,43 @@ TEST_CASE("event loops and the writer thread committing at once keep every reque
   CHECK(out_of_order == 0);
   CHECK(Render(*engine) == "k0=2999;k1=2999;k2=2999;k3=2999;k4=2999;k5=2999;k6=2999;k7=2999;");
   CHECK(engine->Stats().log.last_seq == kAppenders * kWrites);
+}
+
+TEST_CASE("checkpoints run while event loops commit, across map growth") {
+  TempDir dir;
+  EngineOptions options = Options(dir.path());
+  options.checkpoint_interval = std::chrono::milliseconds(5);
+  options.initial_map_bytes = 1 << 20;  // grows several times below
+  options.log_segment_bytes = 64 << 10;
+  options.log_retain_bytes = 0;
+  auto engine = OpenEngine(options);
+  constexpr int kBatches = 400;
+  constexpr int kPerBatch = 20;
+  int acknowledged = 0;
+  for (int b = 0; b < kBatches; ++b) {
+    for (int i = 0; i < kPerBatch; ++i) {
+      engine->Enqueue({PutFn(fmt::format("k{:06}", b * kPerBatch + i), std::string(200, 'v'))},
+                      [&](std::vector<Status> statuses, std::uint64_t) {
+                        if (statuses[0].ok()) ++acknowledged;
+                      });
+    }
+    engine->CommitQueued();
+  }
+  CHECK(acknowledged == kBatches * kPerBatch);
+  EngineStats stats;
+  for (int i = 0; i < 200; ++i) {
+    stats = engine->Stats();
+    if (stats.last_checkpoint_seq == kBatches * kPerBatch) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(stats.last_checkpoint_seq == kBatches * kPerBatch);
+  CHECK(stats.storage.keys == kBatches * kPerBatch);
+  CHECK(stats.storage.map_bytes > (1u << 20));
+  CHECK(stats.log.first_seq > 1);  // trimmed behind the checkpoints
+  REQUIRE(engine->Shutdown().ok());
+  engine.reset();
+  auto reopened = OpenEngine(options);
+  CHECK(reopened->Stats().storage.keys == kBatches * kPerBatch);
 }
 
 }  // namespace
