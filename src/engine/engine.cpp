@@ -328,7 +328,9 @@ struct Engine::Impl {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Request> queue;                       // GUARDED_BY(mu)
+  std::vector<Request> queue;  // GUARDED_BY(mu)
+  // An event loop found the writer role taken and left its requests queued (CommitQueued).
+  bool left_queued = false;                         // GUARDED_BY(mu)
   bool stopping = false;                            // GUARDED_BY(mu)
   std::optional<std::string> client_write_refusal;  // GUARDED_BY(mu)
 
@@ -371,6 +373,7 @@ struct Engine::Impl {
 
   void Run();
   void RunRequests(std::vector<Request>& taken);
+  void HandOverLeftQueued();
   void ProcessBatch();
   void CompleteBatch();
   void PublishCommitted();
@@ -843,6 +846,19 @@ void Engine::Impl::RunRequests(std::vector<Request>& taken) {
   PublishCommitted();
 }
 
+// After an event loop let go of the writer role: requests other loops left queued meanwhile
+// go to the writer thread (the one wake-up of this path, and only under contention). The writer
+// thread itself needs none: it looks at the queue again before it waits.
+void Engine::Impl::HandOverLeftQueued() {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!left_queued) return;
+    left_queued = false;
+    if (queue.empty()) return;
+  }
+  cv.notify_one();
+}
+
 void Engine::Impl::Run() {
   std::vector<Request> taken;
   for (;;) {
@@ -859,6 +875,7 @@ void Engine::Impl::Run() {
     {
       std::lock_guard<std::mutex> lock(mu);
       taken.swap(queue);
+      left_queued = false;
       stop = stopping && taken.empty();
     }
     RunRequests(taken);
@@ -968,7 +985,19 @@ void Engine::CommitQueued() {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (impl.queue.empty()) return;
   }
-  std::lock_guard<std::mutex> writing(impl.writer_mu);
+  // An event loop does not wait for the writer role: while another loop (or the writer thread)
+  // fsyncs, this one keeps serving. It leaves its requests queued and says so (left_queued);
+  // whoever holds the role looks at that after letting go of it, so the requests never wait for
+  // this loop's next pass, which may not come (its clients wait for these very replies). The
+  // second try closes the race with a holder that let go between the first try and the flag.
+  std::unique_lock<std::mutex> writing(impl.writer_mu, std::try_to_lock);
+  if (!writing.owns_lock()) {
+    {
+      std::lock_guard<std::mutex> lock(impl.mu);
+      impl.left_queued = true;
+    }
+    if (!writing.try_lock()) return;
+  }
   std::vector<Impl::Request> taken;
   {
     std::lock_guard<std::mutex> lock(impl.mu);
@@ -978,8 +1007,11 @@ void Engine::CommitQueued() {
                             [](const Impl::Request& r) { return bool(r.exclusive); });
     taken.assign(std::make_move_iterator(impl.queue.begin()), std::make_move_iterator(end));
     impl.queue.erase(impl.queue.begin(), end);
+    impl.left_queued = false;
   }
   impl.RunRequests(taken);
+  writing.unlock();
+  impl.HandOverLeftQueued();
 }
 
 std::uint64_t Engine::committed_seq() const {

@@ -123,8 +123,10 @@ class Engine {
   // the writer and back cost more than the fsync it waited for; docs/PERFORMANCE.md).
   void Enqueue(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
   // Group-commits everything queued, on the calling thread, in queue order; returns once it is
-  // durable (per the fsync mode) and every completion has run. Waits while the writer thread
-  // commits. Leaves a snapshot install and what follows it to the writer thread. Any thread.
+  // durable (per the fsync mode) and every completion has run. When another thread holds the
+  // writer role (another loop's commit, the writer thread), returns at once instead: that
+  // thread's commit, or the writer thread after it, takes the queue. Leaves a snapshot install
+  // and what follows it to the writer thread. Any thread.
   void CommitQueued();
 
   // While a refusal is set, client writes that reach the writer fail with ReadOnly(refusal).
