@@ -10,7 +10,8 @@ The two servers run alternately, --rounds times each (fresh servers every round)
 figure is the median round: on a shared 2-vCPU VM the same binary varies by about +-20% from
 one minute to the next (the disk's fdatasync takes 0.2 to 0.7 ms), so a single pair of runs
 can put the ratio anywhere in that band. The table also gives the lowest and highest
-per-round ratio.
+per-round ratio. It also measures the client's ceiling (redis-server without persistence,
+non-pipelined SET): redis-benchmark is one thread, so that figure bounds every ratio.
 
 Usage: bench/run.py [--requests N] [--rounds 3] [--kvstore build/src/main/kvstore]
 """
@@ -65,11 +66,14 @@ def start_kvstore(binary, workdir, fsync):
 
 
 def start_redis(workdir, appendfsync):
+    """appendfsync None: no persistence at all (the client-ceiling reference)."""
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix=f"redis-{appendfsync}-", dir=workdir))
+    persistence = (["--appendonly", "yes", "--appendfsync", appendfsync] if appendfsync
+                   else ["--appendonly", "no"])
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", str(data), "--save", "", "--appendonly", "yes",
-                             "--appendfsync", appendfsync, "--loglevel", "warning"],
+                             "--dir", str(data), "--save", "", *persistence,
+                             "--loglevel", "warning"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_ready(port, proc)
     return proc, port
@@ -141,13 +145,31 @@ def main():
                     print(f"{test:3} P={pipeline:<2} fsync={fsync:8} kvstore {k['rps']:>10.0f}/s "
                           f"redis({appendfsync}) {r['rps']:>10.0f}/s ratio {rows[-1]['ratio']} "
                           f"(rounds {rows[-1]['round_ratios']})", flush=True)
+        # The client's own ceiling: redis-benchmark is one thread, and on 2 cores it saturates
+        # its core before a fast server does. redis-server without persistence shows how many
+        # non-pipelined SETs/s it can drive at all, which bounds every durable ratio above.
+        ceiling_rounds = []
+        for _ in range(args.rounds):
+            proc, port = start_redis(workdir, None)
+            try:
+                ceiling_rounds.append(benchmark(port, args.requests, 1)["SET"]["rps"])
+            finally:
+                stop(proc)
+        ceiling = sorted(ceiling_rounds)[(len(ceiling_rounds) - 1) // 2]
+        durable = next(r for r in rows if r["test"] == "SET" and r["pipeline"] == 1
+                       and r["kvstore_fsync"] == "always")["redis"]["rps"]
+        print(f"client ceiling: {ceiling:.0f} SET/s (redis-server, no persistence; rounds "
+              f"{[round(x) for x in ceiling_rounds]}): at most {ceiling / durable:.2f}x of redis "
+              "appendfsync always in this run", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     meta = {"time": stamp, "cpus": os.cpu_count(), "requests": args.requests,
             "rounds": args.rounds,
-            "workload": "redis-benchmark -t set,get -d 100 -c 50 -r 1000000"}
+            "workload": "redis-benchmark -t set,get -d 100 -c 50 -r 1000000",
+            "client_ceiling_set_rps": ceiling, "client_ceiling_rounds": ceiling_rounds,
+            "max_durable_set_ratio": round(ceiling / durable, 2)}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
@@ -164,6 +186,9 @@ def main():
                      f"{row['redis_appendfsync']} | {k['rps']:.0f} | {k['p50_ms']} | {k['p99_ms']} | "
                      f"{r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | **{row['ratio']}** | "
                      f"{min(row['round_ratios'])}-{max(row['round_ratios'])} |")
+    lines += ["", f"Client ceiling: redis-benchmark drove {ceiling:.0f} SET/s against redis-server "
+              f"without persistence (median of {args.rounds}), so no server could show more than "
+              f"**{ceiling / durable:.2f}x** of redis `appendfsync always` on SET in this run."]
     (out_dir / f"{stamp}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out_dir / stamp}.md and .json")
 
