@@ -368,7 +368,7 @@ std::vector<Setting> BuildTable() {
                              "HTTP port of /healthz, /readyz and /metrics; 0 disables it"));
   table.push_back(IntSetting("io_threads", &Config::io_threads, 1, 64,
                              "expected an integer between 1 and 64",
-                             "event loops serving clients (each commits its own writes)"));
+                             "event loops serving clients (each commits the writes it read)"));
   // Storage and durability
   table.push_back(WithEnv(TextSetting("data_dir", &Config::data_dir, NonEmptyPath,
                                       "directory of the database (db/) and the log (log/)"),

@@ -330,7 +330,14 @@ struct Engine::Impl {
   std::condition_variable cv;
   std::vector<Request> queue;  // GUARDED_BY(mu)
   // An event loop found the writer role taken and left its requests queued (CommitQueued).
-  bool left_queued = false;                         // GUARDED_BY(mu)
+  bool left_queued = false;  // GUARDED_BY(mu)
+  // The writer thread waits for the role: loops leave their requests to it meanwhile, so that
+  // an unfair mutex cannot starve it (its checkpoints, interval fsyncs and installs).
+  bool writer_waiting = false;  // GUARDED_BY(mu)
+  // When the writer thread next runs its timers. Computed by the writer role's holder from the
+  // writer-only clocks below, and moved earlier (with a wake-up) by a loop's commit that leaves
+  // the log unsynced in fsync: interval.
+  Clock::time_point timers_due;                     // GUARDED_BY(mu)
   bool stopping = false;                            // GUARDED_BY(mu)
   std::optional<std::string> client_write_refusal;  // GUARDED_BY(mu)
 
@@ -363,7 +370,7 @@ struct Engine::Impl {
   std::string poison_message;             // GUARDED_BY(stats_mu)
   std::atomic<bool> poisoned{false};
   std::atomic<std::uint64_t> visible_seq{0};  // committed_seq, for other threads
-  // Lock-free: observed on the writer thread, read by Stats() from any thread.
+  // Lock-free: observed by the writer role's holder, read by Stats() from any thread.
   metrics::Histogram fsync_seconds{metrics::Histogram::LatencyBounds()};
   metrics::Histogram batch_writes{metrics::Histogram::SizeBounds()};
 
@@ -387,6 +394,8 @@ struct Engine::Impl {
   void Checkpoint(std::unique_lock<std::mutex>& writing);
   void RunTimers(std::unique_lock<std::mutex>& writing);
   Clock::time_point NextDeadline() const;
+  void PublishTimersDue(bool wake_if_earlier);
+  void LockWriterRole(std::unique_lock<std::mutex>& writing);
   void Poison(std::string_view what, const Status& cause);
   Status PoisonStatus();
   void FailOk(const Status& s);
@@ -674,7 +683,7 @@ void Engine::Impl::Checkpoint(std::unique_lock<std::mutex>& writing) {
   if (log_unsynced && !SyncLog().ok()) return;
   writing.unlock();
   Status synced = storage->Sync();
-  writing.lock();
+  LockWriterRole(writing);
   if (!synced.ok()) {
     Poison("a failed checkpoint fsync", synced);
     return;
@@ -859,18 +868,47 @@ void Engine::Impl::HandOverLeftQueued() {
   cv.notify_one();
 }
 
+// Writer role only. Publishes NextDeadline() for the writer thread's wait; a loop's commit
+// wakes the writer thread when that brings the deadline forward (an interval fsync now due).
+void Engine::Impl::PublishTimersDue(bool wake_if_earlier) {
+  const Clock::time_point due = NextDeadline();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const bool earlier = due < timers_due;
+    timers_due = due;
+    if (!wake_if_earlier || !earlier) return;
+  }
+  cv.notify_one();
+}
+
+// The writer thread's (blocking) way to the role, flagged so that loops do not take it first.
+void Engine::Impl::LockWriterRole(std::unique_lock<std::mutex>& writing) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    writer_waiting = true;
+  }
+  writing.lock();
+  std::lock_guard<std::mutex> lock(mu);
+  writer_waiting = false;
+}
+
 void Engine::Impl::Run() {
   std::vector<Request> taken;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu);
       while (queue.empty() && !stopping) {
-        if (cv.wait_until(lock, NextDeadline()) == std::cv_status::timeout) break;
+        // timers_due may move while this waits (PublishTimersDue): waiting again re-reads it.
+        if (cv.wait_until(lock, timers_due) == std::cv_status::timeout &&
+            Clock::now() >= timers_due) {
+          break;
+        }
       }
     }
     // The queue is taken under writer_mu, so that an event loop's CommitQueued() that took
     // requests earlier commits them before these.
-    std::unique_lock<std::mutex> writing(writer_mu);
+    std::unique_lock<std::mutex> writing(writer_mu, std::defer_lock);
+    LockWriterRole(writing);
     bool stop = false;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -880,10 +918,12 @@ void Engine::Impl::Run() {
     }
     RunRequests(taken);
     RunTimers(writing);
+    PublishTimersDue(/*wake_if_earlier=*/false);
     if (stop) break;
   }
   // Drained: make everything durable.
-  std::unique_lock<std::mutex> writing(writer_mu);
+  std::unique_lock<std::mutex> writing(writer_mu, std::defer_lock);
+  LockWriterRole(writing);
   if (poisoned.load()) {
     final_status = PoisonStatus();
     return;
@@ -941,6 +981,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   impl->last_checkpoint_seq = impl->committed_seq;  // recovery synced the storage
   impl->last_log_sync = Clock::now();
   impl->next_checkpoint = SaturatingAdd(impl->last_log_sync, options.checkpoint_interval);
+  impl->timers_due = impl->NextDeadline();
   Impl* raw = impl.get();
   std::unique_ptr<Engine> engine(
       new Engine(std::move(storage).value(), std::move(log).value(), std::move(impl)));
@@ -984,6 +1025,10 @@ void Engine::CommitQueued() {
   {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (impl.queue.empty()) return;
+    if (impl.writer_waiting) {
+      impl.left_queued = true;  // the writer thread takes the queue as soon as it has the role
+      return;
+    }
   }
   // An event loop does not wait for the writer role: while another loop (or the writer thread)
   // fsyncs, this one keeps serving. It leaves its requests queued and says so (left_queued);
@@ -1010,6 +1055,7 @@ void Engine::CommitQueued() {
     impl.left_queued = false;
   }
   impl.RunRequests(taken);
+  impl.PublishTimersDue(/*wake_if_earlier=*/true);
   writing.unlock();
   impl.HandOverLeftQueued();
 }

@@ -51,7 +51,7 @@ Status Server::Listen() {
 // Runs io as io.run() would, but once the ready handlers are exhausted (or after a bounded
 // number of them, so that a stream of reads cannot hold writes back), commits the writes the
 // sessions queued in that pass, on this thread: Redis's beforeSleep. The completions it posts
-// to this loop run in the next pass without a wake-up.
+// to this loop run in the next pass, on this thread: no other thread is woken.
 void Server::RunEventLoop(asio::io_context& io) {
   constexpr int kMaxHandlersPerPass = 512;
   while (io.run_one() > 0) {

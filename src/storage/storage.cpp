@@ -139,7 +139,7 @@ struct Storage::Impl {
   std::mutex pool_mutex;
   std::vector<MDB_txn*> pool;  // GUARDED_BY(pool_mutex): reset read transactions
 
-  // Writer thread only.
+  // The writer only (whichever thread holds the engine's writer role).
   bool write_open = false;
 
   ~Impl() {

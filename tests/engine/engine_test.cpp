@@ -526,6 +526,21 @@ TEST_CASE("fsync modes interval and never") {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     CHECK(engine->Stats().fsyncs >= 1);  // the idle timer synced the tail
   }
+  SECTION("interval: the tail of writes an event loop committed is synced on time too") {
+    options.fsync = FsyncMode::kInterval;
+    options.fsync_interval = std::chrono::milliseconds(100);
+    auto engine = OpenEngine(options);
+    for (int i = 0; i < 20; ++i) {
+      engine->Enqueue({PutFn("k" + std::to_string(i), "v")}, [](std::vector<Status>, auto) {});
+      engine->CommitQueued();
+    }
+    const std::uint64_t before = engine->Stats().fsyncs;
+    // The writer thread slept towards its next checkpoint (a day away); the loop's commit
+    // must have moved its deadline to the interval fsync.
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    CHECK(engine->Stats().fsyncs > before);
+    CHECK(engine->Stats().fsyncs < 10);  // per interval, not per commit
+  }
   SECTION("never") {
     options.fsync = FsyncMode::kNever;
     auto engine = OpenEngine(options);
