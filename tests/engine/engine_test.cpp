@@ -1333,7 +1333,8 @@ TEST_CASE("checkpoints run while event loops commit, across map growth") {
   CHECK(stats.last_checkpoint_seq == kBatches * kPerBatch);
   CHECK(stats.storage.keys == kBatches * kPerBatch);
   CHECK(stats.storage.map_bytes > (1u << 20));
-  CHECK(stats.log.first_seq > 1);  // trimmed behind the checkpoints
+  // (Trimming is "checkpoints sync LMDB and trim the log"'s: here the log may not even roll,
+  // when its next segment is still being prepared on a loaded machine.)
   REQUIRE(engine->Shutdown().ok());
   engine.reset();
   auto reopened = OpenEngine(options);
