@@ -103,6 +103,9 @@ enum CommandFlags : std::uint32_t {
   kFlagAdmin = 1u << 2,
   kFlagNoAuth = 1u << 3,  // allowed before AUTH
   kFlagFast = 1u << 4,
+  // Reads nothing but its arguments and a storage snapshot, and always replies at once: a run of
+  // such commands may execute on a read thread (the session's pipelined reads, see session.cpp).
+  kFlagSnapshotRead = 1u << 5,
 };
 
 using Handler = Outcome (*)(CommandContext&);

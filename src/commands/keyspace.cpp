@@ -172,8 +172,8 @@ Outcome FlushAll(CommandContext& c) {
 constexpr CommandSpec kCommands[] = {
     {"del", -2, kFlagWrite, Del, 1, -1, 1},
     {"unlink", -2, kFlagWrite, Del, 1, -1, 1},
-    {"exists", -2, kFlagRead | kFlagFast, Exists, 1, -1, 1},
-    {"type", 2, kFlagRead | kFlagFast, Type, 1, 1, 1},
+    {"exists", -2, kFlagRead | kFlagFast | kFlagSnapshotRead, Exists, 1, -1, 1},
+    {"type", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Type, 1, 1, 1},
     {"scan", -2, kFlagRead, Scan, 0, 0, 0},
     {"keys", 2, kFlagRead, Keys, 0, 0, 0},
     {"dbsize", 1, kFlagRead | kFlagFast, DbSize, 0, 0, 0},

@@ -226,17 +226,17 @@ Outcome StrLen(CommandContext& c) {
 }
 
 constexpr CommandSpec kCommands[] = {
-    {"get", 2, kFlagRead | kFlagFast, Get, 1, 1, 1},
+    {"get", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Get, 1, 1, 1},
     {"set", -3, kFlagWrite, Set, 1, 1, 1},
     {"getdel", 2, kFlagWrite | kFlagFast, GetDel, 1, 1, 1},
-    {"mget", -2, kFlagRead | kFlagFast, MGet, 1, -1, 1},
+    {"mget", -2, kFlagRead | kFlagFast | kFlagSnapshotRead, MGet, 1, -1, 1},
     {"mset", -3, kFlagWrite, MSet, 1, -1, 2},
     {"incr", 2, kFlagWrite | kFlagFast, Incr, 1, 1, 1},
     {"incrby", 3, kFlagWrite | kFlagFast, IncrBy, 1, 1, 1},
     {"decr", 2, kFlagWrite | kFlagFast, Decr, 1, 1, 1},
     {"decrby", 3, kFlagWrite | kFlagFast, DecrBy, 1, 1, 1},
     {"append", 3, kFlagWrite, Append, 1, 1, 1},
-    {"strlen", 2, kFlagRead | kFlagFast, StrLen, 1, 1, 1},
+    {"strlen", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, StrLen, 1, 1, 1},
 };
 
 }  // namespace

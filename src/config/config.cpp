@@ -369,6 +369,9 @@ std::vector<Setting> BuildTable() {
   table.push_back(IntSetting("io_threads", &Config::io_threads, 1, 64,
                              "expected an integer between 1 and 64",
                              "event loops serving clients (each commits the writes it read)"));
+  table.push_back(IntSetting("read_threads", &Config::read_threads, 0, 64,
+                             "expected an integer between 0 and 64",
+                             "threads running pipelined reads off the event loops; 0: none"));
   // Storage and durability
   table.push_back(WithEnv(TextSetting("data_dir", &Config::data_dir, NonEmptyPath,
                                       "directory of the database (db/) and the log (log/)"),

@@ -21,6 +21,7 @@ struct Config {
   int port = 5555;
   int admin_port = 8080;  // 0 disables
   int io_threads = 1;
+  int read_threads = 1;
   // Storage and durability
   std::string data_dir = "/data";
   FsyncMode fsync = FsyncMode::kAlways;

@@ -162,6 +162,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   server_options.bind = config.bind;
   server_options.port = config.port;
   server_options.io_threads = config.io_threads;
+  server_options.read_threads = config.read_threads;
   server_options.max_clients = config.max_clients;
   server_options.max_query_buffer_bytes = config.max_query_buffer_bytes;
   server_options.client_output_buffer_limit_bytes = config.client_output_buffer_limit_bytes;

@@ -27,6 +27,9 @@ Server::Server(ServerOptions options, asio::io_context& io, Engine& engine,
   for (int i = 1; i < options_.io_threads; ++i) {
     session_loops_.push_back(std::make_unique<asio::io_context>(1));
   }
+  if (options_.read_threads > 0) {
+    read_pool_ = std::make_unique<asio::thread_pool>(options_.read_threads);
+  }
 }
 
 Server::~Server() {
@@ -79,6 +82,8 @@ void Server::Run() {
   RunEventLoop(io_);
   guards.clear();
   for (auto& thread : threads) thread.join();
+  // Sessions are gone, so nothing is left on the pool: this only ends its threads.
+  if (read_pool_ != nullptr) read_pool_->join();
   if (replication_stopper_.joinable()) replication_stopper_.join();
 }
 

@@ -3,7 +3,8 @@
 // or memcached's workers): the shared io_context given to the constructor, which also runs the
 // acceptor, replication and shutdown, plus io_threads - 1 of the server's own. Each connection
 // lives on one loop, assigned round-robin, so its handlers never need a strand and a write's
-// completion wakes one loop, not a pool of threads contending for one queue. The
+// completion wakes one loop, not a pool of threads contending for one queue. read_threads more
+// run the storage lookups of pipelined reads while the loops go on with I/O. The
 // public methods are thread-safe. Shutdown (SIGTERM/SIGINT or Shutdown()) closes the acceptor,
 // lets each session finish the command it is running, then force-closes what remains after
 // shutdown_timeout; Run() returns once no session is left.
@@ -36,6 +37,9 @@ struct ServerOptions {
   std::string bind = "0.0.0.0";
   int port = 5555;  // 0 picks a free port (tests)
   int io_threads = 1;
+  // Threads that run pipelined reads off the event loops (Session::RunReads); 0: every read runs
+  // on its connection's loop.
+  int read_threads = 1;
   std::uint64_t max_clients = 10000;
   std::uint64_t max_query_buffer_bytes = 1ull << 30;
   std::uint64_t client_output_buffer_limit_bytes = 1ull << 30;
@@ -78,6 +82,8 @@ class Server final : public ServerContext {
   CommandMetrics& mutable_command_metrics() { return command_metrics_; }
   // The shared io_context: a connection handed off to a stream (REPLSYNC, SNAPSHOT) moves there.
   asio::io_context& shared_io() { return io_; }
+  // Where sessions run long runs of pipelined reads; null when read_threads is 0.
+  asio::thread_pool* read_pool() { return read_pool_.get(); }
 
   // Called by sessions.
   void OnSessionClosed(std::uint64_t id);
@@ -96,6 +102,7 @@ class Server final : public ServerContext {
   asio::io_context& io_;
   // The other event loops (io_threads - 1), each run by one thread in Run().
   std::vector<std::unique_ptr<asio::io_context>> session_loops_;
+  std::unique_ptr<asio::thread_pool> read_pool_;  // read_threads threads, or null
   std::size_t next_loop_ = 0;  // round-robin over io_ and session_loops_; on control_ only
   // The acceptor, the signals, the shutdown timer and BeginShutdown all run on this strand, so
   // closing the acceptor and arming or cancelling the timer never race between io threads.

@@ -18,6 +18,12 @@ constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunkBytes = 16 * 1024;
 // Replies are written out once this much is pending, even mid-pipeline.
 constexpr std::size_t kSoftOutputBytes = 64 * 1024;
+// Pipelined reads: a run at least this long goes to the read pool, where its storage lookups
+// (most of a GET's cost: LMDB's tree walk misses the CPU caches) overlap the loop's I/O for
+// other connections. Shorter runs stay on the loop: the hop costs two thread handoffs, more
+// than one lookup. A run is cut at kMaxReadRun so its replies stay within a bounded buffer.
+constexpr std::size_t kMinPooledReadRun = 4;
+constexpr std::size_t kMaxReadRun = 256;
 
 // Queues writes with the engine and resumes the awaiting coroutine on its own executor with
 // the per-write statuses and the committed sequence after them. The event loop commits the
@@ -45,6 +51,21 @@ auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& 
             });
       },
       token, std::move(writes));
+}
+
+// Runs work on the pool, then resumes the awaiting coroutine on its own executor.
+template <typename Work, typename CompletionToken>
+auto AsyncRunOn(asio::thread_pool& pool, Work work, CompletionToken&& token) {
+  return asio::async_initiate<CompletionToken, void()>(
+      [&pool](auto handler, Work work) {
+        auto guard = asio::make_work_guard(asio::get_associated_executor(handler));
+        asio::post(pool, [work = std::move(work), handler = std::move(handler),
+                          guard = std::move(guard)]() mutable {
+          work();
+          asio::post(guard.get_executor(), std::move(handler));
+        });
+      },
+      token, std::move(work));
 }
 
 // Runs a deferred command (Outcome::kDeferred) and resumes with its reply, on the awaiting
@@ -231,7 +252,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
   std::uint64_t commands = 0;
   bool keep_open = true;
   for (;;) {
-    const auto status = parser_.Next(&args_);
+    const auto status = NextRequest();
     if (status == resp::RequestParser::ParseStatus::kNeedMore) break;
     if (status == resp::RequestParser::ParseStatus::kError) {
       co_await FlushWrites();
@@ -239,33 +260,39 @@ asio::awaitable<bool> Session::ProcessBuffered() {
       keep_open = false;
       break;
     }
-    ++commands;
     const CommandSpec* spec = dispatcher_.Lookup(args_[0]);
     const bool is_write = spec != nullptr && (spec->flags & kFlagWrite);
     // A read must see the writes queued before it: read-your-writes within a pipeline.
     if (!is_write && !queued_replies_.empty()) co_await FlushWrites();
     const auto started = std::chrono::steady_clock::now();
     Outcome outcome;
-    if (queued_replies_.empty()) {
-      const std::size_t mark = out_.size();
-      outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
-      if (outcome.kind == Outcome::Kind::kWrite) {
-        QueueWrite(std::move(outcome), spec, started);
-      } else if (outcome.kind == Outcome::Kind::kReplied) {
-        RecordCommand(spec, !IsErrorReply(out_, mark), started);
-      }
+    if (spec != nullptr && (spec->flags & kFlagSnapshotRead)) {
+      // Nothing is queued ahead of a read (flushed above), so it and the reads after it run
+      // as one run, maybe on the read pool.
+      if (!co_await RunReads(spec, &commands)) co_return false;
     } else {
-      // Writes are queued, so even an immediate reply (a syntax error, NOAUTH) must wait its
-      // turn behind theirs.
-      auto reply = std::make_shared<std::string>();
-      outcome = dispatcher_.Execute(spec, args_, client_, reads_, reply.get());
-      if (outcome.kind == Outcome::Kind::kWrite) {
-        QueueWrite(std::move(outcome), spec, started);
-      } else {
-        if (outcome.kind == Outcome::Kind::kReplied) {
-          RecordCommand(spec, !IsErrorReply(*reply, 0), started);
+      ++commands;
+      if (queued_replies_.empty()) {
+        const std::size_t mark = out_.size();
+        outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
+        if (outcome.kind == Outcome::Kind::kWrite) {
+          QueueWrite(std::move(outcome), spec, started);
+        } else if (outcome.kind == Outcome::Kind::kReplied) {
+          RecordCommand(spec, !IsErrorReply(out_, mark), started);
         }
-        queued_replies_.push_back({false, std::move(reply), spec, started});
+      } else {
+        // Writes are queued, so even an immediate reply (a syntax error, NOAUTH) must wait its
+        // turn behind theirs.
+        auto reply = std::make_shared<std::string>();
+        outcome = dispatcher_.Execute(spec, args_, client_, reads_, reply.get());
+        if (outcome.kind == Outcome::Kind::kWrite) {
+          QueueWrite(std::move(outcome), spec, started);
+        } else {
+          if (outcome.kind == Outcome::Kind::kReplied) {
+            RecordCommand(spec, !IsErrorReply(*reply, 0), started);
+          }
+          queued_replies_.push_back({false, std::move(reply), spec, started});
+        }
       }
     }
     if (outcome.kind == Outcome::Kind::kDeferred) {
@@ -301,6 +328,79 @@ asio::awaitable<bool> Session::ProcessBuffered() {
   server_.CountTraffic(0, 0, commands);
   if (!co_await WriteOut()) co_return false;
   co_return keep_open;
+}
+
+resp::RequestParser::ParseStatus Session::NextRequest() {
+  if (!lookahead_) return parser_.Next(&args_);
+  const auto status = *lookahead_;
+  lookahead_.reset();
+  args_.swap(lookahead_args_);
+  return status;
+}
+
+asio::awaitable<bool> Session::RunReads(const CommandSpec* first, std::uint64_t* commands) {
+  using ParseStatus = resp::RequestParser::ParseStatus;
+  std::size_t count = 0;
+  auto take = [this, &count](const CommandSpec* spec) {
+    if (read_run_.size() == count) read_run_.emplace_back();
+    read_run_[count].spec = spec;
+    read_run_[count].args.swap(args_);
+    ++count;
+  };
+  take(first);
+  // Gather what follows while it is a snapshot read too. The first other request (or a parse
+  // error) is kept for NextRequest; kNeedMore consumed nothing.
+  while (count < kMaxReadRun) {
+    const ParseStatus status = parser_.Next(&args_);
+    if (status == ParseStatus::kNeedMore) break;
+    const CommandSpec* spec =
+        status == ParseStatus::kCommand ? dispatcher_.Lookup(args_[0]) : nullptr;
+    if (spec == nullptr || !(spec->flags & kFlagSnapshotRead)) {
+      lookahead_ = status;
+      lookahead_args_.swap(args_);
+      break;
+    }
+    take(spec);
+  }
+  // Runs reads from `next` on, until the replies pass kSoftOutputBytes; returns where it stopped.
+  auto run = [this, count](std::size_t next) {
+    while (next < count && out_.size() <= kSoftOutputBytes) {
+      ParsedRead& read = read_run_[next++];
+      const auto started = std::chrono::steady_clock::now();
+      const std::size_t mark = out_.size();
+      const Outcome outcome = dispatcher_.Execute(read.spec, read.args, client_, reads_, &out_);
+      if (outcome.kind != Outcome::Kind::kReplied) {  // kFlagSnapshotRead promises a reply
+        resp::AppendError(&out_, "ERR internal error: a snapshot read did not reply");
+      }
+      RecordCommand(read.spec, !IsErrorReply(out_, mark), started);
+    }
+    return next;
+  };
+  asio::thread_pool* pool = count >= kMinPooledReadRun ? server_.read_pool() : nullptr;
+  std::size_t done = 0;
+  while (done < count) {
+    if (pool == nullptr) {
+      done = run(done);
+    } else {
+      // The snapshot is taken and released on the pool's thread (the storage counts the
+      // snapshots each thread holds). While the run is away nothing else touches this
+      // session's state: its coroutine is suspended until the pool posts it back.
+      reads_.Release();
+      co_await AsyncRunOn(
+          *pool,
+          [this, run, &done] {
+            done = run(done);
+            reads_.Release();
+          },
+          asio::use_awaitable);
+    }
+    if (done < count && !co_await WriteOut()) {
+      *commands += done;
+      co_return false;
+    }
+  }
+  *commands += count;
+  co_return true;
 }
 
 void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,

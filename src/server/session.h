@@ -41,6 +41,12 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> Run();
   // Runs every complete buffered request. False when the connection must close.
   asio::awaitable<bool> ProcessBuffered();
+  // The next request: the one RunReads parsed past its run, else the parser's next.
+  resp::RequestParser::ParseStatus NextRequest();
+  // Runs the snapshot read in args_ and every one that follows it in the buffer, appending their
+  // replies and adding to *commands how many ran; a long run executes on the server's read
+  // pool. False when the connection must close.
+  asio::awaitable<bool> RunReads(const CommandSpec* first, std::uint64_t* commands);
   // Submits the queued writes as one engine batch and appends their replies.
   asio::awaitable<void> FlushWrites();
   void QueueWrite(Outcome outcome, const CommandSpec* spec,
@@ -75,6 +81,14 @@ class Session : public std::enable_shared_from_this<Session> {
   };
   std::vector<WriteFn> queued_writes_;
   std::vector<QueuedReply> queued_replies_;
+  // RunReads: the run of reads (capacity reused), and the request parsed after it, if any.
+  struct ParsedRead {
+    const CommandSpec* spec = nullptr;
+    std::vector<std::string> args;
+  };
+  std::vector<ParsedRead> read_run_;
+  std::optional<resp::RequestParser::ParseStatus> lookahead_;
+  std::vector<std::string> lookahead_args_;
   ClientState client_;
   SnapshotLender reads_;
   State state_ = State::kReading;

@@ -91,6 +91,7 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "port",
       "admin_port",
       "io_threads",
+      "read_threads",
       "data_dir",
       "fsync",
       "fsync_interval_ms",
@@ -426,7 +427,13 @@ TEST_CASE("validation: port and admin_port must differ unless the admin server i
   CHECK(LoadOk(sources).port == 8080);
 }
 
-TEST_CASE("validation: io_threads and max_clients", "[config]") {
+TEST_CASE("validation: io_threads, read_threads and max_clients", "[config]") {
+  CHECK(LoadOk(ConfigSources{}).read_threads == 1);
+  CHECK(FlagValue("read_threads", "0") == "0");
+  CHECK(FlagValue("read_threads", "64") == "64");
+  CHECK(FlagError("read_threads", "-1") ==
+        "invalid read_threads \"-1\" (from flag --read-threads): expected an integer between 0 "
+        "and 64");
   CHECK(FlagValue("io_threads", "1") == "1");
   CHECK(FlagValue("io_threads", "64") == "64");
   CHECK(FlagError("io_threads", "0").find("expected an integer between 1 and 64") !=

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import RespConn, RespError, keyspace_digest, read_until_closed
+from conftest import RespConn, RespError, encode_command, keyspace_digest, read_until_closed
 
 MALFORMED = {
     "multibulk_count_not_a_number": b"*abc\r\n",
@@ -319,3 +319,61 @@ def test_max_clients(make_server):
     finally:
         for conn in conns:
             conn.close()
+
+
+# Pipelined reads run as runs, on the read pool once a run is long enough (src/server/session.cpp).
+# The same pipeline must give the same replies, in order, with the pool and without it.
+@pytest.mark.parametrize("read_threads", [0, 1])
+def test_pipelined_read_runs_keep_order_and_see_earlier_writes(make_server, read_threads):
+    server = make_server(args=["--read-threads", str(read_threads)])
+    big = bytes(range(256)) * 800  # 200 KiB: thirty of them cross the soft output bound often
+    requests, expected = [], []
+
+    def send(*args, reply):
+        requests.append(encode_command(*args))
+        expected.append(reply)
+
+    send("SET", "rr:a", "1", reply="OK")
+    send("SET", "rr:big", big, reply="OK")
+    for i in range(300):  # longer than one run (256): the run is cut and the next one goes on
+        [lambda: send("GET", "rr:a", reply=b"1"),
+         lambda: send("EXISTS", "rr:a", "rr:none", "rr:a", reply=2),
+         lambda: send("STRLEN", "rr:big", reply=len(big)),
+         lambda: send("TYPE", "rr:none", reply="none"),
+         lambda: send("MGET", "rr:none", "rr:a", reply=[None, b"1"])][i % 5]()
+    send("SET", "rr:a", "2", reply="OK")
+    for _ in range(10):  # a run right behind a write sees it
+        send("GET", "rr:a", reply=b"2")
+    send("GET", reply=RespError("ERR wrong number of arguments for 'get' command"))
+    send("GET", "rr:a", reply=b"2")
+    send("NOSUCH", "rr:a", reply=RespError(
+        "ERR unknown command 'NOSUCH', with args beginning with: 'rr:a' "))
+    for _ in range(30):
+        send("GET", "rr:big", reply=big)
+    send("DEL", "rr:big", reply=1)
+    for _ in range(5):
+        send("GET", "rr:big", reply=None)
+    with RespConn(server.port, timeout=20) as conn:
+        conn.send(b"".join(requests) + b"*1\r\n$3\r\nGET\r\n" * 8 + b"*-5\r\n")
+        got = [conn.read_reply() for _ in expected]
+        assert got == expected
+        # The reads parsed before the malformed frame are answered, then the error, then close.
+        assert [conn.read_reply() for _ in range(8)] == [
+            RespError("ERR wrong number of arguments for 'get' command")] * 8
+        error = conn.read_reply()
+        assert isinstance(error, RespError) and str(error).startswith("ERR Protocol error")
+        with pytest.raises(ConnectionError):
+            conn.read_reply()
+    assert server.client().get("rr:a") == b"2"
+
+
+@pytest.mark.parametrize("read_threads", [0, 1])
+def test_auth_in_the_middle_of_a_read_run(make_server, read_threads):
+    server = make_server(args=["--read-threads", str(read_threads)],
+                         env={"KVSTORE_PASSWORD": "s3cret"})
+    with RespConn(server.port) as conn:
+        conn.send(encode_command("GET", "k") * 6 + encode_command("AUTH", "s3cret")
+                  + encode_command("EXISTS", "k") * 6)
+        replies = [conn.read_reply() for _ in range(13)]
+    assert replies[:6] == [RespError("NOAUTH Authentication required.")] * 6
+    assert replies[6:] == ["OK"] + [0] * 6
