@@ -120,6 +120,7 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
     Field(&text, "total_net_output_bytes", counters.net_output_bytes);
     Field(&text, "rejected_connections", counters.rejected_connections);
     Field(&text, "total_error_replies", commands ? commands->total_errors() : 0);
+    Field(&text, "kvstore_pooled_read_commands", counters.pooled_read_commands);
     text += "\r\n";
   }
   if (want("replication")) {

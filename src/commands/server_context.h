@@ -17,6 +17,7 @@ struct ServerCounters {
   std::uint64_t total_connections = 0;
   std::uint64_t rejected_connections = 0;
   std::uint64_t total_commands = 0;
+  std::uint64_t pooled_read_commands = 0;  // of those, run on a read thread
   std::uint64_t net_input_bytes = 0;
   std::uint64_t net_output_bytes = 0;
   double uptime_seconds = 0;

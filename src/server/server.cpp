@@ -192,6 +192,7 @@ ServerCounters Server::Counters() const {
   counters.total_connections = total_connections_.load(std::memory_order_relaxed);
   counters.rejected_connections = rejected_connections_.load(std::memory_order_relaxed);
   counters.total_commands = total_commands_.load(std::memory_order_relaxed);
+  counters.pooled_read_commands = pooled_read_commands_.load(std::memory_order_relaxed);
   counters.net_input_bytes = net_input_bytes_.load(std::memory_order_relaxed);
   counters.net_output_bytes = net_output_bytes_.load(std::memory_order_relaxed);
   counters.uptime_seconds =

@@ -88,6 +88,9 @@ class Server final : public ServerContext {
   // Called by sessions.
   void OnSessionClosed(std::uint64_t id);
   void CountTraffic(std::uint64_t in_bytes, std::uint64_t out_bytes, std::uint64_t commands);
+  void CountPooledReads(std::uint64_t commands) {
+    pooled_read_commands_.fetch_add(commands, std::memory_order_relaxed);
+  }
 
  private:
   void RunEventLoop(asio::io_context& io);
@@ -123,6 +126,7 @@ class Server final : public ServerContext {
   std::atomic<std::uint64_t> total_connections_{0};
   std::atomic<std::uint64_t> rejected_connections_{0};
   std::atomic<std::uint64_t> total_commands_{0};
+  std::atomic<std::uint64_t> pooled_read_commands_{0};
   std::atomic<std::uint64_t> net_input_bytes_{0};
   std::atomic<std::uint64_t> net_output_bytes_{0};
 };

@@ -5,7 +5,9 @@
 // replies stops being read, so buffers stay bounded.
 #include "server/session.h"
 
+#include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
+#include <exception>
 
 #include "common/logging.h"
 #include "replication/replication.h"
@@ -53,16 +55,23 @@ auto AsyncSubmit(Engine& engine, std::vector<WriteFn> writes, CompletionToken&& 
       token, std::move(writes));
 }
 
-// Runs work on the pool, then resumes the awaiting coroutine on its own executor.
+// Runs work on the pool, then resumes the awaiting coroutine on its own executor. An exception
+// from work is rethrown in the coroutine, as if work had run there.
 template <typename Work, typename CompletionToken>
 auto AsyncRunOn(asio::thread_pool& pool, Work work, CompletionToken&& token) {
-  return asio::async_initiate<CompletionToken, void()>(
+  return asio::async_initiate<CompletionToken, void(std::exception_ptr)>(
       [&pool](auto handler, Work work) {
         auto guard = asio::make_work_guard(asio::get_associated_executor(handler));
         asio::post(pool, [work = std::move(work), handler = std::move(handler),
                           guard = std::move(guard)]() mutable {
-          work();
-          asio::post(guard.get_executor(), std::move(handler));
+          std::exception_ptr failure;
+          try {
+            work();
+          } catch (...) {
+            failure = std::current_exception();
+          }
+          asio::post(guard.get_executor(),
+                     [handler = std::move(handler), failure]() mutable { handler(failure); });
         });
       },
       token, std::move(work));
@@ -313,13 +322,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
       keep_open = false;
       break;
     }
-    if (out_.size() > options_.client_output_buffer_limit_bytes) {
-      reads_.Release();
-      logging::Warn("closing client: output buffer limit exceeded",
-                    {{"client", client_.info.addr},
-                     {"limit_bytes", std::to_string(options_.client_output_buffer_limit_bytes)}});
-      co_return false;
-    }
+    if (OutputOverLimit()) co_return false;
     if (out_.size() > kSoftOutputBytes && !co_await WriteOut()) co_return false;
   }
   co_await FlushWrites();
@@ -362,9 +365,12 @@ asio::awaitable<bool> Session::RunReads(const CommandSpec* first, std::uint64_t*
     }
     take(spec);
   }
-  // Runs reads from `next` on, until the replies pass kSoftOutputBytes; returns where it stopped.
-  auto run = [this, count](std::size_t next) {
-    while (next < count && out_.size() <= kSoftOutputBytes) {
+  // Runs reads from `next` on, until the replies pass kSoftOutputBytes (or the client's limit, as
+  // a read on the loop is checked after each command); returns where it stopped.
+  const std::size_t pause_above =
+      std::min<std::uint64_t>(kSoftOutputBytes, options_.client_output_buffer_limit_bytes);
+  auto run = [this, count, pause_above](std::size_t next) {
+    while (next < count && out_.size() <= pause_above) {
       ParsedRead& read = read_run_[next++];
       const auto started = std::chrono::steady_clock::now();
       const std::size_t mark = out_.size();
@@ -386,21 +392,35 @@ asio::awaitable<bool> Session::RunReads(const CommandSpec* first, std::uint64_t*
       // snapshots each thread holds). While the run is away nothing else touches this
       // session's state: its coroutine is suspended until the pool posts it back.
       reads_.Release();
+      const std::size_t from = done;
       co_await AsyncRunOn(
           *pool,
           [this, run, &done] {
+            struct ReleaseAtExit {
+              SnapshotLender& reads;
+              ~ReleaseAtExit() { reads.Release(); }
+            } release{reads_};
             done = run(done);
-            reads_.Release();
           },
           asio::use_awaitable);
+      server_.CountPooledReads(done - from);
     }
-    if (done < count && !co_await WriteOut()) {
+    if (OutputOverLimit() || (done < count && !co_await WriteOut())) {
       *commands += done;
       co_return false;
     }
   }
   *commands += count;
   co_return true;
+}
+
+bool Session::OutputOverLimit() {
+  if (out_.size() <= options_.client_output_buffer_limit_bytes) return false;
+  reads_.Release();
+  logging::Warn("closing client: output buffer limit exceeded",
+                {{"client", client_.info.addr},
+                 {"limit_bytes", std::to_string(options_.client_output_buffer_limit_bytes)}});
+  return true;
 }
 
 void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,

@@ -49,6 +49,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> RunReads(const CommandSpec* first, std::uint64_t* commands);
   // Submits the queued writes as one engine batch and appends their replies.
   asio::awaitable<void> FlushWrites();
+  // Whether the replies pending exceed the client output buffer limit; if so, logs that the
+  // connection closes.
+  bool OutputOverLimit();
   void QueueWrite(Outcome outcome, const CommandSpec* spec,
                   std::chrono::steady_clock::time_point started);
   // Counts a finished command in the server's CommandMetrics.

@@ -334,8 +334,10 @@ def test_pipelined_read_runs_keep_order_and_see_earlier_writes(make_server, read
         expected.append(reply)
 
     send("SET", "rr:a", "1", reply="OK")
+    for _ in range(300):  # 8 KB, within the session's first 16 KiB read: a run cut at 256
+        send("GET", "rr:a", reply=b"1")
     send("SET", "rr:big", big, reply="OK")
-    for i in range(300):  # longer than one run (256): the run is cut and the next one goes on
+    for i in range(300):
         [lambda: send("GET", "rr:a", reply=b"1"),
          lambda: send("EXISTS", "rr:a", "rr:none", "rr:a", reply=2),
          lambda: send("STRLEN", "rr:big", reply=len(big)),
@@ -364,7 +366,28 @@ def test_pipelined_read_runs_keep_order_and_see_earlier_writes(make_server, read
         assert isinstance(error, RespError) and str(error).startswith("ERR Protocol error")
         with pytest.raises(ConnectionError):
             conn.read_reply()
-    assert server.client().get("rr:a") == b"2"
+    client = server.client()
+    assert client.get("rr:a") == b"2"
+    pooled = client.info("stats")["kvstore_pooled_read_commands"]
+    if read_threads == 0:
+        assert pooled == 0
+    else:  # all but runs shorter than 4 (the GETs right behind the writes may be cut short)
+        assert pooled > 600, pooled
+
+
+@pytest.mark.parametrize("read_threads", [0, 1])
+def test_output_limit_closes_within_a_read_run(make_server, read_threads):
+    limit = 1 << 20
+    server = make_server(args=["--read-threads", str(read_threads), "--max-value-bytes",
+                               str(limit), "--client-output-buffer-limit-bytes", str(limit)])
+    server.client().set("big", b"x" * (600 << 10))
+    with connect(server.port) as s:
+        # Each MGET's reply (1.2 MB) alone passes the limit: the connection closes before it.
+        s.sendall(encode_command("MGET", "big", "big") * 6)
+        data, closed = read_until_closed(s, timeout=10)
+    assert closed
+    assert data == b"", f"{len(data)} bytes sent past the limit"
+    assert "output buffer limit exceeded" in server.logs()
 
 
 @pytest.mark.parametrize("read_threads", [0, 1])
