@@ -286,11 +286,37 @@ Outcome Time(CommandContext& c) {
   return Outcome::Replied();
 }
 
+// SHUTDOWN [NOSAVE | SAVE]: the graceful stop of SIGTERM (finish the commands in flight, make
+// everything durable, let replicas catch up, exit 0). Every acknowledged write is durable
+// already, so NOSAVE and SAVE change nothing. As in Redis, success has no reply: the connection
+// closes. NOW, FORCE and ABORT are refused rather than half-honoured.
+Outcome Shutdown(CommandContext& c) {
+  for (std::size_t i = 1; i < c.args.size(); ++i) {
+    const std::string option = ToLower(c.args[i]);
+    if (option == "nosave" || option == "save") continue;
+    if (option == "now" || option == "force" || option == "abort") {
+      resp::AppendError(c.out, "ERR SHUTDOWN " + c.args[i] +
+                                   " is not supported: kvstore shuts down gracefully only");
+    } else {
+      ReplySyntaxError(c.out);
+    }
+    return Outcome::Replied();
+  }
+  if (!c.server.RequestShutdown()) {
+    resp::AppendError(c.out, "ERR SHUTDOWN is not available here");
+    return Outcome::Replied();
+  }
+  c.client.close_after_reply = true;
+  return Outcome::Replied();
+}
+
 constexpr CommandSpec kCommands[] = {
     {"info", -1, kFlagAdmin, Info, 0, 0, 0},
     {"command", -1, kFlagAdmin, Command, 0, 0, 0},
     {"config", -2, kFlagAdmin, Config, 0, 0, 0},
     {"time", 1, kFlagFast, Time, 0, 0, 0},
+    // The graceful stop of SIGTERM.
+    {"shutdown", -1, kFlagAdmin, Shutdown, 0, 0, 0},
 };
 
 }  // namespace

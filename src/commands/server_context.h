@@ -31,6 +31,9 @@ class ServerContext {
   virtual ServerCounters Counters() const = 0;
   // Per-command calls and latency (INFO stats and commandstats); null when not kept.
   virtual const CommandMetrics* command_metrics() const { return nullptr; }
+  // Starts the graceful shutdown SIGTERM starts (SHUTDOWN); returns at once. False when this
+  // context cannot stop the process.
+  virtual bool RequestShutdown() { return false; }
 };
 
 }  // namespace kvstore

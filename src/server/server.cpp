@@ -91,6 +91,12 @@ void Server::Shutdown() {
   asio::post(control_, [this] { BeginShutdown(); });
 }
 
+bool Server::RequestShutdown() {
+  logging::Info("shutdown: requested by the SHUTDOWN command");
+  Shutdown();
+  return true;
+}
+
 void Server::BeginShutdown() {
   std::vector<std::shared_ptr<Session>> sessions;
   {

@@ -78,6 +78,7 @@ class Server final : public ServerContext {
   std::vector<ClientInfo> ListClients() const override;
   ServerCounters Counters() const override;
   const CommandMetrics* command_metrics() const override { return &command_metrics_; }
+  bool RequestShutdown() override;
   // Sessions record every command here.
   CommandMetrics& mutable_command_metrics() { return command_metrics_; }
   // The shared io_context: a connection handed off to a stream (REPLSYNC, SNAPSHOT) moves there.

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import KVSTORE_BIN, clean_env, free_port, run_kvstore
+from conftest import KVSTORE_BIN, RespConn, RespError, clean_env, encode_command, free_port, run_kvstore
 
 
 def base_args(tmp_path, port=None):
@@ -256,6 +256,28 @@ def test_sigterm_on_idle_server(tmp_path):
     assert elapsed < 3, f"an idle server took {elapsed:.1f} s to stop"
     assert "shutdown" in log.lower(), log
     assert len([line for line in log.splitlines() if "shutdown" in line.lower()]) >= 2, log
+
+
+def test_shutdown_command_stops_gracefully_and_keeps_the_data(make_server):
+    server = make_server(env={"KVSTORE_PASSWORD": "pw"})
+    client = server.client(password="pw")
+    client.set("before-shutdown", "kept")
+    with RespConn(server.port) as conn:
+        assert conn.call("SHUTDOWN") == RespError("NOAUTH Authentication required.")
+        assert conn.call("AUTH", "pw") == "OK"
+        for refused in ("NOW", "force", "ABORT"):
+            error = conn.call("SHUTDOWN", refused)
+            assert isinstance(error, RespError) and "not supported" in str(error), error
+        assert conn.call("SHUTDOWN", "SAVE", "x") == RespError("ERR syntax error")
+        assert server.proc.poll() is None  # none of those stopped it
+        conn.send(encode_command("SHUTDOWN", "NOSAVE"))
+        with pytest.raises(ConnectionError):  # as in Redis: no reply, the connection closes
+            conn.read_reply()
+    code = server.proc.wait(timeout=15)
+    assert code == 0, server.logs()
+    assert "requested by the SHUTDOWN command" in server.logs()
+    server.start()
+    assert server.client(password="pw").get("before-shutdown") == b"kept"
 
 
 def test_json_logs(tmp_path):
