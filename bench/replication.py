@@ -596,12 +596,19 @@ def kvstore_throughput(args, workdir, base_port, mode):
         if connected != 2:
             raise BenchError(f"kvstore master has {connected} replicas, expected 2")
         out_before = int(master.info("stats")["total_net_output_bytes"])
+        pods = [cl.pod(i) for i in range(3)]
+        fsyncs_before = [int(p.info("persistence")["kvstore_fsyncs"]) for p in pods]
+        started = time.monotonic()
         res = redis_benchmark(master.port, ["-t", "set", "-n", args.tput_requests, "-r", 1000000,
                                             "-d", 100, "-c", 50], timeout=1800)["SET"]
         # redis-benchmark does not count error replies: every +OK is 5 bytes, a -NOREPLICAS about
         # 60, so output beyond 5 per request (less the INFO/CONFIG replies, a few KiB) means errors.
         extra = int(master.info("stats")["total_net_output_bytes"]) - out_before \
             - 5 * args.tput_requests
+        elapsed = time.monotonic() - started
+        # fdatasyncs per second of each pod during the run: master, replica 1, replica 2.
+        res["fsyncs_per_s"] = [round((int(p.info("persistence")["kvstore_fsyncs"]) - b) / elapsed)
+                               for p, b in zip(pods, fsyncs_before)]
         res["non_ok_replies_estimate"] = max(0, (extra - 16384) // 55)
         cl.wait_converged([1, 2], 120)
         res["replicas_converged"] = True
@@ -777,8 +784,9 @@ def write_report(out_dir, stamp, meta, results):
                   f"{tp['workload']}, {tp['requests']} requests. redis-server: replicaof, "
                   "appendonly yes, appendfsync always on all three.", "",
                   "Median round of each server; every round's ops/s alongside.", "",
-                  "| server | ops/s | p50 ms | p99 ms | ratio to redis | every round ops/s |",
-                  "|---|---|---|---|---|---|"]
+                  "| server | ops/s | p50 ms | p99 ms | ratio to redis | every round ops/s "
+                  "| fsyncs/s master, replica 1, replica 2 |",
+                  "|---|---|---|---|---|---|---|"]
         for name, key, ratio in (("redis-server + 2 replicas", "redis", 1.0),
                                  ("kvstore async + 2 replicas", "kvstore_async", tp["ratio_async"]),
                                  ("kvstore sync (1 ack) + 2 replicas", "kvstore_sync", tp["ratio_sync"])):
@@ -786,7 +794,8 @@ def write_report(out_dir, stamp, meta, results):
             if r.get("non_ok_replies_estimate"):
                 name += f" (about {r['non_ok_replies_estimate']} error replies!)"
             lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_ms']} | {r['p99_ms']} | **{ratio}** | "
-                         f"{', '.join(map(str, r.get('rounds_rps', [])))} |")
+                         f"{', '.join(map(str, r.get('rounds_rps', [])))} | "
+                         f"{', '.join(map(str, r.get('fsyncs_per_s', []))) or 'n/a'} |")
     errors = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
     if errors:
         lines += ["", "## Errors", ""] + [f"- {k}: {v.splitlines()[0]}" for k, v in errors.items()]

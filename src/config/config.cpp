@@ -450,6 +450,12 @@ std::vector<Setting> BuildTable() {
   table.push_back(MillisSetting("sync_timeout_ms", &Config::sync_timeout_ms, 1,
                                 "with replication_mode sync, how long a write waits for them "
                                 "before -NOREPLICAS"));
+  table.push_back(UintSetting(
+      "replica_sync_delay_ms", &Config::replica_sync_delay_ms, 0, 1000,
+      "an integer number of milliseconds",
+      "on a replica with fsync always, longest time applied entries wait for the fsync that "
+      "makes them durable and acknowledged, so that one fsync covers several master batches "
+      "(visibility does not wait; WAIT and sync mode ask for an fsync at once); 0: every batch"));
   table.push_back(IntSetting("min_replicas_to_write", &Config::min_replicas_to_write, 0, 64,
                              "expected an integer between 0 and 64",
                              "writes are refused unless this many replicas are connected and "

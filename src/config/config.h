@@ -56,6 +56,7 @@ struct Config {
   // Replication
   int sync_replicas = 1;
   std::uint64_t sync_timeout_ms = 1000;
+  std::uint64_t replica_sync_delay_ms = 10;
   int min_replicas_to_write = 0;
   std::uint64_t min_replicas_max_lag = 10;  // seconds, as in Redis
   std::uint64_t promotion_timeout_ms = 10000;

@@ -354,6 +354,13 @@ struct Engine::Impl {
   BatchRecords records;
   // Every request of the batch is a replicated apply (a replica's batches): see Persist.
   bool replicated_batch = false;
+  // The batch is replicated applies only and its fsync may wait (replicated_sync_delay): see
+  // DeferCompletion.
+  bool deferring_sync = false;
+  // Committed (visible) replicated batches whose fsync has not run yet, oldest first, and when
+  // the first of them was committed. SyncLog completes them.
+  std::vector<Request> awaiting_sync;
+  Clock::time_point awaiting_since;
   std::uint64_t committed_seq = 0;  // last sequence committed to LMDB
   std::uint64_t published_seq = 0;  // last sequence given to the commit listener
   bool log_unsynced = false;        // appends since the last log fsync
@@ -382,7 +389,11 @@ struct Engine::Impl {
   void RunRequests(std::vector<Request>& taken);
   void HandOverLeftQueued();
   void ProcessBatch();
+  void Complete(std::vector<Request>& requests);
   void CompleteBatch();
+  void DeferCompletion();
+  void CompleteAwaiting(const Status& synced);
+  void SyncAwaiting();
   void PublishCommitted();
   Status Install(const std::string& path);
   Attempt TryGroup();
@@ -435,9 +446,11 @@ Status Engine::Impl::SyncLog() {
   }
   if (!s.ok()) {
     Poison("a failed fsync", s);
+    CompleteAwaiting(PoisonStatus());
     return s;
   }
   log_unsynced = false;
+  CompleteAwaiting(s);
   return s;
 }
 
@@ -449,7 +462,9 @@ Status Engine::Impl::SyncLog() {
 // those entries are already durable on the master (it ships nothing else), so showing them
 // early is safe, and a replica's reads then lag the master by the transfer and apply, not by
 // its own fsync as well. The replica still acknowledges only after the fsync (the completion
-// runs after it), which is what sync mode and WAIT count on. After a power loss LMDB may then be
+// runs after it), which is what sync mode and WAIT count on. With replicated_sync_delay that
+// fsync is not here but up to the delay later, shared with the batches that follow
+// (DeferCompletion). After a power loss LMDB may then be
 // ahead of the replica's log; Recover restarts the log after LMDB's position, and the replica
 // continues from there.
 Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
@@ -467,9 +482,10 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
     return PoisonStatus();
   }
   log_unsynced = true;
-  const bool sync_now = options.fsync == FsyncMode::kAlways ||
-                        (options.fsync == FsyncMode::kInterval &&
-                         Clock::now() - last_log_sync >= options.fsync_interval);
+  const bool sync_now =
+      !deferring_sync && (options.fsync == FsyncMode::kAlways ||
+                          (options.fsync == FsyncMode::kInterval &&
+                           Clock::now() - last_log_sync >= options.fsync_interval));
   if (sync_now && !replicated_batch) {
     if (Status s = SyncLog(); !s.ok()) {
       (void)log->RollbackLastAppend();  // best effort: the engine is poisoned anyway
@@ -625,6 +641,11 @@ void Engine::Impl::RunAlone(const Status& full_status) {
 void Engine::Impl::ProcessBatch() {
   replicated_batch = std::all_of(batch.begin(), batch.end(),
                                  [](const Request& r) { return r.origin == Origin::kReplication; });
+  // A barrier in the batch asks for everything before it to be durable: no deferring then.
+  deferring_sync =
+      replicated_batch && options.fsync == FsyncMode::kAlways &&
+      options.replicated_sync_delay.count() > 0 &&
+      std::none_of(batch.begin(), batch.end(), [](const Request& r) { return r.writes.empty(); });
   std::optional<std::string> refusal;
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -804,6 +825,9 @@ void Engine::Impl::RunTimers(std::unique_lock<std::mutex>& writing) {
       now - last_log_sync >= options.fsync_interval) {
     (void)SyncLog();
   }
+  if (!awaiting_sync.empty() && now - awaiting_since >= options.replicated_sync_delay) {
+    SyncAwaiting();
+  }
   if (now >= next_checkpoint) {
     Checkpoint(writing);
     next_checkpoint = SaturatingAdd(Clock::now(), options.checkpoint_interval);
@@ -816,18 +840,66 @@ Clock::time_point Engine::Impl::NextDeadline() const {
   if (options.fsync == FsyncMode::kInterval && log_unsynced) {
     deadline = std::min(deadline, SaturatingAdd(last_log_sync, options.fsync_interval));
   }
+  if (!awaiting_sync.empty()) {
+    deadline = std::min(deadline, SaturatingAdd(awaiting_since, options.replicated_sync_delay));
+  }
   return deadline;
 }
 
-void Engine::Impl::CompleteBatch() {
-  for (Request& r : batch) {
+// Runs the completions of requests (writer only), in order, and empties it.
+void Engine::Impl::Complete(std::vector<Request>& requests) {
+  for (Request& r : requests) {
     try {
       r.done(std::move(r.statuses), committed_seq);
     } catch (const std::exception& e) {
       logging::Error(fmt::format("engine: a write completion callback threw: {}", e.what()));
     }
   }
+  requests.clear();
+}
+
+void Engine::Impl::CompleteBatch() { Complete(batch); }
+
+// Writer only, after ProcessBatch of a batch with deferring_sync: its entries are visible, and
+// its completion joins the ones waiting for the next fsync, which runs now if the oldest of
+// them has waited replicated_sync_delay (else a later batch, a barrier or the timer runs it).
+// Why: a replica's batch is already durable on the master, so its own fsync only decides when
+// it may acknowledge; with two replicas on the master's disk, one fsync per master batch on
+// each tripled the disk's syncs and slowed the master's own (docs/PERFORMANCE.md).
+void Engine::Impl::DeferCompletion() {
+  const Clock::time_point now = Clock::now();
+  if (awaiting_sync.empty()) awaiting_since = now;
+  for (Request& r : batch) awaiting_sync.push_back(std::move(r));
   batch.clear();
+  if (poisoned.load() || now - awaiting_since >= options.replicated_sync_delay) SyncAwaiting();
+}
+
+// Writer only. Makes the waiting batches durable and completes them.
+void Engine::Impl::SyncAwaiting() {
+  if (awaiting_sync.empty()) return;
+  if (poisoned.load()) {
+    CompleteAwaiting(PoisonStatus());
+  } else if (log_unsynced) {
+    (void)SyncLog();  // completes them, with its failure if it fails
+  } else {
+    CompleteAwaiting(Status::Ok());
+  }
+}
+
+// Writer only, once the log is synced (or the sync failed: synced says how): the waiting
+// batches' entries are durable, and committed_seq covers them.
+void Engine::Impl::CompleteAwaiting(const Status& synced) {
+  if (awaiting_sync.empty()) return;
+  std::vector<Request> completing;
+  completing.swap(awaiting_sync);
+  if (!synced.ok()) {
+    for (Request& r : completing) {
+      for (Status& status : r.statuses) {
+        if (status.ok()) status = synced;
+      }
+    }
+  }
+  Complete(completing);
 }
 
 void Engine::Impl::PublishCommitted() {
@@ -847,9 +919,17 @@ void Engine::Impl::RunRequests(std::vector<Request>& taken) {
     }
     if (!batch.empty()) {
       ProcessBatch();
-      CompleteBatch();
+      if (deferring_sync) {
+        DeferCompletion();
+      } else {
+        SyncAwaiting();  // a barrier's or a client's batch: what came before is durable first
+        CompleteBatch();
+      }
     }
-    if (i < taken.size()) taken[i].exclusive();
+    if (i < taken.size()) {
+      SyncAwaiting();
+      taken[i].exclusive();
+    }
   }
   taken.clear();
   PublishCommitted();
@@ -924,6 +1004,7 @@ void Engine::Impl::Run() {
   // Drained: make everything durable.
   std::unique_lock<std::mutex> writing(writer_mu, std::defer_lock);
   LockWriterRole(writing);
+  SyncAwaiting();
   if (poisoned.load()) {
     final_status = PoisonStatus();
     return;

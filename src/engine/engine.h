@@ -49,6 +49,11 @@ struct EngineOptions {
   FsyncMode fsync = FsyncMode::kAlways;
   std::chrono::milliseconds fsync_interval{1000};        // for kInterval
   std::chrono::milliseconds checkpoint_interval{10000};  // LMDB sync + log trim
+  // fsync: always only. A batch made only of replicated applies (a replica's) is visible at
+  // once, and its fsync waits up to this long to be shared with the batches that follow; its
+  // completion (the replica's acknowledgement) runs after that fsync. 0: each batch syncs.
+  // A barrier, a client write, a checkpoint or shutdown syncs what waits at once.
+  std::chrono::milliseconds replicated_sync_delay{0};
   std::uint64_t initial_map_bytes = 64ull << 20;
   std::uint64_t max_map_bytes = 32ull << 30;
   std::uint64_t log_segment_bytes = 64ull << 20;
@@ -113,7 +118,7 @@ class Engine {
 
   // Queues writes; done runs once they are durable (per fsync mode) and visible, or failed.
   // After Shutdown() every submission fails with Unavailable. An empty writes is a barrier: done
-  // runs once everything submitted before it is committed.
+  // runs once everything submitted before it is committed and durable.
   void Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
 
   // Queues writes like Submit() but does not wake the writer thread: the caller (an event loop)
@@ -138,7 +143,9 @@ class Engine {
   Result<Storage::Snapshot> Read() { return storage_->Read(); }
 
   // The newest sequence that is committed (durable per the fsync mode, and visible). Only
-  // entries up to here may be shipped to replicas. Any thread.
+  // entries up to here may be shipped to replicas. On a replica with replicated_sync_delay, the
+  // last few replicated batches may be visible here before they are durable; their completions
+  // (which carry a durable sequence) wait. Any thread.
   std::uint64_t committed_seq() const;
   // Reads committed log entries from from_seq on (see Log::ReadFrom). Any thread.
   Status ReadLog(std::uint64_t from_seq,

@@ -121,6 +121,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   engine_options.fsync = config.fsync;
   engine_options.fsync_interval = std::chrono::milliseconds(config.fsync_interval_ms);
   engine_options.checkpoint_interval = std::chrono::milliseconds(config.checkpoint_interval_ms);
+  engine_options.replicated_sync_delay = std::chrono::milliseconds(config.replica_sync_delay_ms);
   engine_options.max_map_bytes = config.max_map_bytes;
   engine_options.initial_map_bytes = std::min<std::uint64_t>(64ull << 20, config.max_map_bytes);
   engine_options.log_segment_bytes = config.log_segment_bytes;

@@ -218,6 +218,14 @@ asio::awaitable<void> ReplicaFeed::Stream(std::uint64_t next_seq) {
         continue;
       }
     }
+    // Everything committed is sent. A client waiting for acknowledgements of what was sent
+    // gets them without the replica's fsync delay.
+    if (const std::uint64_t wanted = manager_.AckWantedSeq();
+        wanted > ack_requested_ && wanted < (*cursor)->next_seq()) {
+      ack_requested_ = wanted;
+      if (!co_await Send(replication_wire::AckRequest())) co_return;
+      continue;
+    }
     if (wake_pending_) {
       wake_pending_ = false;
       continue;

@@ -262,6 +262,8 @@ asio::awaitable<void> ReplicaLink::Session() {
       }
       // Keeps the master's view of this replica fresh (min_replicas_max_lag) while idle.
       if (applies_in_flight_.load() == 0) SendAck(engine.committed_seq(), /*keepalive=*/true);
+    } else if (what == replication_wire::kAckRequest && message->str.size() == 1) {
+      RequestDurableAck();
     } else {
       Fail("unexpected message on the replication stream");
       break;
@@ -416,6 +418,20 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
       },
       Engine::Origin::kReplication);
   co_return true;
+}
+
+// An acknowledgement request: a barrier behind the applies queued so far makes them durable now
+// (it ends the engine's wait for more batches to share an fsync), then the position is acked.
+void ReplicaLink::RequestDurableAck() {
+  manager_.engine_.Enqueue(
+      {},
+      [self = shared_from_this(), connection = connection_](std::vector<Status>,
+                                                            std::uint64_t committed) {
+        asio::post(self->strand_, [self, connection, committed] {
+          if (connection == self->connection_) self->SendAck(committed);
+        });
+      },
+      Engine::Origin::kReplication);
 }
 
 void ReplicaLink::SendAck(std::uint64_t seq, bool keepalive) {

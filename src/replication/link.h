@@ -59,6 +59,7 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   asio::awaitable<bool> Apply(std::string_view records);
   asio::awaitable<void> WaitForApplies();
   // Acknowledges seq (once; a keepalive sends even when nothing new was applied).
+  void RequestDurableAck();
   void SendAck(std::uint64_t seq, bool keepalive = false);
   void Fail(std::string why);
   void Heard();

@@ -330,6 +330,7 @@ void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
       waiter->replicas = replicas;
       waiter->done = std::move(done);
       waiters_.push_back(waiter);
+      RaiseAckWanted(seq);
       if (timeout.count() > 0) {
         asio::post(strand_, [this, waiter, timeout] {
           waiter->timer = std::make_unique<asio::steady_timer>(strand_, timeout);
@@ -388,13 +389,24 @@ void ReplicationManager::OnAck(std::uint64_t feed_id, std::uint64_t seq) {
   if (waiting) asio::post(strand_, [this] { SettleWaiters(false); });
 }
 
-void ReplicationManager::OnCommit(std::uint64_t) {
+void ReplicationManager::OnCommit(std::uint64_t) { WakeFeeds(); }
+
+void ReplicationManager::WakeFeeds() {
   std::vector<std::shared_ptr<ReplicaFeed>> feeds;
   {
     std::lock_guard lock(mu_);
     for (auto& [id, info] : feeds_) feeds.push_back(info.feed);
   }
   for (auto& feed : feeds) feed->Wake();
+}
+
+// REQUIRES: mu_ held (so the wake-ups it posts find the feeds registered).
+void ReplicationManager::RaiseAckWanted(std::uint64_t seq) {
+  std::uint64_t wanted = ack_wanted_seq_.load();
+  while (wanted < seq && !ack_wanted_seq_.compare_exchange_weak(wanted, seq)) {
+  }
+  if (wanted >= seq) return;
+  for (auto& [id, info] : feeds_) info.feed->Wake();
 }
 
 std::uint64_t ReplicationManager::RetentionPin() const {

@@ -28,7 +28,11 @@
 //      'S' snapshot bytes (snapshot/snapshot_format.h), until the snapshot's end frame;
 //      'L' log records (log/log.h record encoding), consecutive sequences;
 //      'H' heartbeat: u64 master committed sequence, once a second when idle.
-//    The replica answers with REPLCONF ACK <seq> after each durable apply and each heartbeat.
+//      'A' acknowledgement request: a client waits for acknowledgements (WAIT, sync mode) of
+//          entries sent before it (as Redis' REPLCONF GETACK).
+//    The replica answers with REPLCONF ACK <seq> once applied entries are durable on it, after
+//    each heartbeat, and at once after an 'A'. A replica's fsync may wait a few milliseconds to
+//    cover several batches (replica_sync_delay_ms); an 'A' makes it sync at once.
 //
 // 4. Full resync. The master writes one snapshot file (a read transaction while writes go on)
 //    that every replica asking meanwhile shares, and pins its log from the snapshot's sequence
@@ -170,7 +174,11 @@ class ReplicationManager final : public ReplicationContext {
   };
 
   void OnCommit(std::uint64_t seq);
+  void WakeFeeds();
+  void RaiseAckWanted(std::uint64_t seq);
   void OnAck(std::uint64_t feed_id, std::uint64_t seq);
+  // The newest sequence a client waits for acknowledgements of (0: none yet). Any thread.
+  std::uint64_t AckWantedSeq() const { return ack_wanted_seq_.load(std::memory_order_acquire); }
   // REQUIRES: mu_ held. Replicas whose acknowledgement reached seq.
   int AckedLocked(std::uint64_t seq) const;
   // Completes satisfied waiters (all of them when `all`); call without mu_.
@@ -215,6 +223,8 @@ class ReplicationManager final : public ReplicationContext {
   std::vector<std::shared_ptr<Waiter>> waiters_;  // GUARDED_BY(mu_)
   Epoch epoch_;                                   // GUARDED_BY(mu_)
   std::atomic<bool> writes_open_{true};           // fast path of WriteRefusal
+  // Raised when a waiter registers; feeds then send an acknowledgement request ('A').
+  std::atomic<std::uint64_t> ack_wanted_seq_{0};
 };
 
 }  // namespace kvstore

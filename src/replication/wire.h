@@ -19,6 +19,7 @@ inline constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitab
 inline constexpr char kSnapshotChunk = 'S';
 inline constexpr char kLogRecords = 'L';
 inline constexpr char kHeartbeat = 'H';
+inline constexpr char kAckRequest = 'A';
 
 // Bulk strings carry at most about this much (one log record may exceed it).
 inline constexpr std::size_t kMessageBytes = 1 << 20;
@@ -28,6 +29,13 @@ inline std::string Heartbeat(std::uint64_t committed_seq) {
   coding::PutFixed64(&payload, committed_seq);
   std::string out;
   resp::AppendBulkString(&out, payload);
+  return out;
+}
+
+// Asks the replica to make what it applied durable now and acknowledge it (WAIT, sync mode).
+inline std::string AckRequest() {
+  std::string out;
+  resp::AppendBulkString(&out, std::string(1, kAckRequest));
   return out;
 }
 

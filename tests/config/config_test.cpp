@@ -120,6 +120,7 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "config_poll_ms",
       "sync_replicas",
       "sync_timeout_ms",
+      "replica_sync_delay_ms",
       "min_replicas_to_write",
       "min_replicas_max_lag",
       "promotion_timeout_ms",

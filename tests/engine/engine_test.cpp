@@ -1381,5 +1381,121 @@ TEST_CASE("CommitQueued does not wait for a busy writer role; what it leaves is 
   CHECK(Render(*engine) == "a=1;b=2;");
 }
 
+// A replica's applies, as ReplicaLink enqueues them: one batch per CommitQueued.
+struct DeferredApplies {
+  std::mutex mu;
+  std::vector<std::uint64_t> completed_seqs;  // GUARDED_BY(mu)
+  std::vector<std::string> codes;             // GUARDED_BY(mu)
+
+  void Apply(Engine& engine, std::string key) {
+    engine.Enqueue(
+        {[key](WriteContext& ctx) {
+          return ctx.ApplyLogged({LogEntry::Type::kPut, key, "v"});
+        }},
+        [this](std::vector<Status> statuses, std::uint64_t seq) {
+          std::lock_guard lock(mu);
+          completed_seqs.push_back(seq);
+          codes.push_back(Codes(statuses));
+        },
+        Engine::Origin::kReplication);
+    engine.CommitQueued();
+  }
+  std::size_t completed() {
+    std::lock_guard lock(mu);
+    return completed_seqs.size();
+  }
+  bool WaitCompleted(std::size_t n, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (completed() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return completed() >= n;
+  }
+};
+
+TEST_CASE("a replica's batches are visible at once and share one fsync, at most the delay later") {
+  TempDir dir;
+  EngineOptions options = Options(dir.path());
+  options.replicated_sync_delay = std::chrono::milliseconds(300);
+  auto engine = OpenEngine(options);
+  REQUIRE(Run(*engine, {}).empty());  // then the writer thread waits (see the test above)
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const EngineStats before = engine->Stats();
+  DeferredApplies applies;
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) applies.Apply(*engine, "k" + std::to_string(i));
+  // Visible, committed, but neither synced nor acknowledged yet.
+  CHECK(Render(*engine) == "k0=v;k1=v;k2=v;");
+  CHECK(engine->committed_seq() == 3);
+  CHECK(engine->Stats().commits == before.commits + 3);
+  CHECK(engine->Stats().fsyncs == before.fsyncs);
+  CHECK(applies.completed() == 0);
+  // The writer thread's timer syncs once for all three.
+  REQUIRE(applies.WaitCompleted(3, std::chrono::seconds(5)));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  CHECK(waited >= std::chrono::milliseconds(250));
+  CHECK(engine->Stats().fsyncs == before.fsyncs + 1);
+  std::lock_guard lock(applies.mu);
+  CHECK(applies.completed_seqs == std::vector<std::uint64_t>{3, 3, 3});
+  CHECK(applies.codes == std::vector<std::string>{"OK,", "OK,", "OK,"});
+}
+
+TEST_CASE("a barrier, a client write or a shutdown syncs a replica's waiting batches at once") {
+  TempDir dir;
+  EngineOptions options = Options(dir.path());
+  options.replicated_sync_delay = std::chrono::milliseconds(1000);
+  auto engine = OpenEngine(options);
+  DeferredApplies applies;
+  const auto started = std::chrono::steady_clock::now();
+  applies.Apply(*engine, "a");
+  applies.Apply(*engine, "b");
+  CHECK(applies.completed() == 0);
+
+  SECTION("a replication barrier (an acknowledgement request)") {
+    std::uint64_t barrier_seq = 0;
+    engine->Enqueue(
+        {}, [&](std::vector<Status>, std::uint64_t seq) { barrier_seq = seq; },
+        Engine::Origin::kReplication);
+    const std::uint64_t fsyncs = engine->Stats().fsyncs;
+    engine->CommitQueued();
+    CHECK(applies.completed() == 2);  // before the barrier's own completion, on this thread
+    CHECK(barrier_seq == 2);
+    CHECK(engine->Stats().fsyncs == fsyncs + 1);
+  }
+  SECTION("a client write") {
+    REQUIRE(Put(*engine, "c", "1").ok());
+    CHECK(applies.completed() == 2);
+  }
+  SECTION("shutdown, and the entries survive it") {
+    REQUIRE(engine->Shutdown().ok());
+    CHECK(applies.completed() == 2);
+    engine.reset();
+    engine = OpenEngine(options);
+    CHECK(Render(*engine) == "a=v;b=v;");
+  }
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::milliseconds(900));
+  std::lock_guard lock(applies.mu);
+  CHECK(applies.codes == std::vector<std::string>{"OK,", "OK,"});
+}
+
+TEST_CASE("without a delay, or in fsync interval, a replica's batch completes in its commit") {
+  TempDir dir;
+  EngineOptions options = Options(dir.path());
+  options.replicated_sync_delay = std::chrono::milliseconds(0);
+  SECTION("delay 0: one fsync per batch") {}
+  SECTION("fsync interval: no deferring") {
+    options.fsync = FsyncMode::kInterval;
+    options.replicated_sync_delay = std::chrono::milliseconds(1000);
+  }
+  auto engine = OpenEngine(options);
+  DeferredApplies applies;
+  const std::uint64_t fsyncs = engine->Stats().fsyncs;
+  applies.Apply(*engine, "a");
+  CHECK(applies.completed() == 1);
+  applies.Apply(*engine, "b");
+  CHECK(applies.completed() == 2);
+  if (options.fsync == FsyncMode::kAlways) CHECK(engine->Stats().fsyncs == fsyncs + 2);
+}
+
 }  // namespace
 }  // namespace kvstore

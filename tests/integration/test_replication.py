@@ -48,10 +48,14 @@ def test_role_and_info_on_master_and_replicas(make_cluster):
     seq = cluster.offset(0)
     assert seq >= 2, "an epoch entry and one write"
 
-    role = cluster.role(0)
-    assert role[0] == "master" and role[1] == seq, role
-    replicas = sorted((ip.decode(), int(port), int(acked)) for ip, port, acked in role[2])
-    assert replicas == [("127.0.0.1", cluster.port(1), seq), ("127.0.0.1", cluster.port(2), seq)]
+    # A replica acknowledges once its own fsync ran, up to replica_sync_delay_ms (10 ms) after
+    # it applied the entries.
+    def acks():
+        role = cluster.role(0)
+        assert role[0] == "master" and role[1] == seq, role
+        return sorted((ip.decode(), int(port), int(acked)) for ip, port, acked in role[2])
+    expected = [("127.0.0.1", cluster.port(1), seq), ("127.0.0.1", cluster.port(2), seq)]
+    cluster.wait_until(lambda: acks() == expected, 5, "both replicas to acknowledge")
 
     info = cluster.info(0)
     assert info["role"] == "master"
@@ -104,6 +108,27 @@ def test_wait_counts_acknowledging_replicas(make_cluster):
         elapsed = time.monotonic() - started
         assert 0.25 <= elapsed < 2.0, f"WAIT 2 300 returned after {elapsed:.2f} s"
         assert conn.call("WAIT", "1", "0") == 1, "already satisfied: no wait"
+
+
+def test_wait_and_sync_mode_do_not_wait_for_the_replicas_sync_delay(make_cluster):
+    # Replicas that would otherwise fsync (and acknowledge) only a second after applying: the
+    # master's acknowledgement request makes them sync at once for WAIT and for sync mode.
+    for mode in ("async", "sync"):
+        cluster = make_cluster(size=3, extra_args=["--replica-sync-delay-ms", "1000",
+                                                   "--replication-mode", mode,
+                                                   "--sync-timeout-ms", "5000"])
+        cluster.start_all()
+        cluster.wait_converged()
+        with RespConn(cluster.port(0)) as conn:
+            for i in range(5):
+                started = time.monotonic()
+                assert conn.call("SET", f"{mode}{i}", "v") == "OK"
+                assert conn.call("WAIT", "2", "5000") == 2
+                elapsed = time.monotonic() - started
+                assert elapsed < 0.7, f"{mode}: SET + WAIT took {elapsed:.2f} s"
+        cluster.wait_converged()
+        for n in range(3):
+            assert cluster.stop(n) == 0
 
 
 def test_sync_mode_without_replicas_answers_noreplicas_and_keeps_the_write(make_cluster):
