@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "common/logging.h"
@@ -212,8 +213,15 @@ asio::awaitable<void> ReplicaFeed::Stream(std::uint64_t next_seq) {
         logging::Warn("log cursor made no progress", {{"next_seq", std::to_string(first)}});
       } else {
         std::string message;
-        message.reserve(payload.size() + 16);
+        message.reserve(payload.size() + 24);
         resp::AppendBulkString(&message, payload);
+        // Sync mode: every write waits for acknowledgements, so ask for one with the records
+        // (the replica reads both at once and syncs them in one commit, instead of deferring the
+        // records' fsync and syncing again when the request follows).
+        if (manager_.SyncReplicasRequired() > 0) {
+          message += replication_wire::AckRequest();
+          ack_requested_ = std::max(ack_requested_, (*cursor)->next_seq() - 1);
+        }
         if (!co_await Send(std::move(message))) co_return;
         continue;
       }
