@@ -352,7 +352,7 @@ struct Engine::Impl {
   // Writer only (writer_mu held).
   std::vector<Request> batch;
   BatchRecords records;
-  // Every request of the batch is a replicated apply (a replica's batches): see Persist.
+  // Every request of the batch is a replica's apply (Origin::kReplicaApply): see Persist.
   bool replicated_batch = false;
   // The batch is replicated applies only and its fsync may wait (replicated_sync_delay): see
   // DeferCompletion.
@@ -377,6 +377,7 @@ struct Engine::Impl {
   std::string poison_message;             // GUARDED_BY(stats_mu)
   std::atomic<bool> poisoned{false};
   std::atomic<std::uint64_t> visible_seq{0};  // committed_seq, for other threads
+  std::atomic<std::uint64_t> durable_seq{0};  // see Engine::durable_seq()
   // Lock-free: observed by the writer role's holder, read by Stats() from any thread.
   metrics::Histogram fsync_seconds{metrics::Histogram::LatencyBounds()};
   metrics::Histogram batch_writes{metrics::Histogram::SizeBounds()};
@@ -510,6 +511,7 @@ Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
   }
   committed_seq = last;
   visible_seq.store(last, std::memory_order_release);
+  if (!deferring_sync) durable_seq.store(last, std::memory_order_release);
   return Status::Ok();
 }
 
@@ -639,8 +641,9 @@ void Engine::Impl::RunAlone(const Status& full_status) {
 }
 
 void Engine::Impl::ProcessBatch() {
-  replicated_batch = std::all_of(batch.begin(), batch.end(),
-                                 [](const Request& r) { return r.origin == Origin::kReplication; });
+  replicated_batch = std::all_of(batch.begin(), batch.end(), [](const Request& r) {
+    return r.origin == Origin::kReplicaApply;
+  });
   // A barrier in the batch asks for everything before it to be durable: no deferring then.
   deferring_sync =
       replicated_batch && options.fsync == FsyncMode::kAlways &&
@@ -814,6 +817,7 @@ Status Engine::Impl::Install(const std::string& path) {
   }
   committed_seq = applied;
   visible_seq.store(applied, std::memory_order_release);
+  durable_seq.store(applied, std::memory_order_release);
   std::lock_guard<std::mutex> lock(stats_mu);
   last_checkpoint_seq = applied;
   return Status::Ok();
@@ -892,7 +896,9 @@ void Engine::Impl::CompleteAwaiting(const Status& synced) {
   if (awaiting_sync.empty()) return;
   std::vector<Request> completing;
   completing.swap(awaiting_sync);
-  if (!synced.ok()) {
+  if (synced.ok()) {
+    durable_seq.store(committed_seq, std::memory_order_release);
+  } else {
     for (Request& r : completing) {
       for (Status& status : r.statuses) {
         if (status.ok()) status = synced;
@@ -1058,6 +1064,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
     impl->committed_seq = snapshot->AppliedSeq();
   }
   impl->visible_seq.store(impl->committed_seq);
+  impl->durable_seq.store(impl->committed_seq);
   impl->published_seq = impl->committed_seq;
   impl->last_checkpoint_seq = impl->committed_seq;  // recovery synced the storage
   impl->last_log_sync = Clock::now();
@@ -1143,6 +1150,10 @@ void Engine::CommitQueued() {
 
 std::uint64_t Engine::committed_seq() const {
   return impl_->visible_seq.load(std::memory_order_acquire);
+}
+
+std::uint64_t Engine::durable_seq() const {
+  return impl_->durable_seq.load(std::memory_order_acquire);
 }
 
 Status Engine::ReadLog(std::uint64_t from_seq,

@@ -49,10 +49,10 @@ struct EngineOptions {
   FsyncMode fsync = FsyncMode::kAlways;
   std::chrono::milliseconds fsync_interval{1000};        // for kInterval
   std::chrono::milliseconds checkpoint_interval{10000};  // LMDB sync + log trim
-  // fsync: always only. A batch made only of replicated applies (a replica's) is visible at
-  // once, and its fsync waits up to this long to be shared with the batches that follow; its
-  // completion (the replica's acknowledgement) runs after that fsync. 0: each batch syncs.
-  // A barrier, a client write, a checkpoint or shutdown syncs what waits at once.
+  // fsync: always only. A batch made only of a replica's applies (Origin::kReplicaApply) is
+  // visible at once, and its fsync waits up to this long to be shared with the batches that follow;
+  // its completion (the replica's acknowledgement) runs after that fsync. 0: each batch syncs. A
+  // barrier, a client write, a checkpoint or shutdown syncs what waits at once.
   std::chrono::milliseconds replicated_sync_delay{0};
   std::uint64_t initial_map_bytes = 64ull << 20;
   std::uint64_t max_map_bytes = 32ull << 30;
@@ -113,8 +113,12 @@ class Engine {
   // Stops the writer after draining the queue (as Shutdown()).
   ~Engine();
 
-  // Where a submission comes from: clients are subject to the write fence, replication is not.
-  enum class Origin { kClient, kReplication };
+  // Where a submission comes from. Client writes are subject to the write fence; the others
+  // are not. A replica's applies of its master's entries are made visible before their fsync
+  // (they are durable on the master already), and that fsync may wait for later batches
+  // (EngineOptions::replicated_sync_delay). kReplication: everything else replication writes
+  // (epochs, barriers).
+  enum class Origin { kClient, kReplication, kReplicaApply };
 
   // Queues writes; done runs once they are durable (per fsync mode) and visible, or failed.
   // After Shutdown() every submission fails with Unavailable. An empty writes is a barrier: done
@@ -144,9 +148,13 @@ class Engine {
 
   // The newest sequence that is committed (durable per the fsync mode, and visible). Only
   // entries up to here may be shipped to replicas. On a replica with replicated_sync_delay, the
-  // last few replicated batches may be visible here before they are durable; their completions
+  // last few applied batches may be visible here before they are durable; their completions
   // (which carry a durable sequence) wait. Any thread.
   std::uint64_t committed_seq() const;
+  // committed_seq() as far as it is durable per the fsync mode: behind it only while a
+  // replica's applied batches wait for their fsync, or for good once that fsync failed. What
+  // a replica may acknowledge. Any thread.
+  std::uint64_t durable_seq() const;
   // Reads committed log entries from from_seq on (see Log::ReadFrom). Any thread.
   Status ReadLog(std::uint64_t from_seq,
                  const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);

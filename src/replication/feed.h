@@ -39,8 +39,8 @@ class ReplicaFeed : public std::enable_shared_from_this<ReplicaFeed> {
   ReplicationManager& manager_;
   bool wake_pending_ = false;  // strand only
   bool closed_ = false;        // strand only
-  // The newest AckWantedSeq() an acknowledgement request was sent for. Strand only.
-  std::uint64_t ack_requested_ = 0;
+  // The AckRequests() count the last acknowledgement request answered. Strand only.
+  std::uint64_t ack_requests_sent_ = 0;
   std::string peer_ip_;
 };
 

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -106,6 +107,21 @@ asio::awaitable<void> ReplicaLink::WaitForApplies() {
     poll.expires_after(std::chrono::milliseconds(1));
     co_await poll.async_wait(kUseTuple);
   }
+  // The master counts the position a replica attaches with as acknowledged, so what is applied
+  // must be durable too: applies of an earlier link may still wait for their fsync
+  // (replica_sync_delay_ms), and a barrier ends that wait. Bounded: a failed fsync never
+  // makes them durable (Session then refuses to attach).
+  Engine& engine = manager_.engine_;
+  if (engine.durable_seq() >= engine.committed_seq()) co_return;
+  auto synced = std::make_shared<std::atomic<bool>>(false);
+  engine.Submit(
+      {}, [synced](std::vector<Status>, std::uint64_t) { synced->store(true); },
+      Engine::Origin::kReplication);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!synced->load() && std::chrono::steady_clock::now() < deadline) {
+    poll.expires_after(std::chrono::milliseconds(1));
+    co_await poll.async_wait(kUseTuple);
+  }
 }
 
 asio::awaitable<std::optional<resp::Value>> ReplicaLink::ReadValue(const char* what) {
@@ -142,6 +158,13 @@ asio::awaitable<std::optional<resp::Value>> ReplicaLink::ReadValue(const char* w
 asio::awaitable<void> ReplicaLink::Session() {
   ++connection_;
   co_await WaitForApplies();
+  if (Engine& engine = manager_.engine_; engine.durable_seq() < engine.committed_seq()) {
+    Fail(
+        fmt::format("applied entries up to {} are not durable here (only up to {}): writes "
+                    "are disabled after a storage error; see the log",
+                    engine.committed_seq(), engine.durable_seq()));
+    co_return;
+  }
   apply_failed_ = false;
   ack_writing_ = false;
   acked_ = ack_wanted_ = 0;
@@ -243,7 +266,7 @@ asio::awaitable<void> ReplicaLink::Session() {
     status_.last_error.clear();
     status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
   }
-  SendAck(engine.committed_seq());
+  SendAck(engine.durable_seq());
   for (;;) {
     auto message = co_await ReadValue("the replication stream");
     if (!message) break;
@@ -261,7 +284,7 @@ asio::awaitable<void> ReplicaLink::Session() {
         status_.master_seq = std::max(status_.master_seq, master_seq);
       }
       // Keeps the master's view of this replica fresh (min_replicas_max_lag) while idle.
-      if (applies_in_flight_.load() == 0) SendAck(engine.committed_seq(), /*keepalive=*/true);
+      if (applies_in_flight_.load() == 0) SendAck(engine.durable_seq(), /*keepalive=*/true);
     } else if (what == replication_wire::kAckRequest && message->str.size() == 1) {
       RequestDurableAck();
     } else {
@@ -416,7 +439,7 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
           if (connection == self->connection_) self->SendAck(committed);
         });
       },
-      Engine::Origin::kReplication);
+      Engine::Origin::kReplicaApply);
   co_return true;
 }
 
@@ -428,7 +451,9 @@ void ReplicaLink::RequestDurableAck() {
       [self = shared_from_this(), connection = connection_](std::vector<Status>,
                                                             std::uint64_t committed) {
         asio::post(self->strand_, [self, connection, committed] {
-          if (connection == self->connection_) self->SendAck(committed);
+          // Not past durable_seq(): a failed fsync leaves committed ahead of it for good.
+          const std::uint64_t durable = self->manager_.engine_.durable_seq();
+          if (connection == self->connection_) self->SendAck(std::min(committed, durable));
         });
       },
       Engine::Origin::kReplication);

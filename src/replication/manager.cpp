@@ -330,7 +330,7 @@ void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
       waiter->replicas = replicas;
       waiter->done = std::move(done);
       waiters_.push_back(waiter);
-      RaiseAckWanted(seq);
+      RequestAcks();
       if (timeout.count() > 0) {
         asio::post(strand_, [this, waiter, timeout] {
           waiter->timer = std::make_unique<asio::steady_timer>(strand_, timeout);
@@ -400,12 +400,9 @@ void ReplicationManager::WakeFeeds() {
   for (auto& feed : feeds) feed->Wake();
 }
 
-// REQUIRES: mu_ held (so the wake-ups it posts find the feeds registered).
-void ReplicationManager::RaiseAckWanted(std::uint64_t seq) {
-  std::uint64_t wanted = ack_wanted_seq_.load();
-  while (wanted < seq && !ack_wanted_seq_.compare_exchange_weak(wanted, seq)) {
-  }
-  if (wanted >= seq) return;
+// REQUIRES: mu_ held. A count, not the waiter's sequence: sequences go back after a restore.
+void ReplicationManager::RequestAcks() {
+  ++ack_requests_;
   for (auto& [id, info] : feeds_) info.feed->Wake();
 }
 

@@ -175,10 +175,12 @@ class ReplicationManager final : public ReplicationContext {
 
   void OnCommit(std::uint64_t seq);
   void WakeFeeds();
-  void RaiseAckWanted(std::uint64_t seq);
+  void RequestAcks();
   void OnAck(std::uint64_t feed_id, std::uint64_t seq);
-  // The newest sequence a client waits for acknowledgements of (0: none yet). Any thread.
-  std::uint64_t AckWantedSeq() const { return ack_wanted_seq_.load(std::memory_order_acquire); }
+  // How many times a client started waiting for acknowledgements (WAIT, a sync-mode write). A
+  // feed that sees it grow asks its replica for one ('A') once it has sent what was committed
+  // when it read the count: everything such a client waits for. Any thread.
+  std::uint64_t AckRequests() const { return ack_requests_.load(); }
   // REQUIRES: mu_ held. Replicas whose acknowledgement reached seq.
   int AckedLocked(std::uint64_t seq) const;
   // Completes satisfied waiters (all of them when `all`); call without mu_.
@@ -223,8 +225,7 @@ class ReplicationManager final : public ReplicationContext {
   std::vector<std::shared_ptr<Waiter>> waiters_;  // GUARDED_BY(mu_)
   Epoch epoch_;                                   // GUARDED_BY(mu_)
   std::atomic<bool> writes_open_{true};           // fast path of WriteRefusal
-  // Raised when a waiter registers; feeds then send an acknowledgement request ('A').
-  std::atomic<std::uint64_t> ack_wanted_seq_{0};
+  std::atomic<std::uint64_t> ack_requests_{0};    // see AckRequests()
 };
 
 }  // namespace kvstore

@@ -1397,7 +1397,7 @@ struct DeferredApplies {
           completed_seqs.push_back(seq);
           codes.push_back(Codes(statuses));
         },
-        Engine::Origin::kReplication);
+        Engine::Origin::kReplicaApply);
     engine.CommitQueued();
   }
   std::size_t completed() {
@@ -1427,6 +1427,7 @@ TEST_CASE("a replica's batches are visible at once and share one fsync, at most 
   // Visible, committed, but neither synced nor acknowledged yet.
   CHECK(Render(*engine) == "k0=v;k1=v;k2=v;");
   CHECK(engine->committed_seq() == 3);
+  CHECK(engine->durable_seq() == 0);
   CHECK(engine->Stats().commits == before.commits + 3);
   CHECK(engine->Stats().fsyncs == before.fsyncs);
   CHECK(applies.completed() == 0);
@@ -1435,6 +1436,7 @@ TEST_CASE("a replica's batches are visible at once and share one fsync, at most 
   const auto waited = std::chrono::steady_clock::now() - started;
   CHECK(waited >= std::chrono::milliseconds(250));
   CHECK(engine->Stats().fsyncs == before.fsyncs + 1);
+  CHECK(engine->durable_seq() == 3);
   std::lock_guard lock(applies.mu);
   CHECK(applies.completed_seqs == std::vector<std::uint64_t>{3, 3, 3});
   CHECK(applies.codes == std::vector<std::string>{"OK,", "OK,", "OK,"});
@@ -1445,6 +1447,8 @@ TEST_CASE("a barrier, a client write or a shutdown syncs a replica's waiting bat
   EngineOptions options = Options(dir.path());
   options.replicated_sync_delay = std::chrono::milliseconds(1000);
   auto engine = OpenEngine(options);
+  REQUIRE(Run(*engine, {}).empty());  // then the writer thread waits (see above)
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
   DeferredApplies applies;
   const auto started = std::chrono::steady_clock::now();
   applies.Apply(*engine, "a");
@@ -1460,11 +1464,14 @@ TEST_CASE("a barrier, a client write or a shutdown syncs a replica's waiting bat
     engine->CommitQueued();
     CHECK(applies.completed() == 2);  // before the barrier's own completion, on this thread
     CHECK(barrier_seq == 2);
+    CHECK(engine->durable_seq() == 2);
     CHECK(engine->Stats().fsyncs == fsyncs + 1);
   }
   SECTION("a client write") {
+    CHECK(engine->durable_seq() == 0);
     REQUIRE(Put(*engine, "c", "1").ok());
     CHECK(applies.completed() == 2);
+    CHECK(engine->durable_seq() == 3);
   }
   SECTION("shutdown, and the entries survive it") {
     REQUIRE(engine->Shutdown().ok());
@@ -1487,7 +1494,26 @@ TEST_CASE("without a delay, or in fsync interval, a replica's batch completes in
     options.fsync = FsyncMode::kInterval;
     options.replicated_sync_delay = std::chrono::milliseconds(1000);
   }
+  SECTION("other replication writes (an epoch): no deferring") {
+    options.replicated_sync_delay = std::chrono::milliseconds(1000);
+    auto engine = OpenEngine(options);
+    Epoch opened;
+    const auto started = std::chrono::steady_clock::now();
+    auto done = std::make_shared<std::promise<std::vector<Status>>>();
+    engine->Submit(
+        {[&opened](WriteContext& ctx) { return ctx.OpenEpoch(7, 0, &opened); }},
+        [done](std::vector<Status> statuses, std::uint64_t) {
+          done->set_value(std::move(statuses));
+        },
+        Engine::Origin::kReplication);
+    CHECK(Codes(done->get_future().get()) == "OK,");
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::milliseconds(800));
+    CHECK(engine->durable_seq() == 1);
+    return;
+  }
   auto engine = OpenEngine(options);
+  REQUIRE(Run(*engine, {}).empty());  // then the writer thread waits (see above)
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
   DeferredApplies applies;
   const std::uint64_t fsyncs = engine->Stats().fsyncs;
   applies.Apply(*engine, "a");
