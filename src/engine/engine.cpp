@@ -465,9 +465,8 @@ Status Engine::Impl::SyncLog() {
 // its own fsync as well. The replica still acknowledges only after the fsync (the completion
 // runs after it), which is what sync mode and WAIT count on. With replicated_sync_delay that
 // fsync is not here but up to the delay later, shared with the batches that follow
-// (DeferCompletion). After a power loss LMDB may then be
-// ahead of the replica's log; Recover restarts the log after LMDB's position, and the replica
-// continues from there.
+// (DeferCompletion). After a power loss LMDB may then be ahead of the replica's log; Recover
+// restarts the log after LMDB's position, and the replica continues from there.
 Status Engine::Impl::Persist(Storage::WriteTxn& txn, bool* full) {
   *full = false;
   const std::uint64_t last = log->last_seq() + records.count;

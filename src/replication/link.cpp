@@ -448,12 +448,11 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
 void ReplicaLink::RequestDurableAck() {
   manager_.engine_.Enqueue(
       {},
-      [self = shared_from_this(), connection = connection_](std::vector<Status>,
-                                                            std::uint64_t committed) {
-        asio::post(self->strand_, [self, connection, committed] {
-          // Not past durable_seq(): a failed fsync leaves committed ahead of it for good.
-          const std::uint64_t durable = self->manager_.engine_.durable_seq();
-          if (connection == self->connection_) self->SendAck(std::min(committed, durable));
+      [self = shared_from_this(), connection = connection_](std::vector<Status>, std::uint64_t) {
+        asio::post(self->strand_, [self, connection] {
+          // durable_seq(), not the barrier's committed sequence: a failed fsync leaves that
+          // ahead of what is durable for good.
+          if (connection == self->connection_) self->SendAck(self->manager_.engine_.durable_seq());
         });
       },
       Engine::Origin::kReplication);

@@ -58,8 +58,9 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   asio::awaitable<bool> ReceiveFullSync(std::uint64_t seq, std::uint64_t bytes);
   asio::awaitable<bool> Apply(std::string_view records);
   asio::awaitable<void> WaitForApplies();
-  // Acknowledges seq (once; a keepalive sends even when nothing new was applied).
+  // Answers the master's acknowledgement request ('A'): syncs what is applied, then acks it.
   void RequestDurableAck();
+  // Acknowledges seq (once; a keepalive sends even when nothing new was applied).
   void SendAck(std::uint64_t seq, bool keepalive = false);
   void Fail(std::string why);
   void Heard();

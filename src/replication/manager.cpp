@@ -389,9 +389,7 @@ void ReplicationManager::OnAck(std::uint64_t feed_id, std::uint64_t seq) {
   if (waiting) asio::post(strand_, [this] { SettleWaiters(false); });
 }
 
-void ReplicationManager::OnCommit(std::uint64_t) { WakeFeeds(); }
-
-void ReplicationManager::WakeFeeds() {
+void ReplicationManager::OnCommit(std::uint64_t) {
   std::vector<std::shared_ptr<ReplicaFeed>> feeds;
   {
     std::lock_guard lock(mu_);

@@ -174,7 +174,6 @@ class ReplicationManager final : public ReplicationContext {
   };
 
   void OnCommit(std::uint64_t seq);
-  void WakeFeeds();
   void RequestAcks();
   void OnAck(std::uint64_t feed_id, std::uint64_t seq);
   // How many times a client started waiting for acknowledgements (WAIT, a sync-mode write). A
