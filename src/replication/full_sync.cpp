@@ -36,7 +36,12 @@ FullSyncSource::~FullSyncSource() {
 std::shared_ptr<FullSyncFile> FullSyncSource::Acquire() {
   std::lock_guard lock(mu_);
   const auto now = std::chrono::steady_clock::now();
-  if (current_) {
+  auto epochs = engine_.Epochs();
+  const std::string history = epochs.ok() ? EncodeEpochHistory(*epochs) : std::string();
+  const std::uint64_t committed = engine_.committed_seq();
+  // A file from another history (this pod was restored or resynced since) would give the
+  // replica a key space this pod no longer has, acknowledged as if it were current.
+  if (current_ && epochs.ok() && current_->history == history && current_->seq <= committed) {
     const bool writing = !current_->ready.load();
     const bool usable = current_->ready.load() && current_->status.ok() &&
                         now - current_->started < reuse_window_ &&
@@ -52,7 +57,8 @@ std::shared_ptr<FullSyncFile> FullSyncSource::Acquire() {
   file->started = now;
   file->users = 1;
   // Until the snapshot is taken, pin from the current position: the snapshot is at least there.
-  file->seq = engine_.committed_seq();
+  file->seq = committed;
+  file->history = history;
   if (current_ && current_->users == 0) {
     std::error_code ec;
     std::filesystem::remove(current_->path, ec);
@@ -97,7 +103,13 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
     }
     if (status.ok()) {
       auto history = Engine::EpochsOf(*snapshot);
-      if (!history.ok()) status = history.status();
+      if (!history.ok()) {
+        status = history.status();
+      } else if (EncodeEpochHistory(*history) != file->history) {
+        // A promotion or restore came between Acquire and this read transaction: replicas
+        // that joined this file expect the history it was started under.
+        status = Status::Unavailable("the epoch history changed as the snapshot was started");
+      }
       seq = snapshot->AppliedSeq();
       SnapshotEncoder encoder;
       std::string buf;

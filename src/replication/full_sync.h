@@ -24,6 +24,10 @@ struct FullSyncFile {
   // Set before ready becomes true; read only after.
   Status status;
   std::uint64_t seq = 0;  // the snapshot's applied sequence
+  // The pod's epoch history (encoded) when the file was started. A file is shared only while the
+  // history is still this one: a restore or a full resync of this pod replaces the key space
+  // and the history, and may restart the log below the file's sequence.
+  std::string history;
   std::uint64_t bytes = 0;
   std::uint64_t keys = 0;
   std::chrono::steady_clock::time_point started;
@@ -37,7 +41,8 @@ class FullSyncSource {
   ~FullSyncSource();
 
   // A file to stream: one being written, or one written within reuse_window whose sequence the
-  // log still continues from; otherwise a new one, started now. Release it when done.
+  // log still continues from, both from the current epoch history; otherwise a new one, started
+  // now. Release it when done.
   std::shared_ptr<FullSyncFile> Acquire();
   void Release(const std::shared_ptr<FullSyncFile>& file);
   // The oldest log sequence a file in use (or being written) needs: its seq + 1; 0 for none.

@@ -1,6 +1,8 @@
 """Replicas recovering with real processes (docs: BRIEF "Failover scenarios"): a replica killed -9
 mid-stream (scenario 2), the master down for a while (scenario 4), scale out to kvstore-3 while
 writes go on (scenario 5), and a replica away past the trimmed log (scenario 6)."""
+import os
+import subprocess
 import time
 
 from cluster import join_writers, missing_writes, start_writers
@@ -204,3 +206,38 @@ def test_master_killed_during_a_full_resync_leaves_the_replica_data_intact(make_
     digest = cluster.wait_converged(timeout=30)
     assert cluster.digest(2) == digest
     assert cluster.client(2).get("k59999") == b"v" * 200
+
+
+def test_a_full_resync_after_an_online_restore_sends_the_restored_key_space(make_cluster,
+                                                                             tmp_path):
+    # The master shares a full-resync snapshot with replicas that ask within 30 s. One taken
+    # before a restore is of a key space the master no longer has: sent to a replica, it left
+    # the replica online, acknowledging writes it never got (WAIT counted it).
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    cluster.start_all()
+    cluster.client(0).set("before", "backup")
+    cluster.wait_converged()
+    backup = tmp_path / "b.kvbackup"
+    kvctl = os.environ["KVCTL_BIN"]
+    result = subprocess.run([kvctl, "--port", str(cluster.port(0)), "backup", "--out", backup],
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert cluster.stop(2) == 0
+    fill(cluster, 0, 20000)
+    wait_trimmed(cluster, 2)
+    cluster.start(2)  # a full resync: the master writes (and keeps) a snapshot
+    cluster.wait_converged(timeout=30)
+    assert resync_counters(cluster, 2)[0] == 1
+
+    result = subprocess.run([kvctl, "--port", str(cluster.port(0)), "restore", backup, "--force"],
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    restored = cluster.digest(0)
+    cluster.wait_until(lambda: all(cluster.digest(n) == restored for n in (1, 2)), 30,
+                       "the replicas to resync to the restored key space")
+    master = cluster.client(0)
+    master.set("after", "restore")
+    assert master.execute_command("WAIT", 2, 5000) == 2
+    for n in (1, 2):
+        assert cluster.client(n).get("after") == b"restore"
+        assert cluster.client(n).get("k0") is None
