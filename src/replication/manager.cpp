@@ -528,6 +528,13 @@ void ReplicationManager::OnLinkAttached() {
 void ReplicationManager::Fence(std::string requester, std::function<void(std::string)> done) {
   {
     std::lock_guard lock(mu_);
+    // A standalone server has no replica to hand over to: nothing would ever lift the fence.
+    if (standalone_) {
+      std::string reply;
+      resp::AppendError(&reply, "ERR REPLFAILOVER: replication is disabled on this server");
+      done(reply);
+      return;
+    }
     if (!ServesHistoryLocked()) {
       std::string reply;
       resp::AppendError(&reply, "ERR REPLFAILOVER: this pod is not the master");

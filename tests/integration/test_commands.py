@@ -509,3 +509,10 @@ def test_decrby_int64_min_error_text(raw, r):
     # COMMANDS.md promises Redis 7 error texts.
     assert str(raw.call("DECRBY", "n", "-9223372036854775808")) == "ERR decrement would overflow"
     assert r.exists("n") == 0
+
+
+def test_replfailover_is_refused_by_a_standalone_server(raw):
+    # It would fence writes for good: a standalone server has no replica to hand over to.
+    assert_error(raw.call("REPLFAILOVER", "somebody"),
+                 "ERR REPLFAILOVER: replication is disabled on this server")
+    assert raw.call("SET", "after-replfailover", "1") == "OK"
