@@ -60,6 +60,11 @@ Outcome Auth(CommandContext& c) {
   return Outcome::Replied();
 }
 
+bool ValidClientName(std::string_view name) {
+  // Redis refuses spaces and newlines because CLIENT LIST is space separated.
+  return std::all_of(name.begin(), name.end(), [](char ch) { return ch > ' ' && ch <= '~'; });
+}
+
 // HELLO [protover [AUTH username password] [SETNAME clientname]]
 // Only RESP2 is spoken: HELLO 3 gets -NOPROTO, and clients such as go-redis fall back to RESP2.
 Outcome Hello(CommandContext& c) {
@@ -85,6 +90,12 @@ Outcome Hello(CommandContext& c) {
     } else if (EqualsIgnoreCase(c.args[i], "setname") && i + 1 < c.args.size()) {
       new_name = c.args[++i];
       set_name = true;
+      if (!ValidClientName(new_name)) {
+        resp::AppendError(c.out,
+                          "ERR Client names cannot contain spaces, newlines or special "
+                          "characters.");
+        return Outcome::Replied();
+      }
     } else {
       resp::AppendError(c.out, "ERR Syntax error in HELLO option '" + c.args[i] + "'");
       return Outcome::Replied();
@@ -145,11 +156,6 @@ std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time
          " idle=" + std::to_string(duration_cast<seconds>(now - info.last_active).count()) +
          " db=0 cmd=" + info.last_command + " lib-name=" + info.lib_name +
          " lib-ver=" + info.lib_ver + "\n";
-}
-
-bool ValidClientName(std::string_view name) {
-  // Redis refuses spaces and newlines because CLIENT LIST is space separated.
-  return std::all_of(name.begin(), name.end(), [](char ch) { return ch > ' ' && ch <= '~'; });
 }
 
 // CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value | LIST | INFO

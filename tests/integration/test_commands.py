@@ -516,3 +516,13 @@ def test_replfailover_is_refused_by_a_standalone_server(raw):
     assert_error(raw.call("REPLFAILOVER", "somebody"),
                  "ERR REPLFAILOVER: replication is disabled on this server")
     assert raw.call("SET", "after-replfailover", "1") == "OK"
+
+
+def test_hello_setname_checks_the_name_as_client_setname_does(raw):
+    # A newline in a name would forge a line of CLIENT LIST.
+    assert_error(raw.call("HELLO", "2", "SETNAME", "evil\nid=999 name=fake"),
+                 "ERR Client names cannot contain spaces, newlines or special characters.")
+    assert_error(raw.call("HELLO", "2", "SETNAME", "a b"), "ERR Client names cannot contain")
+    assert raw.call("CLIENT", "GETNAME") is None
+    assert isinstance(raw.call("HELLO", "2", "SETNAME", "good-name"), list)
+    assert raw.call("CLIENT", "GETNAME") == b"good-name"

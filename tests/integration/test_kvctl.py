@@ -111,7 +111,7 @@ def test_unreachable_server_exits_3(tmp_path):
 
 def test_usage_errors_exit_2(module_server):
     for args in (["frobnicate"], [], ["put", "only-a-key"], ["read"],
-                 ["scan", "--limit", "many"]):
+                 ["scan", "--limit", "many"], ["scan", "--limit", "-1"]):
         result = module_server.kvctl(*args)
         assert result.returncode == 2, (args, result)
     result = subprocess.run([KVCTL_BIN, "--port", "notaport", "ping"], capture_output=True,

@@ -368,6 +368,7 @@ int main(int argc, char** argv) {
   CLI::App* scan = app.add_subcommand("scan", "List keys, one per line");
   scan->add_option("--prefix", prefix, "Only keys starting with this (matched literally)");
   scan->add_option("--limit", limit, "Stop after this many keys (0: no limit)")
+      ->check(CLI::NonNegativeNumber)  // a size_t would take -1 as "no limit"
       ->capture_default_str();
 
   bool json = false;
