@@ -1,6 +1,8 @@
 // Connection commands: PING, ECHO, AUTH, HELLO, QUIT, SELECT and CLIENT.
 #include <algorithm>
 #include <chrono>
+#include <optional>
+#include <string_view>
 
 #include "commands/command.h"
 #include "kvstore/resp.h"
@@ -27,8 +29,20 @@ Outcome Echo(CommandContext& c) {
 
 // Checks user/password against requirepass; only the "default" user exists.
 // Returns true and marks the client authenticated, or appends the Redis error.
-bool Authenticate(CommandContext& c, std::string_view user, std::string_view password) {
+// user: none for the one-argument AUTH <password>.
+bool Authenticate(CommandContext& c, std::optional<std::string_view> user,
+                  std::string_view password) {
   if (c.options.requirepass.empty()) {
+    // As Redis's default user without a password ("nopass"): a login naming it succeeds with
+    // any password, so clients configured with user "default" and a password still connect.
+    if (user && *user == "default") {
+      c.client.authenticated = true;
+      return true;
+    }
+    if (user) {
+      resp::AppendError(c.out, "WRONGPASS invalid username-password pair or user is disabled.");
+      return false;
+    }
     resp::AppendError(c.out,
                       "ERR AUTH <password> called without any password configured for the "
                       "default user. Are you sure your configuration is correct?");
@@ -41,7 +55,7 @@ bool Authenticate(CommandContext& c, std::string_view user, std::string_view pas
     diff |= static_cast<unsigned char>(expected[i]) ^
             static_cast<unsigned char>(i < password.size() ? password[i] : 0);
   }
-  if (user != "default" || diff != 0) {
+  if (user.value_or("default") != "default" || diff != 0) {
     resp::AppendError(c.out, "WRONGPASS invalid username-password pair or user is disabled.");
     return false;
   }
@@ -53,7 +67,7 @@ bool Authenticate(CommandContext& c, std::string_view user, std::string_view pas
 Outcome Auth(CommandContext& c) {
   if (c.args.size() > 3) {
     ReplySyntaxError(c.out);
-  } else if (c.args.size() == 2 ? Authenticate(c, "default", c.args[1])
+  } else if (c.args.size() == 2 ? Authenticate(c, std::nullopt, c.args[1])
                                 : Authenticate(c, c.args[1], c.args[2])) {
     resp::AppendSimpleString(c.out, "OK");
   }
