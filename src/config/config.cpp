@@ -13,6 +13,7 @@
 // yaml-cpp may throw: every call into it is inside ApplyYaml's try block.
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -284,6 +285,18 @@ std::optional<std::string> HostName(std::string_view text) {
   return std::nullopt;
 }
 
+// The listener takes an address literal; checked here so that a bad one stops the start with
+// exit code 2 before the data directory is opened.
+std::optional<std::string> IpAddress(std::string_view text) {
+  const std::string address(text);
+  unsigned char parsed[sizeof(in6_addr)];
+  if (::inet_pton(AF_INET, address.c_str(), parsed) == 1 ||
+      ::inet_pton(AF_INET6, address.c_str(), parsed) == 1) {
+    return std::nullopt;
+  }
+  return "expected an IPv4 or IPv6 address, such as 0.0.0.0, 127.0.0.1 or ::";
+}
+
 std::optional<std::string> HostPort(std::string_view text) {
   if (text.empty()) return std::nullopt;
   // "{ordinal}" stands for MASTER_ORDINAL (a local cluster on one host: 127.0.0.1:710{ordinal}).
@@ -358,7 +371,7 @@ Setting MasterOrdinalSetting() {
 std::vector<Setting> BuildTable() {
   std::vector<Setting> table;
   // Network
-  table.push_back(TextSetting("bind", &Config::bind, HostName,
+  table.push_back(TextSetting("bind", &Config::bind, IpAddress,
                               "address to listen on for clients and replicas"));
   table.push_back(IntSetting("port", &Config::port, 1, 65535,
                              "expected an integer between 1 and 65535",

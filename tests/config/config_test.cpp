@@ -619,8 +619,11 @@ TEST_CASE("validation: master_address is empty or host:port", "[config]") {
 
 TEST_CASE("validation: free-text settings", "[config]") {
   CHECK(FlagValue("bind", "::") == "::");
-  CHECK(FlagError("bind", "") ==
-        "invalid bind \"\" (from flag --bind): expected a non-empty name without spaces");
+  CHECK(FlagError("bind", "") == "invalid bind \"\" (from flag --bind): expected an IPv4 or "
+                                 "IPv6 address, such as 0.0.0.0, 127.0.0.1 or ::");
+  CHECK(FlagError("bind", "999.1.1.1").rfind("invalid bind", 0) == 0);
+  CHECK(FlagError("bind", "localhost").rfind("invalid bind", 0) == 0);
+  CHECK(FlagValue("bind", "127.0.0.1") == "127.0.0.1");
   CHECK(FlagError("bind", "0.0.0.0 ").rfind("invalid bind", 0) == 0);
   CHECK(FlagValue("headless_service", "kv.ns.svc.cluster.local") == "kv.ns.svc.cluster.local");
   CHECK(FlagError("headless_service", "").rfind("invalid headless_service \"\"", 0) == 0);

@@ -32,6 +32,7 @@ BAD_FLAGS = {
     "max_clients": ["--max-clients", "0"],
     "max_map_bytes": ["--max-map-bytes", "12 parsecs"],
     "frame_timeout_ms": ["--frame-timeout-ms", "1.5"],
+    "bind": ["--bind", "999.1.1.1"],  # was caught only at listen(): exit 1, an epoch opened
 }
 
 
@@ -41,9 +42,12 @@ def test_bad_flag(tmp_path, setting):
     args = base_args(tmp_path)
     if setting == "port":
         args = args[:2] + args[4:]  # no valid --port before the bad one
+    if setting == "bind":
+        args = args[2:]
     result = run_kvstore(args + BAD_FLAGS[setting], timeout=10)
     assert time.monotonic() - started < 5
     assert_bad_setting(result, setting)
+    assert not (tmp_path / "data").exists(), "a bad setting must stop the start before the data"
 
 
 BAD_ENV = {
