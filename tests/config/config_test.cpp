@@ -619,8 +619,9 @@ TEST_CASE("validation: master_address is empty or host:port", "[config]") {
 
 TEST_CASE("validation: free-text settings", "[config]") {
   CHECK(FlagValue("bind", "::") == "::");
-  CHECK(FlagError("bind", "") == "invalid bind \"\" (from flag --bind): expected an IPv4 or "
-                                 "IPv6 address, such as 0.0.0.0, 127.0.0.1 or ::");
+  CHECK(FlagError("bind", "") ==
+        "invalid bind \"\" (from flag --bind): expected an IPv4 or "
+        "IPv6 address, such as 0.0.0.0, 127.0.0.1 or ::");
   CHECK(FlagError("bind", "999.1.1.1").rfind("invalid bind", 0) == 0);
   CHECK(FlagError("bind", "localhost").rfind("invalid bind", 0) == 0);
   CHECK(FlagValue("bind", "127.0.0.1") == "127.0.0.1");
