@@ -222,8 +222,10 @@ void AppendReplicationInfo(const ReplicationStatus& status, std::string* text) {
   Field(text, "master_replid", status.epoch_id.empty() ? std::string(40, '0') : status.epoch_id);
   Field(text, "master_repl_offset", status.seq);
   Field(text, "repl_backlog_active", "1");
-  Field(text, "repl_backlog_size", status.log_bytes);
+  // As Redis: the configured size, then the bytes held (here the log's retained segments).
+  Field(text, "repl_backlog_size", status.log_retain_bytes);
   Field(text, "repl_backlog_first_byte_offset", status.log_first_seq);
+  Field(text, "repl_backlog_histlen", status.log_bytes);
   Field(text, "kvstore_replication_mode", status.standalone ? "standalone" : status.mode);
   Field(text, "kvstore_epoch", status.epoch);
   if (!master) {

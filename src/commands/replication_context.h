@@ -32,7 +32,8 @@ struct ReplicationStatus {
   std::string epoch_id;   // 16 hex digits, Redis' master_replid
   std::uint64_t seq = 0;  // committed sequence here: master_repl_offset
   std::uint64_t log_first_seq = 0;
-  std::uint64_t log_bytes = 0;
+  std::uint64_t log_bytes = 0;         // held now: repl_backlog_histlen
+  std::uint64_t log_retain_bytes = 0;  // kept at least (repl_backlog_bytes): repl_backlog_size
   std::string failover_state = "no-failover";
   // Master side.
   std::vector<ReplicaStatus> replicas;

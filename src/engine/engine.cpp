@@ -1151,6 +1151,8 @@ std::uint64_t Engine::committed_seq() const {
   return impl_->visible_seq.load(std::memory_order_acquire);
 }
 
+const EngineOptions& Engine::options() const { return impl_->options; }
+
 std::uint64_t Engine::durable_seq() const {
   return impl_->durable_seq.load(std::memory_order_acquire);
 }

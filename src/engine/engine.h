@@ -155,6 +155,8 @@ class Engine {
   // replica's applied batches wait for their fsync, or for good once that fsync failed. What
   // a replica may acknowledge. Any thread.
   std::uint64_t durable_seq() const;
+  // The options it was opened with. Any thread.
+  const EngineOptions& options() const;
   // Reads committed log entries from from_seq on (see Log::ReadFrom). Any thread.
   Status ReadLog(std::uint64_t from_seq,
                  const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);

@@ -240,9 +240,9 @@ std::optional<std::string> ReplicationManager::WriteRefusal() const {
     const auto now = std::chrono::steady_clock::now();
     int good = 0;
     for (const auto& [id, info] : feeds_) {
-      if (info.status.state == "online" && now - info.last_ack <= options_.min_replicas_max_lag) {
-        ++good;
-      }
+      // In whole seconds, as Redis counts a replica's lag (and as INFO shows it).
+      const auto lag = std::chrono::duration_cast<std::chrono::seconds>(now - info.last_ack);
+      if (info.status.state == "online" && lag <= options_.min_replicas_max_lag) ++good;
     }
     if (good < options_.min_replicas_to_write) {
       return std::string("NOREPLICAS Not enough good replicas to write.");
@@ -258,6 +258,7 @@ ReplicationStatus ReplicationManager::CurrentStatus() const {
   const EngineStats stats = const_cast<Engine&>(engine_).Stats();
   status.log_first_seq = stats.log.first_seq;
   status.log_bytes = stats.log.bytes;
+  status.log_retain_bytes = engine_.options().log_retain_bytes;
   if (auto history = const_cast<Engine&>(engine_).Epochs(); history.ok() && !history->empty()) {
     status.epoch = history->back().number;
     status.epoch_id = fmt::format("{:016x}", history->back().id);

@@ -65,6 +65,9 @@ def test_role_and_info_on_master_and_replicas(make_cluster):
     assert slaves == [(str(cluster.port(1)), "online", str(seq)),
                       (str(cluster.port(2)), "online", str(seq))], info
     assert info["master_repl_offset"] == str(seq)
+    # As Redis: the configured size (repl_backlog_bytes, default 1 GiB), then what is held.
+    assert info["repl_backlog_size"] == str(1 << 30), info
+    assert 0 < int(info["repl_backlog_histlen"]) < 1 << 20, info
     assert info["kvstore_replication_mode"] == "async"
     epoch = info["kvstore_epoch"]
     assert int(epoch) >= 1
