@@ -178,10 +178,16 @@ def test_replica_killed_during_a_full_resync_starts_over_and_converges(make_clus
     cluster.wait_until(lambda: cluster.info(2)["master_sync_in_progress"] == "1", 10,
                        "kvstore-2 to begin its full resync", interval=0.005)
     cluster.kill(2)
+    # On a busy machine the whole copy (8 MB) can be installed before the kill lands: then the
+    # restarted pod rightly continues from it (partially); otherwise it must start over.
+    installed = "full resync done" in cluster.pods[2].logs()
     cluster.start(2)
     digest = cluster.wait_converged(timeout=30)
     assert cluster.digest(2) == digest
-    assert resync_counters(cluster, 2)[0] == 1
+    if installed:
+        assert resync_counters(cluster, 2) == (0, 1)
+    else:
+        assert resync_counters(cluster, 2)[0] == 1
 
 
 def test_master_killed_during_a_full_resync_leaves_the_replica_data_intact(make_cluster):
