@@ -32,30 +32,27 @@ Outcome Echo(CommandContext& c) {
 // user: none for the one-argument AUTH <password>.
 bool Authenticate(CommandContext& c, std::optional<std::string_view> user,
                   std::string_view password) {
+  bool password_ok = true;
   if (c.options.requirepass.empty()) {
     // As Redis's default user without a password ("nopass"): a login naming it succeeds with
     // any password, so clients configured with user "default" and a password still connect.
-    if (user && *user == "default") {
-      c.client.authenticated = true;
-      return true;
-    }
-    if (user) {
-      resp::AppendError(c.out, "WRONGPASS invalid username-password pair or user is disabled.");
+    if (!user) {
+      resp::AppendError(c.out,
+                        "ERR AUTH <password> called without any password configured for the "
+                        "default user. Are you sure your configuration is correct?");
       return false;
     }
-    resp::AppendError(c.out,
-                      "ERR AUTH <password> called without any password configured for the "
-                      "default user. Are you sure your configuration is correct?");
-    return false;
+  } else {
+    // Compare every byte so the time taken does not reveal the matching prefix.
+    const std::string& expected = c.options.requirepass;
+    unsigned diff = expected.size() != password.size();
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      diff |= static_cast<unsigned char>(expected[i]) ^
+              static_cast<unsigned char>(i < password.size() ? password[i] : 0);
+    }
+    password_ok = diff == 0;
   }
-  // Compare every byte so the time taken does not reveal the matching prefix.
-  const std::string& expected = c.options.requirepass;
-  unsigned diff = expected.size() != password.size();
-  for (std::size_t i = 0; i < expected.size(); ++i) {
-    diff |= static_cast<unsigned char>(expected[i]) ^
-            static_cast<unsigned char>(i < password.size() ? password[i] : 0);
-  }
-  if (user.value_or("default") != "default" || diff != 0) {
+  if (user.value_or("default") != "default" || !password_ok) {
     resp::AppendError(c.out, "WRONGPASS invalid username-password pair or user is disabled.");
     return false;
   }
@@ -78,6 +75,9 @@ bool ValidClientName(std::string_view name) {
   // Redis refuses spaces and newlines because CLIENT LIST is space separated.
   return std::all_of(name.begin(), name.end(), [](char ch) { return ch > ' ' && ch <= '~'; });
 }
+
+constexpr std::string_view kInvalidClientName =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
 
 // HELLO [protover [AUTH username password] [SETNAME clientname]]
 // Only RESP2 is spoken: HELLO 3 gets -NOPROTO, and clients such as go-redis fall back to RESP2.
@@ -105,9 +105,7 @@ Outcome Hello(CommandContext& c) {
       new_name = c.args[++i];
       set_name = true;
       if (!ValidClientName(new_name)) {
-        resp::AppendError(c.out,
-                          "ERR Client names cannot contain spaces, newlines or special "
-                          "characters.");
+        resp::AppendError(c.out, kInvalidClientName);
         return Outcome::Replied();
       }
     } else {
@@ -186,9 +184,7 @@ Outcome Client(CommandContext& c) {
     }
   } else if (sub == "setname" && c.args.size() == 3) {
     if (!ValidClientName(c.args[2])) {
-      resp::AppendError(c.out,
-                        "ERR Client names cannot contain spaces, newlines or special "
-                        "characters.");
+      resp::AppendError(c.out, kInvalidClientName);
     } else {
       c.client.info.name = c.args[2];
       resp::AppendSimpleString(c.out, "OK");

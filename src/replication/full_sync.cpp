@@ -103,9 +103,10 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
     }
     if (status.ok()) {
       auto history = Engine::EpochsOf(*snapshot);
+      const std::string encoded_history = history.ok() ? EncodeEpochHistory(*history) : "";
       if (!history.ok()) {
         status = history.status();
-      } else if (EncodeEpochHistory(*history) != file->history) {
+      } else if (encoded_history != file->history) {
         // A promotion or restore came between Acquire and this read transaction: replicas
         // that joined this file expect the history it was started under.
         status = Status::Unavailable("the epoch history changed as the snapshot was started");
@@ -113,7 +114,7 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
       seq = snapshot->AppliedSeq();
       SnapshotEncoder encoder;
       std::string buf;
-      if (status.ok()) encoder.Begin(seq, EncodeEpochHistory(*history), &buf);
+      if (status.ok()) encoder.Begin(seq, encoded_history, &buf);
       auto flush = [&] {
         out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
         bytes += buf.size();

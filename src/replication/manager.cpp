@@ -530,15 +530,12 @@ void ReplicationManager::Fence(std::string requester, std::function<void(std::st
   {
     std::lock_guard lock(mu_);
     // A standalone server has no replica to hand over to: nothing would ever lift the fence.
-    if (standalone_) {
+    const char* refusal = standalone_              ? "replication is disabled on this server"
+                          : !ServesHistoryLocked() ? "this pod is not the master"
+                                                   : nullptr;
+    if (refusal != nullptr) {
       std::string reply;
-      resp::AppendError(&reply, "ERR REPLFAILOVER: replication is disabled on this server");
-      done(reply);
-      return;
-    }
-    if (!ServesHistoryLocked()) {
-      std::string reply;
-      resp::AppendError(&reply, "ERR REPLFAILOVER: this pod is not the master");
+      resp::AppendError(&reply, std::string("ERR REPLFAILOVER: ") + refusal);
       done(reply);
       return;
     }

@@ -1,8 +1,6 @@
 """Replicas recovering with real processes (docs: BRIEF "Failover scenarios"): a replica killed -9
 mid-stream (scenario 2), the master down for a while (scenario 4), scale out to kvstore-3 while
 writes go on (scenario 5), and a replica away past the trimmed log (scenario 6)."""
-import os
-import subprocess
 import time
 
 from cluster import join_writers, missing_writes, start_writers
@@ -223,10 +221,8 @@ def test_a_full_resync_after_an_online_restore_sends_the_restored_key_space(make
     cluster.start_all()
     cluster.client(0).set("before", "backup")
     cluster.wait_converged()
-    backup = tmp_path / "b.kvbackup"
-    kvctl = os.environ["KVCTL_BIN"]
-    result = subprocess.run([kvctl, "--port", str(cluster.port(0)), "backup", "--out", backup],
-                            capture_output=True, timeout=60)
+    backup = str(tmp_path / "b.kvbackup")
+    result = cluster.pods[0].kvctl("backup", "--out", backup)
     assert result.returncode == 0, result.stderr.decode()
     assert cluster.stop(2) == 0
     fill(cluster, 0, 20000)
@@ -235,8 +231,7 @@ def test_a_full_resync_after_an_online_restore_sends_the_restored_key_space(make
     cluster.wait_converged(timeout=30)
     assert resync_counters(cluster, 2)[0] == 1
 
-    result = subprocess.run([kvctl, "--port", str(cluster.port(0)), "restore", backup, "--force"],
-                            capture_output=True, timeout=60)
+    result = cluster.pods[0].kvctl("restore", backup, "--force")
     assert result.returncode == 0, result.stderr.decode()
     restored = cluster.digest(0)
     cluster.wait_until(lambda: all(cluster.digest(n) == restored for n in (1, 2)), 30,
