@@ -205,6 +205,19 @@ void AppendReplicationInfo(const ReplicationStatus& status, std::string* text) {
     Field(text, "master_last_io_seconds_ago",
           std::to_string(static_cast<std::int64_t>(status.last_io_seconds_ago)));
     Field(text, "master_sync_in_progress", status.sync_in_progress ? "1" : "0");
+    if (status.sync_in_progress) {
+      // As Redis during a transfer; here they stay (left 0) while the copy is installed.
+      const std::uint64_t total = status.sync_total_bytes, read = status.sync_read_bytes;
+      Field(text, "master_sync_total_bytes", total);
+      Field(text, "master_sync_read_bytes", read);
+      Field(text, "master_sync_left_bytes", total > read ? total - read : 0);
+      Field(text, "master_sync_perc",
+            fmt::format("{:.2f}", total == 0 ? 100.0
+                                             : 100.0 * static_cast<double>(read) /
+                                                   static_cast<double>(total)));
+      Field(text, "master_sync_last_io_seconds_ago",
+            std::to_string(static_cast<std::int64_t>(status.last_io_seconds_ago)));
+    }
     Field(text, "slave_read_repl_offset", status.seq);
     Field(text, "slave_repl_offset", status.seq);
     Field(text, "slave_priority", "100");

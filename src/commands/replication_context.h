@@ -44,6 +44,8 @@ struct ReplicationStatus {
   bool link_up = false;
   double last_io_seconds_ago = -1;
   bool sync_in_progress = false;
+  std::uint64_t sync_total_bytes = 0;  // a full resync's snapshot: its size, and bytes received
+  std::uint64_t sync_read_bytes = 0;
   std::uint64_t master_seq = 0;  // the newest master sequence this replica has heard of
   std::uint64_t full_resyncs = 0;
   std::uint64_t partial_resyncs = 0;

@@ -37,14 +37,26 @@ class CheckOnly : public SnapshotVisitor {
 }  // namespace
 
 ReplicaLink::ReplicaLink(asio::io_context& io, ReplicationManager& manager,
-                         std::string master_address)
+                         std::string master_address, std::shared_ptr<ReplicaLink> predecessor)
     : io_(io),
       manager_(manager),
       master_address_(std::move(master_address)),
+      predecessor_(std::move(predecessor)),
       strand_(asio::make_strand(io)),
       socket_(strand_),
       timer_(strand_) {
   status_.master_address = master_address_;
+}
+
+asio::awaitable<void> ReplicaLink::AwaitFinished(std::shared_ptr<ReplicaLink> link) {
+  if (!link || link->finished_.load()) co_return;
+  logging::Info("replication link: waiting for the previous link to finish",
+                {{"master", link->master_address_}});
+  asio::steady_timer poll(co_await asio::this_coro::executor);
+  while (!link->finished_.load()) {
+    poll.expires_after(std::chrono::milliseconds(2));
+    co_await poll.async_wait(kUseTuple);
+  }
 }
 
 void ReplicaLink::Start() {
@@ -79,6 +91,14 @@ void ReplicaLink::Heard() {
 }
 
 asio::awaitable<void> ReplicaLink::Run() {
+  // Even when stopped meanwhile: a link that replaces this one waits for this one only.
+  if (auto predecessor = std::move(predecessor_)) {
+    co_await AwaitFinished(predecessor);
+    const LinkStatus before = predecessor->Snapshot();
+    std::lock_guard lock(mu_);
+    status_.full_resyncs += before.full_resyncs;
+    status_.partial_resyncs += before.partial_resyncs;
+  }
   auto backoff = manager_.options_.reconnect_min;
   while (!stopped_) {
     const std::uint64_t attached_before = Snapshot().full_resyncs + Snapshot().partial_resyncs;
@@ -97,6 +117,7 @@ asio::awaitable<void> ReplicaLink::Run() {
     backoff = std::min(backoff * 2, manager_.options_.reconnect_max);
   }
   co_await WaitForApplies();
+  finished_ = true;
 }
 
 asio::awaitable<void> ReplicaLink::WaitForApplies() {
@@ -251,9 +272,13 @@ asio::awaitable<void> ReplicaLink::Session() {
     ++status_.partial_resyncs;
   } else if (std::string_view(kind) == "FULLRESYNC") {
     if (!co_await ReceiveFullSync(a, b)) co_return;
+    {
+      std::lock_guard lock(mu_);
+      ++status_.full_resyncs;
+    }
+    // Installed, but replaced meanwhile: the link that replaces this one takes over from here.
+    if (stopped_) co_return;
     expected_seq_ = a + 1;
-    std::lock_guard lock(mu_);
-    ++status_.full_resyncs;
   } else {
     Fail("unexpected REPLSYNC reply: " + reply->str);
     co_return;
@@ -299,6 +324,8 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
   {
     std::lock_guard lock(mu_);
     status_.state = LinkState::kSync;
+    status_.sync_total_bytes = bytes;
+    status_.sync_read_bytes = 0;
   }
   const auto started = std::chrono::steady_clock::now();
   logging::Info("replication link: full resync started", {{"master", master_address_},
@@ -341,6 +368,8 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
         Fail("cannot write " + path + " (disk full?)");
         co_return false;
       }
+      std::lock_guard lock(mu_);
+      status_.sync_read_bytes = decoder.bytes_fed();
     }
     if (decoder.bytes_fed() != bytes) {
       Fail(fmt::format("the full-resync snapshot has {} bytes, the master announced {}",

@@ -39,16 +39,27 @@ struct LinkStatus {
   std::uint64_t partial_resyncs = 0;
   std::string last_error;
   bool attached = false;  // a handshake succeeded at least once
+  // A full resync's snapshot (state kSync): announced size and bytes received so far.
+  std::uint64_t sync_total_bytes = 0;
+  std::uint64_t sync_read_bytes = 0;
 };
 
 class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
  public:
-  ReplicaLink(asio::io_context& io, ReplicationManager& manager, std::string master_address);
+  // `predecessor` (may be null) is the link this one replaces, already stopped: this one starts
+  // its first session only once that one has finished, so that a snapshot it is still
+  // installing, or applies it still has queued, never land on top of this link's data (or
+  // share its incoming snapshot file). Its resync counters carry over.
+  ReplicaLink(asio::io_context& io, ReplicationManager& manager, std::string master_address,
+              std::shared_ptr<ReplicaLink> predecessor = nullptr);
 
   void Start();
   void Stop();
   LinkStatus Snapshot() const;
   const std::string& master_address() const { return master_address_; }
+  // Resolves once `link` (may be null), stopped, will hand nothing more to the engine: its
+  // session is over, including an install in progress, and its applies have committed.
+  static asio::awaitable<void> AwaitFinished(std::shared_ptr<ReplicaLink> link);
 
  private:
   asio::awaitable<void> Run();
@@ -68,6 +79,8 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   asio::io_context& io_;
   ReplicationManager& manager_;
   const std::string master_address_;
+  std::shared_ptr<ReplicaLink> predecessor_;  // strand only; released once it has finished
+  std::atomic<bool> finished_{false};
   asio::strand<asio::io_context::executor_type> strand_;
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;

@@ -293,6 +293,8 @@ ReplicationStatus ReplicationManager::CurrentStatus() const {
             ? std::chrono::duration<double>(std::chrono::steady_clock::now() - l.last_io).count()
             : -1;
     status.sync_in_progress = l.state == LinkState::kSync;
+    status.sync_total_bytes = l.sync_total_bytes;
+    status.sync_read_bytes = l.sync_read_bytes;
     status.master_seq = std::max(l.master_seq, status.seq);
     status.full_resyncs = l.full_resyncs;
     status.partial_resyncs = l.partial_resyncs;
@@ -492,24 +494,29 @@ void ReplicationManager::CloseFeeds() {
 // The link (replica side) and role changes.
 
 void ReplicationManager::StartLink(const std::string& address) {
-  auto link = std::make_shared<ReplicaLink>(io_, *this, address);
+  std::shared_ptr<ReplicaLink> link;
+  std::shared_ptr<ReplicaLink> previous;
   {
     std::lock_guard lock(mu_);
     if (shut_down_) return;
+    previous = std::move(link_);
+    link = std::make_shared<ReplicaLink>(io_, *this, address, previous);
     master_address_ = address;
     link_ = link;
   }
+  if (previous) previous->Stop();
   logging::Info("replication link: following " + address);
   link->Start();
 }
 
-void ReplicationManager::StopLink() {
+std::shared_ptr<ReplicaLink> ReplicationManager::StopLink() {
   std::shared_ptr<ReplicaLink> link;
   {
     std::lock_guard lock(mu_);
     link.swap(link_);
   }
   if (link) link->Stop();
+  return link;
 }
 
 void ReplicationManager::OnLinkAttached() {
@@ -601,10 +608,8 @@ void ReplicationManager::ApplyRole(const RoleTarget& target) {
     return;
   }
   // A replica re-pointing to another master (or a promotion cancelled half-way: Promote sees it).
-  if (role == Role::kReplica) {
-    StopLink();
-    StartLink(target.master_address);
-  }
+  // The new link starts once the old one has finished (an install may be under way).
+  if (role == Role::kReplica) StartLink(target.master_address);
 }
 
 asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
@@ -671,7 +676,9 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
          {"error", why},
          {"our_seq", std::to_string(engine_.committed_seq())}});
   }
-  StopLink();
+  // Nothing of the old master may land after our epoch opens: a full resync it was installing,
+  // or applies it had queued, would overwrite or interleave with the writes we take.
+  co_await ReplicaLink::AwaitFinished(StopLink());
   bool still_master = false;
   {
     std::lock_guard lock(mu_);

@@ -188,8 +188,10 @@ class ReplicationManager final : public ReplicationContext {
   void RefuseWrites(std::optional<std::string> refusal);
   // Opens a new epoch (numbered above min_number at least), blocking until it is durable.
   Status OpenEpoch(std::uint64_t min_number = 0);
+  // Replaces the link, if any: the new one starts once the old one has finished.
   void StartLink(const std::string& address);
-  void StopLink();
+  // Returns the stopped link (or null), for ReplicaLink::AwaitFinished.
+  std::shared_ptr<ReplicaLink> StopLink();
   void CloseFeeds();
   void PollRole();
   void ApplyRole(const RoleTarget& target);

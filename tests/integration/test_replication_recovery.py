@@ -242,3 +242,40 @@ def test_a_full_resync_after_an_online_restore_sends_the_restored_key_space(make
     for n in (1, 2):
         assert cluster.client(n).get("after") == b"restore"
         assert cluster.client(n).get("k0") is None
+
+
+def test_a_replica_re_pointed_while_installing_a_full_resync_finishes_it_first(make_cluster):
+    # The old link's install went on after the re-point, while the new link already asked the
+    # new master for a copy of its own: both used one incoming file, the old link deleted the new
+    # one's, and an apply could land on top of the old install. Now the new link waits.
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    cluster.start_all()
+    cluster.wait_converged()
+    assert cluster.stop(2) == 0
+    fill(cluster, 0, 30000, value="v" * 2000)  # about 60 MB: the install takes a while
+    wait_trimmed(cluster, cluster.offset(1) // 2)
+    cluster.wait_converged(pods=[0, 1], timeout=30)
+    cluster.start(2)
+
+    def installing():
+        info = cluster.info(2)
+        return (info["master_sync_in_progress"] == "1" and
+                info.get("master_sync_left_bytes") == "0")
+    cluster.wait_until(installing, 20, "kvstore-2 to receive the whole copy", interval=0.002)
+    info = cluster.info(2)
+    assert int(info["master_sync_total_bytes"]) > 50_000_000
+    assert info["master_sync_perc"] == "100.00"
+    cluster.set_master_ordinal(1)  # kvstore-1 promotes, and kvstore-2 re-points to it
+    cluster.wait_until(lambda: cluster.role(1)[0] == "master", 20, "kvstore-1 to promote")
+    cluster.client(1).set("after", "promotion")
+    digest = cluster.wait_converged(timeout=30)
+    assert cluster.digest(2) == digest
+    assert cluster.client(2).get("k29999") == b"v" * 2000
+    log = cluster.pods[2].logs()
+    for failure in ("cannot install", "damaged", "would be applied as", "gap in the"):
+        assert failure not in log, cluster.pods[2].log_tail()
+    # The re-point landed during the install (the scenario above), and the copy was kept.
+    assert "waiting for the previous link to finish" in log, cluster.pods[2].log_tail()
+    assert log.index("waiting for the previous link") < log.index("full resync done")
+    full, partial = resync_counters(cluster, 2)
+    assert (full, partial) == (1, 1), (full, partial)
