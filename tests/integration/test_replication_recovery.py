@@ -244,11 +244,8 @@ def test_a_full_resync_after_an_online_restore_sends_the_restored_key_space(make
         assert cluster.client(n).get("k0") is None
 
 
-def test_a_replica_re_pointed_while_installing_a_full_resync_finishes_it_first(make_cluster):
-    # The old link's install went on after the re-point, while the new link already asked the
-    # new master for a copy of its own: both used one incoming file, the old link deleted the new
-    # one's, and an apply could land on top of the old install. Now the new link waits.
-    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+def start_a_long_full_resync_of_pod_2(cluster):
+    """Returns once kvstore-2 has received a copy of about 60 MB and is installing it."""
     cluster.start_all()
     cluster.wait_converged()
     assert cluster.stop(2) == 0
@@ -265,17 +262,47 @@ def test_a_replica_re_pointed_while_installing_a_full_resync_finishes_it_first(m
     info = cluster.info(2)
     assert int(info["master_sync_total_bytes"]) > 50_000_000
     assert info["master_sync_perc"] == "100.00"
+
+
+def assert_installed_cleanly(cluster, pod):
+    log = cluster.pods[pod].logs()
+    for failure in ("cannot install", "damaged", "would be applied as", "gap in the"):
+        assert failure not in log, cluster.pods[pod].log_tail()
+    # The role change landed during the install (the scenario), and the copy was kept.
+    assert "waiting for the previous link to finish" in log, cluster.pods[pod].log_tail()
+    assert log.index("waiting for the previous link") < log.index("full resync done")
+
+
+def test_a_replica_re_pointed_while_installing_a_full_resync_finishes_it_first(make_cluster):
+    # The old link's install went on after the re-point, while the new link already asked the
+    # new master for a copy of its own: both used one incoming file, the old link deleted the new
+    # one's, and an apply could land on top of the old install. Now the new link waits.
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    start_a_long_full_resync_of_pod_2(cluster)
     cluster.set_master_ordinal(1)  # kvstore-1 promotes, and kvstore-2 re-points to it
     cluster.wait_until(lambda: cluster.role(1)[0] == "master", 20, "kvstore-1 to promote")
     cluster.client(1).set("after", "promotion")
     digest = cluster.wait_converged(timeout=30)
     assert cluster.digest(2) == digest
     assert cluster.client(2).get("k29999") == b"v" * 2000
-    log = cluster.pods[2].logs()
-    for failure in ("cannot install", "damaged", "would be applied as", "gap in the"):
-        assert failure not in log, cluster.pods[2].log_tail()
-    # The re-point landed during the install (the scenario above), and the copy was kept.
-    assert "waiting for the previous link to finish" in log, cluster.pods[2].log_tail()
-    assert log.index("waiting for the previous link") < log.index("full resync done")
+    assert_installed_cleanly(cluster, 2)
     full, partial = resync_counters(cluster, 2)
     assert (full, partial) == (1, 1), (full, partial)
+
+
+def test_a_replica_promoted_while_installing_a_full_resync_opens_its_epoch_after_it(make_cluster):
+    # Promotion stops the link; the copy still being installed must land before the new epoch
+    # and the writes it takes, never on top of them.
+    cluster = make_cluster(size=3, extra_args=SMALL_LOG)
+    start_a_long_full_resync_of_pod_2(cluster)
+    cluster.set_master_ordinal(2)
+    cluster.wait_until(lambda: cluster.role(2)[0] == "master", 20, "kvstore-2 to promote")
+    cluster.client(2).set("after", "promotion")
+    digest = cluster.wait_converged(timeout=30)
+    assert cluster.client(2).get("after") == b"promotion"
+    assert cluster.client(2).get("k29999") == b"v" * 2000
+    assert cluster.client(0).get("after") == b"promotion"
+    assert cluster.digest(0) == digest
+    log = cluster.pods[2].logs()
+    assert "full resync done" in log, cluster.pods[2].log_tail()
+    assert log.index("full resync done") < log.rindex("epoch opened"), cluster.pods[2].log_tail()
