@@ -39,6 +39,8 @@ namespace {
 
 constexpr std::uint64_t kKiB = 1024;
 constexpr std::uint64_t kMiB = kKiB * 1024;
+// Room a buffer needs around the largest value (see CheckCombinations).
+constexpr std::uint64_t kCommandRoomBytes = 64 * kKiB;
 constexpr std::uint64_t kGiB = kMiB * 1024;
 constexpr std::uint64_t kTiB = kGiB * 1024;
 constexpr std::uint64_t kMaxConfigFileBytes = kMiB;  // a settings file is a few lines
@@ -411,11 +413,11 @@ std::vector<Setting> BuildTable() {
                               "most client connections at once; further ones are refused"));
   table.push_back(SizeSetting("max_query_buffer_bytes", &Config::max_query_buffer_bytes, kMiB,
                               16 * kGiB,
-                              "most unparsed input held per client; at least max_value_bytes"));
+                              "most unparsed input held per client; at least max_value_bytes + 64KiB"));
   table.push_back(SizeSetting("client_output_buffer_limit_bytes",
                               &Config::client_output_buffer_limit_bytes, kMiB, 16 * kGiB,
                               "most unsent output held per client before it is disconnected; "
-                              "at least max_value_bytes"));
+                              "at least max_value_bytes + 64KiB"));
   table.push_back(MillisSetting("frame_timeout_ms", &Config::frame_timeout_ms, 1,
                                 "longest time a client may take to send one whole command"));
   table.push_back(MillisSetting("shutdown_timeout_ms", &Config::shutdown_timeout_ms, 1,
@@ -629,11 +631,15 @@ Status CheckCombinations(const Config& config, const Origins& origins) {
         it != origins.end() ? it->second : Origin{"default", FindSetting(name)->format(config)};
     return InvalidValue(name, origin.text, origin.source, expected);
   };
-  const std::string value_limit = "max_value_bytes (" + FormatSize(config.max_value_bytes) + ")";
-  if (config.max_query_buffer_bytes < config.max_value_bytes) {
+  // A buffer must carry a command (or reply) holding the largest value: the value, its key, the
+  // framing, and a read's worth of the next pipelined command besides.
+  const std::uint64_t smallest_buffer = config.max_value_bytes + kCommandRoomBytes;
+  const std::string value_limit = "max_value_bytes (" + FormatSize(config.max_value_bytes) +
+                                  ") + " + FormatSize(kCommandRoomBytes);
+  if (config.max_query_buffer_bytes < smallest_buffer) {
     return invalid("max_query_buffer_bytes", "expected at least " + value_limit);
   }
-  if (config.client_output_buffer_limit_bytes < config.max_value_bytes) {
+  if (config.client_output_buffer_limit_bytes < smallest_buffer) {
     return invalid("client_output_buffer_limit_bytes", "expected at least " + value_limit);
   }
   if (config.admin_port != 0 && config.admin_port == config.port) {

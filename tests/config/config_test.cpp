@@ -529,16 +529,21 @@ TEST_CASE("validation: buffers must hold the largest value", "[config]") {
   sources.flags["max_query_buffer_bytes"] = "64m";
   CHECK(LoadError(sources) ==
         "invalid max_query_buffer_bytes \"64m\" (from flag --max-query-buffer-bytes): expected "
-        "at least max_value_bytes (512MiB)");
+        "at least max_value_bytes (512MiB) + 64KiB");
+  // A buffer exactly as large as a value cannot carry the command around it.
   sources.flags["max_value_bytes"] = "64m";
+  CHECK(LoadError(sources) ==
+        "invalid max_query_buffer_bytes \"64m\" (from flag --max-query-buffer-bytes): expected "
+        "at least max_value_bytes (64MiB) + 64KiB");
+  sources.flags["max_value_bytes"] = std::to_string(64 * kMiB - 64 * 1024);
   CHECK(LoadOk(sources).max_query_buffer_bytes == 64 * kMiB);
 
   ConfigSources output;
   output.env["CLIENT_OUTPUT_BUFFER_LIMIT_BYTES"] = "100m";
   CHECK(LoadError(output) ==
         "invalid client_output_buffer_limit_bytes \"100m\" (from env "
-        "CLIENT_OUTPUT_BUFFER_LIMIT_BYTES): expected at least max_value_bytes (512MiB)");
-  output.env["MAX_VALUE_BYTES"] = "100m";
+        "CLIENT_OUTPUT_BUFFER_LIMIT_BYTES): expected at least max_value_bytes (512MiB) + 64KiB");
+  output.env["MAX_VALUE_BYTES"] = "99m";
   CHECK(LoadOk(output).client_output_buffer_limit_bytes == 100 * kMiB);
 }
 

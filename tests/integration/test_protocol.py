@@ -263,6 +263,26 @@ def test_query_buffer_limit(make_server):
     assert client.strlen("max") == 512 * 1024
 
 
+def test_the_smallest_buffers_allowed_still_carry_the_largest_value(make_server):
+    # Buffers exactly max_value_bytes large were accepted, and then no command could carry a
+    # value that large: its key and framing did not fit. The lowest buffers allowed must.
+    value_limit = 1024 * 1024 - 64 * 1024
+    server = make_server(args=["--max-value-bytes", str(value_limit),
+                               "--max-query-buffer-bytes", "1mb",
+                               "--client-output-buffer-limit-bytes", "1mb"])
+    key = "k" * 511  # the longest key
+    value = random.Random(7).randbytes(value_limit)
+    with RespConn(server.port) as conn:
+        # Pipelined behind one another, so the next command's bytes share the buffer.
+        conn.sock.sendall(encode_command("SET", key, value) + encode_command("SET", "k2", value) +
+                          encode_command("GET", key) + encode_command("GET", "k2"))
+        assert conn.read_reply() == "OK"
+        assert conn.read_reply() == "OK"
+        assert conn.read_reply() == value
+        assert conn.read_reply() == value
+        assert conn.call("PING") == "PONG"
+
+
 def send_until_error(s, payload, chunk=64 * 1024):
     """Sends payload in chunks, stopping as soon as the server replies or closes, then reads
     until closed. Returns (data, closed)."""
@@ -379,7 +399,8 @@ def test_pipelined_read_runs_keep_order_and_see_earlier_writes(make_server, read
 def test_output_limit_closes_within_a_read_run(make_server, read_threads):
     limit = 1 << 20
     server = make_server(args=["--read-threads", str(read_threads), "--max-value-bytes",
-                               str(limit), "--client-output-buffer-limit-bytes", str(limit)])
+                               str(limit - (64 << 10)), "--client-output-buffer-limit-bytes",
+                               str(limit)])
     server.client().set("big", b"x" * (600 << 10))
     with connect(server.port) as s:
         # Each MGET's reply (1.2 MB) alone passes the limit: the connection closes before it.
