@@ -411,9 +411,9 @@ std::vector<Setting> BuildTable() {
                               "largest bulk string (a key or a value) a command may carry"));
   table.push_back(UintSetting("max_clients", &Config::max_clients, 1, 1000000, "an integer",
                               "most client connections at once; further ones are refused"));
-  table.push_back(SizeSetting("max_query_buffer_bytes", &Config::max_query_buffer_bytes, kMiB,
-                              16 * kGiB,
-                              "most unparsed input held per client; at least max_value_bytes + 64KiB"));
+  table.push_back(
+      SizeSetting("max_query_buffer_bytes", &Config::max_query_buffer_bytes, kMiB, 16 * kGiB,
+                  "most unparsed input held per client; at least max_value_bytes + 64KiB"));
   table.push_back(SizeSetting("client_output_buffer_limit_bytes",
                               &Config::client_output_buffer_limit_bytes, kMiB, 16 * kGiB,
                               "most unsent output held per client before it is disconnected; "
