@@ -4,21 +4,11 @@
 #include <fmt/format.h>
 
 #include "commands/command.h"
+#include "commands/info_field.h"
 #include "kvstore/resp.h"
 
 namespace kvstore {
 namespace {
-
-void Field(std::string* text, std::string_view name, std::string_view value) {
-  text->append(name);
-  text->push_back(':');
-  text->append(value);
-  text->append("\r\n");
-}
-
-void Field(std::string* text, std::string_view name, std::uint64_t value) {
-  Field(text, name, std::to_string(value));
-}
 
 ReplicationStatus StatusOf(CommandContext& c) {
   if (c.replication != nullptr) return c.replication->CurrentStatus();
@@ -233,7 +223,12 @@ void AppendReplicationInfo(const ReplicationStatus& status, std::string* text) {
   }
   Field(text, "master_failover_state", status.failover_state);
   Field(text, "master_replid", status.epoch_id.empty() ? std::string(40, '0') : status.epoch_id);
+  Field(text, "master_replid2",
+        status.previous_epoch_id.empty() ? std::string(40, '0') : status.previous_epoch_id);
   Field(text, "master_repl_offset", status.seq);
+  Field(text, "second_repl_offset",
+        status.previous_epoch_id.empty() ? std::string("-1")
+                                         : std::to_string(status.epoch_first_seq));
   Field(text, "repl_backlog_active", "1");
   // As Redis: the configured size, then the bytes held (here the log's retained segments).
   Field(text, "repl_backlog_size", status.log_retain_bytes);

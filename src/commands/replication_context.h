@@ -30,6 +30,11 @@ struct ReplicationStatus {
   std::string mode = "async";  // async | sync
   std::uint64_t epoch = 0;
   std::string epoch_id;   // 16 hex digits, Redis' master_replid
+  // The epoch before this one (Redis' master_replid2), and the sequence this one opened at: the
+  // previous epoch's history is valid up to just before it (second_repl_offset). Empty and 0
+  // when this is the first epoch.
+  std::string previous_epoch_id;
+  std::uint64_t epoch_first_seq = 0;
   std::uint64_t seq = 0;  // committed sequence here: master_repl_offset
   std::uint64_t log_first_seq = 0;
   std::uint64_t log_bytes = 0;         // held now: repl_backlog_histlen

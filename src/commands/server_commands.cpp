@@ -11,6 +11,7 @@
 #include "commands/command.h"
 #include "commands/command_metrics.h"
 #include "commands/glob.h"
+#include "commands/info_field.h"
 #include "kvstore/resp.h"
 
 namespace kvstore {
@@ -24,18 +25,6 @@ std::uint64_t ResidentBytes() {
   std::uint64_t pages_total = 0, pages_resident = 0;
   statm >> pages_total >> pages_resident;
   return pages_resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
-}
-
-void Field(std::string* text, std::string_view name, const std::string& value) {
-  text->append(name);
-  text->push_back(':');
-  text->append(value);
-  text->append("\r\n");
-}
-
-template <typename Number>
-void Field(std::string* text, std::string_view name, Number value) {
-  Field(text, name, std::to_string(value));
 }
 
 std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) {

@@ -262,6 +262,10 @@ ReplicationStatus ReplicationManager::CurrentStatus() const {
   if (auto history = const_cast<Engine&>(engine_).Epochs(); history.ok() && !history->empty()) {
     status.epoch = history->back().number;
     status.epoch_id = fmt::format("{:016x}", history->back().id);
+    if (history->size() > 1) {
+      status.previous_epoch_id = fmt::format("{:016x}", (history->end() - 2)->id);
+      status.epoch_first_seq = history->back().first_seq;
+    }
   }
   std::shared_ptr<ReplicaLink> link;
   {

@@ -152,6 +152,8 @@ def test_planned_promotion_with_writers_loses_nothing(make_cluster):
     cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
     cluster.start_all()
     cluster.wait_converged()
+    first = cluster.info(0)
+    assert (first["master_replid2"], first["second_repl_offset"]) == ("0" * 40, "-1")
     stop, writers = start_writers(cluster, 4, follow_master=True)
     time.sleep(1.0)
     acked_before = sum(len(w.acked) for w in writers)
@@ -170,6 +172,13 @@ def test_planned_promotion_with_writers_loses_nothing(make_cluster):
     digest = cluster.wait_converged()
     assert all(cluster.digest(n) == digest for n in range(3))
     assert [cluster.pods[n].starts for n in range(3)] == [1, 1, 1], "no pod was restarted"
+    # As Redis: the history before the promotion stays valid under the old id, up to the
+    # offset the new one opened at.
+    for n in range(3):
+        info = cluster.info(n)
+        assert info["master_replid2"] == first["master_replid"], info
+        assert info["master_replid"] != first["master_replid"], info
+        assert 0 < int(info["second_repl_offset"]) <= int(info["master_repl_offset"]), info
     # The old master followed without a full copy: a planned handover leaves nothing diverged.
     assert resync_counters(cluster, 0)[0] == 0, "kvstore-0 needed a full resync"
     assert resync_counters(cluster, 2)[0] == 0, "kvstore-2 needed a full resync"
