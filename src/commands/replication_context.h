@@ -29,7 +29,7 @@ struct ReplicationStatus {
   bool standalone = false;
   std::string mode = "async";  // async | sync
   std::uint64_t epoch = 0;
-  std::string epoch_id;   // 16 hex digits, Redis' master_replid
+  std::string epoch_id;  // 16 hex digits, Redis' master_replid
   // The epoch before this one (Redis' master_replid2), and the sequence this one opened at: the
   // previous epoch's history is valid up to just before it (second_repl_offset). Empty and 0
   // when this is the first epoch.
