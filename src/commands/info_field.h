@@ -15,7 +15,7 @@ inline void Field(std::string* text, std::string_view name, std::string_view val
 }
 
 template <typename Number>
-  requires std::integral<Number> || std::floating_point<Number>
+requires std::integral<Number> || std::floating_point<Number>
 void Field(std::string* text, std::string_view name, Number value) {
   Field(text, name, std::string_view(std::to_string(value)));
 }
