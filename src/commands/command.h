@@ -118,6 +118,20 @@ struct CommandSpec {
   int first_key, last_key, key_step;  // for COMMAND INFO
 };
 
+// One subcommand of a container command (CLIENT ID, CONFIG GET, ...).
+struct SubcommandSpec {
+  std::string_view name;   // lower case
+  int arity;               // as CommandSpec's, counting the command and the subcommand
+  std::string_view usage;  // for HELP: the arguments after the name
+  std::string_view help;   // for HELP: what it does
+};
+
+// Finds the subcommand c.args[1] names among `subcommands` and checks its arity. Otherwise
+// answers as Redis 7 does (HELP lists the subcommands; a wrong arity names "command|sub"; an
+// unknown one points to HELP) and returns null: the reply is in c.out.
+const SubcommandSpec* FindSubcommand(CommandContext& c, std::string_view command,
+                                     std::span<const SubcommandSpec> subcommands);
+
 // The command groups, each defined in its own file.
 std::span<const CommandSpec> ConnectionCommands();   // connection.cpp
 std::span<const CommandSpec> StringCommands();       // strings.cpp

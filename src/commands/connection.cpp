@@ -90,7 +90,7 @@ Outcome Hello(CommandContext& c) {
       return Outcome::Replied();
     }
     if (version != 2) {
-      resp::AppendError(c.out, "NOPROTO sorry, this protocol version is not supported.");
+      resp::AppendError(c.out, "NOPROTO unsupported protocol version");
       return Outcome::Replied();
     }
     i = 2;
@@ -170,26 +170,38 @@ std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time
          " lib-ver=" + info.lib_ver + "\n";
 }
 
-// CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value | LIST | INFO
+constexpr SubcommandSpec kClientSubcommands[] = {
+    {"id", 2, "", "Return the ID of the current connection."},
+    {"getname", 2, "", "Return the name of the current connection."},
+    {"setname", 3, "<name>", "Assign the name <name> to the current connection."},
+    {"setinfo", 4, "<LIB-NAME|LIB-VER> <value>",
+     "Set client meta attr. Options are LIB-NAME and LIB-VER."},
+    {"list", 2, "", "Return information about all client connections."},
+    {"info", 2, "", "Return information about the current client connection."},
+};
+
+// CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value | LIST | INFO | HELP
 Outcome Client(CommandContext& c) {
-  const std::string sub = ToLower(c.args[1]);
+  const SubcommandSpec* spec = FindSubcommand(c, "client", kClientSubcommands);
+  if (spec == nullptr) return Outcome::Replied();
+  const std::string_view sub = spec->name;
   const auto now = std::chrono::steady_clock::now();
-  if (sub == "id" && c.args.size() == 2) {
+  if (sub == "id") {
     resp::AppendInteger(c.out, static_cast<std::int64_t>(c.client.info.id));
-  } else if (sub == "getname" && c.args.size() == 2) {
+  } else if (sub == "getname") {
     if (c.client.info.name.empty()) {
       resp::AppendNullBulkString(c.out);
     } else {
       resp::AppendBulkString(c.out, c.client.info.name);
     }
-  } else if (sub == "setname" && c.args.size() == 3) {
+  } else if (sub == "setname") {
     if (!ValidClientName(c.args[2])) {
       resp::AppendError(c.out, kInvalidClientName);
     } else {
       c.client.info.name = c.args[2];
       resp::AppendSimpleString(c.out, "OK");
     }
-  } else if (sub == "setinfo" && c.args.size() == 4) {
+  } else if (sub == "setinfo") {
     const std::string attribute = ToLower(c.args[2]);
     if (!ValidClientName(c.args[3])) {
       resp::AppendError(c.out, "ERR " + attribute +
@@ -204,18 +216,15 @@ Outcome Client(CommandContext& c) {
     } else {
       resp::AppendError(c.out, "ERR Unrecognized option '" + c.args[2] + "'");
     }
-  } else if (sub == "list" && c.args.size() == 2) {
+  } else if (sub == "list") {
     std::string list;
     for (const ClientInfo& info : c.server.ListClients()) {
       // This client's own entry is fresher than the registry copy.
       list += FormatClient(info.id == c.client.info.id ? c.client.info : info, now);
     }
     resp::AppendBulkString(c.out, list);
-  } else if (sub == "info" && c.args.size() == 2) {
+  } else {  // info
     resp::AppendBulkString(c.out, FormatClient(c.client.info, now));
-  } else {
-    resp::AppendError(c.out, "ERR unknown subcommand or wrong number of arguments for '" +
-                                 c.args[1] + "'. Try CLIENT HELP.");
   }
   return Outcome::Replied();
 }

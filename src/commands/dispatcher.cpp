@@ -25,6 +25,49 @@ void ReplyWrongArity(std::string_view command, std::string* out) {
   resp::AppendError(out, "ERR wrong number of arguments for '" + ToLower(command) + "' command");
 }
 
+namespace {
+
+bool ArityOk(int arity, std::size_t args) {
+  return arity >= 0 ? args == static_cast<std::size_t>(arity)
+                    : args >= static_cast<std::size_t>(-arity);
+}
+
+std::string ToUpper(std::string_view s) {
+  std::string upper(s);
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return upper;
+}
+
+}  // namespace
+
+const SubcommandSpec* FindSubcommand(CommandContext& c, std::string_view command,
+                                     std::span<const SubcommandSpec> subcommands) {
+  const std::string sub = ToLower(c.args[1]);
+  for (const SubcommandSpec& spec : subcommands) {
+    if (spec.name != sub) continue;
+    if (ArityOk(spec.arity, c.args.size())) return &spec;
+    ReplyWrongArity(std::string(command) + "|" + sub, c.out);
+    return nullptr;
+  }
+  const std::string upper = ToUpper(command);
+  if (sub == "help" && c.args.size() == 2) {
+    std::vector<std::string> lines{upper + " <subcommand> [<arg> [value] [opt] ...]. " +
+                                   "Subcommands are:"};
+    for (const SubcommandSpec& spec : subcommands) {
+      lines.push_back(ToUpper(spec.name) + (spec.usage.empty() ? "" : " ") +
+                      std::string(spec.usage));
+      lines.push_back("    " + std::string(spec.help));
+    }
+    lines.push_back("HELP");
+    lines.push_back("    Print this help.");
+    resp::AppendArrayHeader(c.out, lines.size());
+    for (const std::string& line : lines) resp::AppendSimpleString(c.out, line);
+    return nullptr;
+  }
+  resp::AppendError(c.out, "ERR unknown subcommand '" + c.args[1] + "'. Try " + upper + " HELP.");
+  return nullptr;
+}
+
 void ReplySyntaxError(std::string* out) { resp::AppendError(out, "ERR syntax error"); }
 
 void ReplyNotInteger(std::string* out) {
@@ -111,26 +154,25 @@ Dispatcher::Dispatcher(Engine& engine, ServerContext& server, ReplicationContext
 namespace {
 
 void ReplyUnknownCommand(const std::vector<std::string>& args, std::string* out) {
-  // Worded exactly as Redis 7: client libraries (go-redis) match this text.
+  // Worded exactly as Redis 7: client libraries (go-redis) match this text. As Redis, the name
+  // is cut at 128 bytes, and the arguments together at about 128: each gets what is left.
   // Appended piece by piece: GCC 12 -O3 reports a false -Wrestrict on chained operator+.
-  auto quoted = [](std::string* out, std::string_view arg) {
+  constexpr std::size_t kLimit = 128;
+  auto quoted = [](std::string* out, std::string_view arg, std::size_t most) {
     out->push_back('\'');
-    out->append(arg.substr(0, 128));
+    out->append(arg.substr(0, most));
     out->push_back('\'');
   };
   std::string message = "ERR unknown command ";
-  quoted(&message, args[0]);
+  quoted(&message, args[0], kLimit);
   message.append(", with args beginning with: ");
-  for (std::size_t i = 1; i < args.size() && message.size() < 1024; ++i) {
-    quoted(&message, args[i]);
-    message.push_back(' ');
+  std::string listed;
+  for (std::size_t i = 1; i < args.size() && listed.size() < kLimit; ++i) {
+    quoted(&listed, args[i], kLimit - listed.size());
+    listed.push_back(' ');
   }
+  message.append(listed);
   resp::AppendError(out, message);
-}
-
-bool ArityOk(int arity, std::size_t argc) {
-  return arity >= 0 ? argc == static_cast<std::size_t>(arity)
-                    : argc >= static_cast<std::size_t>(-arity);
 }
 
 }  // namespace

@@ -50,8 +50,12 @@ Outcome Role(CommandContext& c) {
 // write, once numreplicas have or the timeout passed (0 waits forever), as in Redis.
 Outcome Wait(CommandContext& c) {
   std::int64_t replicas = 0, timeout = 0;
-  if (!resp::ParseInteger(c.args[1], &replicas) || !resp::ParseInteger(c.args[2], &timeout)) {
+  if (!resp::ParseInteger(c.args[1], &replicas)) {
     ReplyNotInteger(c.out);
+    return Outcome::Replied();
+  }
+  if (!resp::ParseInteger(c.args[2], &timeout)) {
+    resp::AppendError(c.out, "ERR timeout is not an integer or out of range");
     return Outcome::Replied();
   }
   if (timeout < 0) {

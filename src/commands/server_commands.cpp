@@ -188,50 +188,63 @@ const CommandSpec* FindCommand(std::string_view name) {
   return nullptr;
 }
 
-// COMMAND | COMMAND COUNT | COMMAND INFO name... | COMMAND LIST | COMMAND DOCS [name...]
+constexpr SubcommandSpec kCommandSubcommands[] = {
+    {"count", 2, "", "Return the total number of commands in this server."},
+    {"list", 2, "", "Return a list of all commands in this server."},
+    {"info", -2, "[<command-name> ...]",
+     "Return details about the named commands, or about all commands when none is named."},
+    {"docs", -2, "[<command-name> ...]", "Answered with no documentation."},
+};
+
+// COMMAND | COMMAND COUNT | COMMAND INFO [name...] | COMMAND LIST | COMMAND DOCS [name...]
 // DOCS answers with no documentation, which redis-cli 7 accepts at start-up.
 Outcome Command(CommandContext& c) {
   const auto all = AllCommands();
-  const std::string sub = c.args.size() > 1 ? ToLower(c.args[1]) : "";
-  if (sub.empty()) {
+  if (c.args.size() == 1 || (c.args.size() == 2 && EqualsIgnoreCase(c.args[1], "info"))) {
     resp::AppendArrayHeader(c.out, all.size());
     for (const CommandSpec* spec : all) AppendCommandInfo(*spec, c.out);
-  } else if (sub == "count" && c.args.size() == 2) {
+    return Outcome::Replied();
+  }
+  const SubcommandSpec* sub = FindSubcommand(c, "command", kCommandSubcommands);
+  if (sub == nullptr) return Outcome::Replied();
+  if (sub->name == "count") {
     resp::AppendInteger(c.out, static_cast<std::int64_t>(all.size()));
-  } else if (sub == "list" && c.args.size() == 2) {
+  } else if (sub->name == "list") {
     resp::AppendArrayHeader(c.out, all.size());
     for (const CommandSpec* spec : all) resp::AppendBulkString(c.out, spec->name);
-  } else if (sub == "info") {
+  } else if (sub->name == "info") {
     resp::AppendArrayHeader(c.out, c.args.size() - 2);
     for (std::size_t i = 2; i < c.args.size(); ++i) {
       const CommandSpec* spec = FindCommand(c.args[i]);
       spec ? AppendCommandInfo(*spec, c.out) : resp::AppendNullArray(c.out);
     }
-  } else if (sub == "docs") {
+  } else {  // docs
     resp::AppendArrayHeader(c.out, 0);
-  } else {
-    resp::AppendError(c.out, "ERR unknown subcommand '" + c.args[1] + "'. Try COMMAND HELP.");
   }
   return Outcome::Replied();
 }
 
+constexpr SubcommandSpec kConfigSubcommands[] = {
+    {"get", -3, "<pattern> [<pattern> ...]",
+     "Return parameters matching the glob-like <pattern>s and their values."},
+    {"set", -4, "<directive> <value> ...", "Refused: kvstore settings come from its config."},
+    {"rewrite", 2, "", "Refused: kvstore settings come from its config."},
+    {"resetstat", 2, "", "Accepted; changes nothing."},
+};
+
 // CONFIG GET parameter [parameter ...]: the Redis parameters clients ask about, answered from
 // kvstore's settings. CONFIG SET and REWRITE are refused: settings come from the config layers.
 Outcome Config(CommandContext& c) {
-  const std::string sub = ToLower(c.args[1]);
-  if (sub == "resetstat" && c.args.size() == 2) {
+  const SubcommandSpec* sub = FindSubcommand(c, "config", kConfigSubcommands);
+  if (sub == nullptr) return Outcome::Replied();
+  if (sub->name == "resetstat") {
     resp::AppendSimpleString(c.out, "OK");
     return Outcome::Replied();
   }
-  if (sub != "get" || c.args.size() < 3) {
-    if (sub == "set" || sub == "rewrite") {
-      resp::AppendError(c.out, "ERR CONFIG " + ToLower(c.args[1]) +
-                                   " is not supported: kvstore settings come from its config "
-                                   "file, environment and flags (see docs/CONFIGURATION.md)");
-    } else {
-      resp::AppendError(c.out, "ERR unknown subcommand or wrong number of arguments for '" +
-                                   c.args[1] + "'. Try CONFIG HELP.");
-    }
+  if (sub->name != "get") {
+    resp::AppendError(c.out, "ERR CONFIG " + std::string(sub->name) +
+                                 " is not supported: kvstore settings come from its config "
+                                 "file, environment and flags (see docs/CONFIGURATION.md)");
     return Outcome::Replied();
   }
   const std::string appendfsync = c.options.fsync == "interval" ? "everysec"
