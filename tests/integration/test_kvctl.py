@@ -117,3 +117,9 @@ def test_usage_errors_exit_2(module_server):
     result = subprocess.run([KVCTL_BIN, "--port", "notaport", "ping"], capture_output=True,
                             timeout=30, env=clean_env())
     assert result.returncode == 2
+    # A misspelt command is named, with the ones that exist.
+    result = module_server.kvctl("stauts", "--json")
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("kvctl: unknown command 'stauts' (commands: put, "), \
+        result.stderr
+    assert result.stdout == b""

@@ -396,6 +396,17 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // CLI11 reports a misspelt command as "A subcommand is required": name what was given.
+    const auto given = app.remaining();
+    if (app.get_subcommands().empty() && !given.empty() && !given.front().starts_with("-")) {
+      std::string known;
+      for (const CLI::App* sub : app.get_subcommands({})) {
+        known += (known.empty() ? "" : ", ") + sub->get_name();
+      }
+      std::fprintf(stderr, "kvctl: unknown command '%s' (commands: %s; see kvctl --help)\n",
+                   given.front().c_str(), known.c_str());
+      return kExitUsage;
+    }
     // --help and --version arrive here too, with exit code 0.
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
