@@ -40,7 +40,7 @@ namespace {
 constexpr std::uint64_t kKiB = 1024;
 constexpr std::uint64_t kMiB = kKiB * 1024;
 // Room a buffer needs around the largest value (see CheckCombinations).
-constexpr std::uint64_t kCommandRoomBytes = 64 * kKiB;
+constexpr std::uint64_t kCommandRoomBytes = 65 * kKiB;
 constexpr std::uint64_t kGiB = kMiB * 1024;
 constexpr std::uint64_t kTiB = kGiB * 1024;
 constexpr std::uint64_t kMaxConfigFileBytes = kMiB;  // a settings file is a few lines
@@ -413,11 +413,11 @@ std::vector<Setting> BuildTable() {
                               "most client connections at once; further ones are refused"));
   table.push_back(
       SizeSetting("max_query_buffer_bytes", &Config::max_query_buffer_bytes, kMiB, 16 * kGiB,
-                  "most unparsed input held per client; at least max_value_bytes + 64KiB"));
+                  "most unparsed input held per client; at least max_value_bytes + 65KiB"));
   table.push_back(SizeSetting("client_output_buffer_limit_bytes",
                               &Config::client_output_buffer_limit_bytes, kMiB, 16 * kGiB,
                               "most unsent output held per client before it is disconnected; "
-                              "at least max_value_bytes + 64KiB"));
+                              "at least max_value_bytes + 65KiB"));
   table.push_back(MillisSetting("frame_timeout_ms", &Config::frame_timeout_ms, 1,
                                 "longest time a client may take to send one whole command"));
   table.push_back(MillisSetting("shutdown_timeout_ms", &Config::shutdown_timeout_ms, 1,
@@ -632,7 +632,8 @@ Status CheckCombinations(const Config& config, const Origins& origins) {
     return InvalidValue(name, origin.text, origin.source, expected);
   };
   // A buffer must carry a command (or reply) holding the largest value: the value, its key, the
-  // framing, and a read's worth of the next pipelined command besides.
+  // framing, and besides a read's worth (16 KiB) of the next pipelined command, or the 64 KiB of
+  // replies a session queues before it stops appending more (session.cpp).
   const std::uint64_t smallest_buffer = config.max_value_bytes + kCommandRoomBytes;
   const std::string value_limit = "max_value_bytes (" + FormatSize(config.max_value_bytes) +
                                   ") + " + FormatSize(kCommandRoomBytes);

@@ -46,6 +46,12 @@ ReplicaLink::ReplicaLink(asio::io_context& io, ReplicationManager& manager,
       socket_(strand_),
       timer_(strand_) {
   status_.master_address = master_address_;
+  // Counters carry over at once, so that INFO and the metrics never see them drop.
+  if (predecessor_) {
+    const LinkStatus before = predecessor_->Snapshot();
+    inherited_full_resyncs_ = status_.full_resyncs = before.full_resyncs;
+    inherited_partial_resyncs_ = status_.partial_resyncs = before.partial_resyncs;
+  }
 }
 
 asio::awaitable<void> ReplicaLink::AwaitFinished(std::shared_ptr<ReplicaLink> link) {
@@ -91,13 +97,29 @@ void ReplicaLink::Heard() {
 }
 
 asio::awaitable<void> ReplicaLink::Run() {
+  // Set however Run ends, an exception included (the coroutine is detached, so the exception
+  // would vanish): a link replacing this one, or a promotion, waits for this flag.
+  struct MarkFinished {
+    std::atomic<bool>& finished;
+    ~MarkFinished() { finished = true; }
+  } mark_finished{finished_};
+  try {
+    co_await RunSessions();
+  } catch (const std::exception& e) {
+    logging::Error("replication link failed", {{"master", master_address_}, {"error", e.what()}});
+  }
+  co_await WaitForApplies();
+}
+
+asio::awaitable<void> ReplicaLink::RunSessions() {
   // Even when stopped meanwhile: a link that replaces this one waits for this one only.
   if (auto predecessor = std::move(predecessor_)) {
     co_await AwaitFinished(predecessor);
-    const LinkStatus before = predecessor->Snapshot();
+    // The counters taken over at construction, plus what the predecessor did since.
+    const LinkStatus after = predecessor->Snapshot();
     std::lock_guard lock(mu_);
-    status_.full_resyncs += before.full_resyncs;
-    status_.partial_resyncs += before.partial_resyncs;
+    status_.full_resyncs += after.full_resyncs - inherited_full_resyncs_;
+    status_.partial_resyncs += after.partial_resyncs - inherited_partial_resyncs_;
   }
   auto backoff = manager_.options_.reconnect_min;
   while (!stopped_) {
@@ -116,8 +138,6 @@ asio::awaitable<void> ReplicaLink::Run() {
     co_await timer_.async_wait(kUseTuple);
     backoff = std::min(backoff * 2, manager_.options_.reconnect_max);
   }
-  co_await WaitForApplies();
-  finished_ = true;
 }
 
 asio::awaitable<void> ReplicaLink::WaitForApplies() {

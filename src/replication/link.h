@@ -63,6 +63,7 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
 
  private:
   asio::awaitable<void> Run();
+  asio::awaitable<void> RunSessions();
   // One connection, from connect to loss. Returns once it is over.
   asio::awaitable<void> Session();
   asio::awaitable<std::optional<resp::Value>> ReadValue(const char* what);
@@ -81,6 +82,8 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   const std::string master_address_;
   std::shared_ptr<ReplicaLink> predecessor_;  // strand only; released once it has finished
   std::atomic<bool> finished_{false};
+  std::uint64_t inherited_full_resyncs_ = 0;  // the predecessor's counters when this one began
+  std::uint64_t inherited_partial_resyncs_ = 0;
   asio::strand<asio::io_context::executor_type> strand_;
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;

@@ -529,20 +529,20 @@ TEST_CASE("validation: buffers must hold the largest value", "[config]") {
   sources.flags["max_query_buffer_bytes"] = "64m";
   CHECK(LoadError(sources) ==
         "invalid max_query_buffer_bytes \"64m\" (from flag --max-query-buffer-bytes): expected "
-        "at least max_value_bytes (512MiB) + 64KiB");
+        "at least max_value_bytes (512MiB) + 65KiB");
   // A buffer exactly as large as a value cannot carry the command around it.
   sources.flags["max_value_bytes"] = "64m";
   CHECK(LoadError(sources) ==
         "invalid max_query_buffer_bytes \"64m\" (from flag --max-query-buffer-bytes): expected "
-        "at least max_value_bytes (64MiB) + 64KiB");
-  sources.flags["max_value_bytes"] = std::to_string(64 * kMiB - 64 * 1024);
+        "at least max_value_bytes (64MiB) + 65KiB");
+  sources.flags["max_value_bytes"] = std::to_string(64 * kMiB - 65 * 1024);
   CHECK(LoadOk(sources).max_query_buffer_bytes == 64 * kMiB);
 
   ConfigSources output;
   output.env["CLIENT_OUTPUT_BUFFER_LIMIT_BYTES"] = "100m";
   CHECK(LoadError(output) ==
         "invalid client_output_buffer_limit_bytes \"100m\" (from env "
-        "CLIENT_OUTPUT_BUFFER_LIMIT_BYTES): expected at least max_value_bytes (512MiB) + 64KiB");
+        "CLIENT_OUTPUT_BUFFER_LIMIT_BYTES): expected at least max_value_bytes (512MiB) + 65KiB");
   output.env["MAX_VALUE_BYTES"] = "99m";
   CHECK(LoadOk(output).client_output_buffer_limit_bytes == 100 * kMiB);
 }

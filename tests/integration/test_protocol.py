@@ -266,7 +266,7 @@ def test_query_buffer_limit(make_server):
 def test_the_smallest_buffers_allowed_still_carry_the_largest_value(make_server):
     # Buffers exactly max_value_bytes large were accepted, and then no command could carry a
     # value that large: its key and framing did not fit. The lowest buffers allowed must.
-    value_limit = 1024 * 1024 - 64 * 1024
+    value_limit = 1024 * 1024 - 65 * 1024
     server = make_server(args=["--max-value-bytes", str(value_limit),
                                "--max-query-buffer-bytes", "1mb",
                                "--client-output-buffer-limit-bytes", "1mb"])
@@ -399,7 +399,7 @@ def test_pipelined_read_runs_keep_order_and_see_earlier_writes(make_server, read
 def test_output_limit_closes_within_a_read_run(make_server, read_threads):
     limit = 1 << 20
     server = make_server(args=["--read-threads", str(read_threads), "--max-value-bytes",
-                               str(limit - (64 << 10)), "--client-output-buffer-limit-bytes",
+                               str(limit - (65 << 10)), "--client-output-buffer-limit-bytes",
                                str(limit)])
     server.client().set("big", b"x" * (600 << 10))
     with connect(server.port) as s:
