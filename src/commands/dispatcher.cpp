@@ -50,7 +50,11 @@ const SubcommandSpec* FindSubcommand(CommandContext& c, std::string_view command
     return nullptr;
   }
   const std::string upper = ToUpper(command);
-  if (sub == "help" && c.args.size() == 2) {
+  if (sub == "help" && c.args.size() != 2) {
+    ReplyWrongArity(std::string(command) + "|help", c.out);
+    return nullptr;
+  }
+  if (sub == "help") {
     std::vector<std::string> lines{upper + " <subcommand> [<arg> [value] [opt] ...]. " +
                                    "Subcommands are:"};
     for (const SubcommandSpec& spec : subcommands) {
@@ -64,7 +68,8 @@ const SubcommandSpec* FindSubcommand(CommandContext& c, std::string_view command
     for (const std::string& line : lines) resp::AppendSimpleString(c.out, line);
     return nullptr;
   }
-  resp::AppendError(c.out, "ERR unknown subcommand '" + c.args[1] + "'. Try " + upper + " HELP.");
+  resp::AppendError(
+      c.out, "ERR unknown subcommand '" + c.args[1].substr(0, 128) + "'. Try " + upper + " HELP.");
   return nullptr;
 }
 

@@ -64,6 +64,7 @@ CASES = [
     [("CLIENT", "SETNAME", "me"), ("CLIENT", "GETNAME")],
     [("CONFIG",)], [("CONFIG", "GET")], [("CONFIG", "FOO")], [("CONFIG", "GET", "databases_")],
     [("COMMAND", "COUNT", "x")], [("COMMAND", "FOO")], [("COMMAND", "INFO", "nosuch")],
+    [("CLIENT", "HELP", "x")], [("CONFIG", "s" * 200)],
     # Unknown commands: each argument quoted and cut at 128 bytes.
     [("FOO", "arg")], [("NOSUCH", "a" * 200, "b")], [("FOO", "a\r\nb")], [("x" * 200,)],
     [("FOO",) + tuple("abcdefghij" * 3) * 2],
