@@ -133,8 +133,11 @@ Outcome Hello(CommandContext& c) {
   resp::AppendInteger(c.out, static_cast<std::int64_t>(c.client.info.id));
   resp::AppendBulkString(c.out, "mode");
   resp::AppendBulkString(c.out, "standalone");
+  // As Redis: "replica" here, though ROLE and INFO still say "slave".
+  const bool replica = c.replication != nullptr &&
+                       c.replication->CurrentStatus().role == ReplicationStatus::Role::kReplica;
   resp::AppendBulkString(c.out, "role");
-  resp::AppendBulkString(c.out, "master");
+  resp::AppendBulkString(c.out, replica ? "replica" : "master");
   resp::AppendBulkString(c.out, "modules");
   resp::AppendArrayHeader(c.out, 0);
   return Outcome::Replied();

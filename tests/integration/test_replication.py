@@ -88,6 +88,11 @@ def test_role_and_info_on_master_and_replicas(make_cluster):
     with RespConn(cluster.port(1)) as conn:
         assert conn.call("WAIT", "1", "10") == RespError(
             "ERR WAIT cannot be used with replica instances.")
+    # HELLO's role is "replica" where ROLE and INFO say "slave", as in Redis.
+    for n, role in ((0, b"master"), (1, b"replica")):
+        with RespConn(cluster.port(n)) as conn:
+            hello = conn.call("HELLO", "2")
+            assert dict(zip(hello[::2], hello[1::2]))[b"role"] == role, hello
     assert len({cluster.digest(n) for n in range(3)}) == 1
 
 
