@@ -51,6 +51,7 @@ ReplicaLink::ReplicaLink(asio::io_context& io, ReplicationManager& manager,
     const LinkStatus before = predecessor_->Snapshot();
     inherited_full_resyncs_ = status_.full_resyncs = before.full_resyncs;
     inherited_partial_resyncs_ = status_.partial_resyncs = before.partial_resyncs;
+    waiting_for_ = predecessor_;
   }
 }
 
@@ -80,8 +81,23 @@ void ReplicaLink::Stop() {
 }
 
 LinkStatus ReplicaLink::Snapshot() const {
-  std::lock_guard lock(mu_);
-  return status_;
+  LinkStatus status;
+  std::shared_ptr<const ReplicaLink> waiting_for;
+  {
+    std::lock_guard lock(mu_);
+    status = status_;
+    waiting_for = waiting_for_;
+  }
+  // A copy the predecessor is still installing is this pod's full resync until it is done.
+  if (waiting_for) {
+    const LinkStatus before = waiting_for->Snapshot();
+    if (before.state == LinkState::kSync) {
+      status.state = LinkState::kSync;
+      status.sync_total_bytes = before.sync_total_bytes;
+      status.sync_read_bytes = before.sync_read_bytes;
+    }
+  }
+  return status;
 }
 
 void ReplicaLink::Fail(std::string why) {
@@ -120,6 +136,7 @@ asio::awaitable<void> ReplicaLink::RunSessions() {
     std::lock_guard lock(mu_);
     status_.full_resyncs += after.full_resyncs - inherited_full_resyncs_;
     status_.partial_resyncs += after.partial_resyncs - inherited_partial_resyncs_;
+    waiting_for_.reset();
   }
   auto backoff = manager_.options_.reconnect_min;
   while (!stopped_) {

@@ -81,6 +81,9 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   ReplicationManager& manager_;
   const std::string master_address_;
   std::shared_ptr<ReplicaLink> predecessor_;  // strand only; released once it has finished
+  // The predecessor while this link waits for it (guarded by mu_): Snapshot() reports its
+  // install, which is this pod's sync in progress meanwhile.
+  std::shared_ptr<const ReplicaLink> waiting_for_;
   std::atomic<bool> finished_{false};
   std::uint64_t inherited_full_resyncs_ = 0;  // the predecessor's counters when this one began
   std::uint64_t inherited_partial_resyncs_ = 0;

@@ -280,6 +280,19 @@ def test_a_replica_re_pointed_while_installing_a_full_resync_finishes_it_first(m
     cluster = make_cluster(size=3, extra_args=SMALL_LOG)
     start_a_long_full_resync_of_pod_2(cluster)
     cluster.set_master_ordinal(1)  # kvstore-1 promotes, and kvstore-2 re-points to it
+    # While the new link waits, INFO still shows the install of the copy (it is the pod's sync
+    # in progress), under the new master's address.
+    samples = []
+
+    def install_over():
+        info = cluster.info(2)
+        samples.append((info["master_port"], info["master_sync_in_progress"]))
+        return "full resync done" in cluster.pods[2].logs()
+    cluster.wait_until(install_over, 20, "kvstore-2 to finish installing", interval=0.002)
+    new_master = str(cluster.port(1))
+    under_new = [sync for port, sync in samples if port == new_master]
+    # In progress until the copy is installed, then over: the new link resumes by partial resync.
+    assert "1" in under_new and under_new == sorted(under_new, reverse=True), samples
     cluster.wait_until(lambda: cluster.role(1)[0] == "master", 20, "kvstore-1 to promote")
     cluster.client(1).set("after", "promotion")
     digest = cluster.wait_converged(timeout=30)
