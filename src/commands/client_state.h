@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace kvstore {
 
@@ -21,11 +23,34 @@ struct ClientInfo {
   std::chrono::steady_clock::time_point last_active;
 };
 
+struct CommandSpec;
+
+// MULTI ... EXEC and WATCH (commands/transaction.cpp).
+struct Transaction {
+  struct Queued {
+    const CommandSpec* spec;
+    std::vector<std::string> args;
+  };
+  // A watched key and its value when WATCH ran (nullopt: absent). EXEC runs only if every
+  // watched key still has that value.
+  struct Watched {
+    std::string key;
+    std::optional<std::string> value;
+  };
+  bool open = false;     // between MULTI and EXEC or DISCARD
+  bool aborted = false;  // a command was refused while queuing: EXEC answers EXECABORT
+  std::vector<Queued> queued;
+  std::vector<Watched> watched;  // from WATCH until EXEC, DISCARD or UNWATCH
+  // Bytes held by queued and watched (keys, values, arguments), bounded like a query buffer.
+  std::uint64_t bytes = 0;
+};
+
 struct ClientState {
   ClientInfo info;
   bool authenticated = false;
   bool close_after_reply = false;    // set by QUIT
   std::uint64_t last_write_seq = 0;  // committed sequence after this client's last write (WAIT)
+  Transaction transaction;
 };
 
 }  // namespace kvstore

@@ -28,6 +28,8 @@ struct DispatcherOptions {
   std::string fsync = "always";  // as configured, for INFO and CONFIG GET
   std::string data_dir;
   std::uint64_t max_clients = 10000;
+  // Most bytes one client's MULTI queue and WATCHed values may hold (max_query_buffer_bytes).
+  std::uint64_t max_transaction_bytes = 1ull << 30;
 };
 
 class ScanCursors;
@@ -39,6 +41,10 @@ class ScanCursors;
 class SnapshotLender {
  public:
   explicit SnapshotLender(Engine& engine) : engine_(engine) {}
+  // Lends `view` (a write transaction's, see WriteContext::View) instead of taking snapshots.
+  SnapshotLender(Engine& engine, Storage::Snapshot view) : engine_(engine) {
+    snapshot_.emplace(std::move(view));
+  }
   // The current snapshot, taken on first use. On failure appends an error reply to *out and
   // returns nullptr.
   Storage::Snapshot* Borrow(std::string* out);
@@ -106,7 +112,17 @@ enum CommandFlags : std::uint32_t {
   // Reads nothing but its arguments and a storage snapshot, and always replies at once: a run of
   // such commands may execute on a read thread (the session's pipelined reads, see session.cpp).
   kFlagSnapshotRead = 1u << 5,
+  // May be queued between MULTI and EXEC although neither a read nor a write (PING, ECHO, TIME,
+  // SELECT, UNWATCH).
+  kFlagInTransaction = 1u << 6,
 };
+
+// Whether a command may be queued between MULTI and EXEC: the data commands, read or write,
+// and the few others flagged for it. Connection, server and replication commands are refused
+// there, since EXEC runs its commands inside one write transaction on the writer.
+inline bool QueueableInTransaction(std::uint32_t flags) {
+  return (flags & (kFlagRead | kFlagWrite | kFlagInTransaction)) != 0 && !(flags & kFlagAdmin);
+}
 
 using Handler = Outcome (*)(CommandContext&);
 
@@ -139,6 +155,13 @@ std::span<const CommandSpec> KeyspaceCommands();     // keyspace.cpp
 std::span<const CommandSpec> ServerCommands();       // server_commands.cpp
 std::span<const CommandSpec> ReplicationCommands();  // replication_commands.cpp
 std::span<const CommandSpec> BackupCommands();       // backup_commands.cpp
+std::span<const CommandSpec> TransactionCommands();  // transaction.cpp
+// Whether spec is MULTI, EXEC, DISCARD, WATCH or QUIT, which run at once even inside MULTI
+// (transaction.cpp).
+bool ControlsTransaction(const CommandSpec* spec);
+// An EXEC refused before it ran (a wrong arity): as Redis, ends the transaction and rewords the
+// error reply at out[mark] as "-EXECABORT Transaction discarded because of: <error>".
+void AbortExec(Transaction& transaction, std::string* out, std::size_t mark);
 
 // The "# Replication" section of INFO (replication_commands.cpp).
 void AppendReplicationInfo(const ReplicationStatus& status, std::string* text);

@@ -233,12 +233,12 @@ Outcome Client(CommandContext& c) {
 }
 
 constexpr CommandSpec kCommands[] = {
-    {"ping", -1, kFlagFast, Ping, 0, 0, 0},
-    {"echo", 2, kFlagFast, Echo, 0, 0, 0},
+    {"ping", -1, kFlagFast | kFlagInTransaction, Ping, 0, 0, 0},
+    {"echo", 2, kFlagFast | kFlagInTransaction, Echo, 0, 0, 0},
     {"auth", -2, kFlagNoAuth | kFlagFast, Auth, 0, 0, 0},
     {"hello", -1, kFlagNoAuth | kFlagFast, Hello, 0, 0, 0},
     {"quit", -1, kFlagNoAuth | kFlagFast, Quit, 0, 0, 0},
-    {"select", 2, kFlagFast, Select, 0, 0, 0},
+    {"select", 2, kFlagFast | kFlagInTransaction, Select, 0, 0, 0},
     {"client", -2, kFlagAdmin, Client, 0, 0, 0},
 };
 

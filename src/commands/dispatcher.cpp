@@ -142,7 +142,7 @@ std::span<const CommandSpec* const> AllCommands() {
   static const std::vector<const CommandSpec*> all = [] {
     std::vector<const CommandSpec*> specs;
     for (auto group : {ConnectionCommands(), StringCommands(), KeyspaceCommands(), ServerCommands(),
-                       ReplicationCommands(), BackupCommands()}) {
+                       ReplicationCommands(), BackupCommands(), TransactionCommands()}) {
       for (const CommandSpec& spec : group) specs.push_back(&spec);
     }
     return specs;
@@ -198,24 +198,68 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     resp::AppendError(out, "NOAUTH Authentication required.");
     return Outcome::Replied();
   }
-  if (spec == nullptr) {
-    ReplyUnknownCommand(args, out);
+  CommandContext context{args,    client,       out,      engine_, reads,
+                         server_, replication_, options_, cursors_};
+  if (client.transaction.open && !ControlsTransaction(spec)) {
+    Queue(spec, args, client.transaction, out);
     return Outcome::Replied();
   }
-  if (!ArityOk(spec->arity, args.size())) {
-    ReplyWrongArity(spec->name, out);
+  const std::size_t mark = out->size();
+  if (!Admits(spec, args, out)) {
+    // As Redis: a refused EXEC ends the transaction, any other refusal inside MULTI fails it.
+    if (spec != nullptr && spec->name == "exec") {
+      AbortExec(client.transaction, out, mark);
+    } else if (client.transaction.open) {
+      client.transaction.aborted = true;
+    }
     return Outcome::Replied();
   }
   client.info.last_command = spec->name;
+  return spec->handler(context);
+}
+
+void Dispatcher::Queue(const CommandSpec* spec, std::vector<std::string>& args,
+                       Transaction& transaction, std::string* out) const {
+  std::uint64_t bytes = 0;
+  for (const std::string& arg : args) bytes += arg.size() + sizeof(std::string);
+  if (!Admits(spec, args, out)) {
+    // As Redis: a command refused while queuing is answered now and fails the whole EXEC.
+  } else if (!QueueableInTransaction(spec->flags)) {
+    resp::AppendError(out, "ERR " + ToUpper(spec->name) +
+                               " is not allowed inside MULTI: kvstore transactions hold data "
+                               "commands (reads and writes), PING, ECHO, TIME and SELECT");
+  } else if (transaction.bytes + bytes > options_.max_transaction_bytes) {
+    resp::AppendError(out,
+                      "ERR transaction too large: its queued commands and watched values "
+                      "would pass " +
+                          std::to_string(options_.max_transaction_bytes) +
+                          " bytes (max_query_buffer_bytes)");
+  } else {
+    transaction.bytes += bytes;
+    transaction.queued.push_back({spec, std::move(args)});
+    resp::AppendSimpleString(out, "QUEUED");
+    return;
+  }
+  transaction.aborted = true;
+}
+
+bool Dispatcher::Admits(const CommandSpec* spec, const std::vector<std::string>& args,
+                        std::string* out) const {
+  if (spec == nullptr) {
+    ReplyUnknownCommand(args, out);
+    return false;
+  }
+  if (!ArityOk(spec->arity, args.size())) {
+    ReplyWrongArity(spec->name, out);
+    return false;
+  }
   if ((spec->flags & kFlagWrite) && replication_ != nullptr) {
     if (auto refusal = replication_->WriteRefusal()) {
       resp::AppendError(out, *refusal);
-      return Outcome::Replied();
+      return false;
     }
   }
-  CommandContext context{args,    client,       out,      engine_, reads,
-                         server_, replication_, options_, cursors_};
-  return spec->handler(context);
+  return true;
 }
 
 }  // namespace kvstore

@@ -29,7 +29,18 @@ class Dispatcher {
 
   const DispatcherOptions& options() const { return options_; }
 
+  // Whether spec (null: unknown) may run with these arguments now: it exists, its arity fits,
+  // and a write is not refused (a replica, a fenced master, min_replicas_to_write). Otherwise
+  // appends the error a client gets. Used before running a command and before queuing one.
+  bool Admits(const CommandSpec* spec, const std::vector<std::string>& args,
+              std::string* out) const;
+
  private:
+  // Between MULTI and EXEC: queues the command and replies +QUEUED, or replies why not and marks
+  // the transaction aborted (EXEC then answers EXECABORT).
+  void Queue(const CommandSpec* spec, std::vector<std::string>& args, Transaction& transaction,
+             std::string* out) const;
+
   Engine& engine_;
   ServerContext& server_;
   ReplicationContext* replication_;

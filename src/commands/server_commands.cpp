@@ -316,7 +316,7 @@ constexpr CommandSpec kCommands[] = {
     {"info", -1, kFlagAdmin, Info, 0, 0, 0},
     {"command", -1, kFlagAdmin, Command, 0, 0, 0},
     {"config", -2, kFlagAdmin, Config, 0, 0, 0},
-    {"time", 1, kFlagFast, Time, 0, 0, 0},
+    {"time", 1, kFlagFast | kFlagInTransaction, Time, 0, 0, 0},
     // The graceful stop of SIGTERM.
     {"shutdown", -1, kFlagAdmin, Shutdown, 0, 0, 0},
 };

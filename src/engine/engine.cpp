@@ -143,6 +143,8 @@ class BatchContext : public WriteContext {
 
   std::uint64_t KeyCount() override { return txn_->KeyCount(); }
 
+  Storage::Snapshot View() override { return txn_->View(); }
+
   std::uint64_t NextSeq() override { return first_seq_ + records_->count; }
 
   Status ApplyLogged(const LogEntry& entry) override {

@@ -71,6 +71,8 @@ class WriteContext {
   virtual Status Delete(std::string_view key) = 0;  // Ok or NotFound (nothing logged then)
   virtual Status Clear() = 0;
   virtual std::uint64_t KeyCount() = 0;
+  // A read view of the write in progress, its own changes included (Storage::WriteTxn::View).
+  virtual Storage::Snapshot View() = 0;
   // The sequence the next logged entry of this write gets.
   virtual std::uint64_t NextSeq() = 0;
   // Applies a replicated entry exactly as logged and logs it, even when it changes nothing (a

@@ -275,9 +275,9 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     if (!is_write && !queued_replies_.empty()) co_await FlushWrites();
     const auto started = std::chrono::steady_clock::now();
     Outcome outcome;
-    if (spec != nullptr && (spec->flags & kFlagSnapshotRead)) {
+    if (spec != nullptr && (spec->flags & kFlagSnapshotRead) && !client_.transaction.open) {
       // Nothing is queued ahead of a read (flushed above), so it and the reads after it run
-      // as one run, maybe on the read pool.
+      // as one run, maybe on the read pool. (Inside MULTI the dispatcher queues them instead.)
       if (!co_await RunReads(spec, &commands)) co_return false;
     } else {
       ++commands;

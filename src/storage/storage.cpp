@@ -307,13 +307,16 @@ Result<std::unique_ptr<Storage>> Storage::Open(const StorageOptions& options) {
 // ---------------------------------------------------------------------------------------------
 // Snapshot
 
-Storage::Snapshot::Snapshot(Storage* storage, void* txn) : storage_(storage), txn_(txn) {}
+Storage::Snapshot::Snapshot(Storage* storage, void* txn, bool owned)
+    : storage_(storage), txn_(txn), owned_(owned) {}
 
 Storage::Snapshot::Snapshot(Snapshot&& other) noexcept
-    : storage_(std::exchange(other.storage_, nullptr)), txn_(std::exchange(other.txn_, nullptr)) {}
+    : storage_(std::exchange(other.storage_, nullptr)),
+      txn_(std::exchange(other.txn_, nullptr)),
+      owned_(other.owned_) {}
 
 Storage::Snapshot::~Snapshot() {
-  if (txn_ == nullptr) return;
+  if (txn_ == nullptr || !owned_) return;
   storage_->impl_->Release(AsTxn(txn_));
   storage_->impl_->map_mutex.unlock_shared();
   --t_snapshots_held;
@@ -406,7 +409,7 @@ Result<Storage::Snapshot> Storage::Read() {
     return Status::IOError(fmt::format("cannot start a read: {}", mdb_strerror(rc)));
   }
   ++t_snapshots_held;
-  return Snapshot(this, txn);
+  return Snapshot(this, txn, /*owned=*/true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,6 +470,11 @@ Status Storage::WriteTxn::Clear() {
 std::uint64_t Storage::WriteTxn::KeyCount() const {
   if (txn_ == nullptr) return 0;
   return EntryCount(AsTxn(Current()), storage_->impl_->kv);
+}
+
+// No reader slot, no map lock: the write transaction already holds what a snapshot would.
+Storage::Snapshot Storage::WriteTxn::View() const {
+  return Snapshot(storage_, Current(), /*owned=*/false);
 }
 
 Status Storage::WriteTxn::SetAppliedSeq(std::uint64_t seq) {

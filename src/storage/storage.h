@@ -78,9 +78,10 @@ class Storage {
 
    private:
     friend class Storage;
-    Snapshot(Storage* storage, void* txn);
+    Snapshot(Storage* storage, void* txn, bool owned);
     Storage* storage_;
-    void* txn_;  // MDB_txn*, kept opaque so <lmdb.h> stays inside storage/
+    void* txn_;   // MDB_txn*, kept opaque so <lmdb.h> stays inside storage/
+    bool owned_;  // false: a view of a WriteTxn, which outlives it and ends the transaction
   };
 
   // Failure: IOError (for example reader table full).
@@ -104,6 +105,11 @@ class Storage {
     Status DeleteMeta(std::string_view name);                         // Ok when absent too
     // Keys in the database as this transaction sees it (its own writes included).
     std::uint64_t KeyCount() const;
+    // Reads through this transaction, its own writes included, with the Snapshot interface (a
+    // transaction's read commands, see commands/transaction.cpp). Same thread only; must be
+    // destroyed before the transaction ends and not used across a Put or Delete that it reads
+    // after (values are copied out, so only Scan's views are affected).
+    Snapshot View() const;
 
     // Makes the changes visible to new snapshots (durable only after Storage::Sync when
     // no_sync is set). StorageFull or IOError on failure; the transaction is gone either way.

@@ -37,12 +37,13 @@ class Fixture {
     engine_.reset();
   }
 
-  // Runs one command to completion and returns its raw RESP reply.
-  std::string Run(std::vector<std::string> args) {
+  // Runs one command to completion (as `client`, by default the fixture's) and returns its raw
+  // RESP reply.
+  std::string Run(std::vector<std::string> args, ClientState* client = nullptr) {
     std::string out;
     SnapshotLender reads(*engine_);
-    Outcome outcome =
-        dispatcher_->Execute(dispatcher_->Lookup(args[0]), args, client_, reads, &out);
+    Outcome outcome = dispatcher_->Execute(dispatcher_->Lookup(args[0]), args,
+                                           client ? *client : client_, reads, &out);
     reads.Release();
     if (outcome.kind == Outcome::Kind::kWrite) {
       std::promise<std::vector<Status>> done;
@@ -103,6 +104,53 @@ TEST_CASE("dispatcher: limits and errors worded like Redis") {
   CHECK(f.Run({"SELECT", "0"}) == "+OK\r\n");
   CHECK(f.Run({"SELECT", "1"}) == "-ERR DB index is out of range\r\n");
   CHECK(f.Run({"HELLO", "3"}).starts_with("-NOPROTO"));
+}
+
+TEST_CASE("dispatcher: MULTI queues, EXEC runs the queue in one write with its own reads") {
+  Fixture f;
+  CHECK(f.Run({"EXEC"}) == "-ERR EXEC without MULTI\r\n");
+  CHECK(f.Run({"MULTI"}) == "+OK\r\n");
+  CHECK(f.Run({"SET", "k", "1"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"INCR", "k"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"GET", "k"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"DBSIZE"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"MULTI"}) == "-ERR MULTI calls can not be nested\r\n");
+  CHECK(f.client().transaction.queued.size() == 4);
+  // Nothing ran yet.
+  ClientState other;
+  CHECK(f.Run({"EXISTS", "k"}, &other) == ":0\r\n");
+  CHECK(f.Run({"EXEC"}) == "*4\r\n+OK\r\n:2\r\n$1\r\n2\r\n:1\r\n");
+  CHECK(!f.client().transaction.open);
+  CHECK(f.Run({"GET", "k"}) == "$1\r\n2\r\n");
+  // A refusal while queuing fails the whole EXEC.
+  CHECK(f.Run({"MULTI"}) == "+OK\r\n");
+  CHECK(f.Run({"SET", "k", "3"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"CLIENT", "ID"}).starts_with("-ERR CLIENT is not allowed inside MULTI"));
+  CHECK(f.Run({"EXEC"}) == "-EXECABORT Transaction discarded because of previous errors.\r\n");
+  CHECK(f.Run({"GET", "k"}) == "$1\r\n2\r\n");
+}
+
+TEST_CASE("dispatcher: WATCH fails EXEC when a watched key's value changed") {
+  Fixture f;
+  ClientState other;
+  CHECK(f.Run({"SET", "k", "v"}) == "+OK\r\n");
+  CHECK(f.Run({"WATCH", "k", "absent"}) == "+OK\r\n");
+  CHECK(f.Run({"MULTI"}) == "+OK\r\n");
+  CHECK(f.Run({"WATCH", "k"}) == "-ERR WATCH inside MULTI is not allowed\r\n");
+  CHECK(f.Run({"SET", "k", "mine"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"SET", "absent", "x"}, &other) == "+OK\r\n");
+  CHECK(f.Run({"EXEC"}) == "*-1\r\n");
+  CHECK(f.Run({"GET", "k"}) == "$1\r\nv\r\n");
+  // EXEC ended the WATCH: the next transaction runs.
+  CHECK(f.Run({"MULTI"}) == "+OK\r\n");
+  CHECK(f.Run({"SET", "k", "mine"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"EXEC"}) == "*1\r\n+OK\r\n");
+  // Rewritten to the same value: the data the client read is still current, so EXEC runs.
+  CHECK(f.Run({"WATCH", "k"}) == "+OK\r\n");
+  CHECK(f.Run({"SET", "k", "mine"}, &other) == "+OK\r\n");
+  CHECK(f.Run({"MULTI"}) == "+OK\r\n");
+  CHECK(f.Run({"GET", "k"}) == "+QUEUED\r\n");
+  CHECK(f.Run({"EXEC"}) == "*1\r\n$4\r\nmine\r\n");
 }
 
 TEST_CASE("dispatcher: scan returns every key once across calls") {

@@ -1,0 +1,241 @@
+// Transactions: MULTI, EXEC, DISCARD, WATCH and UNWATCH, as Redis has them, so that client
+// libraries' transactional pipelines (redis-py's default pipeline(), go-redis TxPipelined) work.
+//
+// Between MULTI and EXEC the dispatcher queues each command (Dispatcher::Queue) after the checks
+// a command gets before it runs; a refused one is answered at once and makes EXEC answer
+// EXECABORT. EXEC then runs the queue as one unit:
+// - with a write among them, as ONE write function, so the engine runs every command inside one
+//   LMDB write transaction of its group commit: no other client's command runs in between, the
+//   queue's reads see its earlier writes (through WriteContext::View), everything reaches the
+//   log in one batch, and a failed write (storage full, an I/O error) fails the whole EXEC, whose
+//   changes the engine rolls back;
+// - with reads alone, against one snapshot on the session's event loop (already atomic).
+// WATCH remembers each key's value; EXEC runs only if every watched key still has it (checked
+// inside the same transaction), else answers a null array. Comparing values rather than Redis'
+// "touched" flags differs only when a key was rewritten to the value it had: kvstore then runs
+// the transaction, which is what the check protects (the data it read is still current).
+// Threads: the handlers run on the session's event loop; EXEC's write function on the writer.
+#include <algorithm>
+
+#include "commands/command.h"
+#include "kvstore/resp.h"
+
+namespace kvstore {
+namespace {
+
+// What EXEC's write function needs to run the queued handlers on the writer: copies and pointers
+// to objects that outlive every session.
+struct ExecScope {
+  Engine* engine;
+  ServerContext* server;
+  ReplicationContext* replication;
+  const DispatcherOptions* options;
+  ScanCursors* cursors;
+  ClientState client;  // copied for each run: the session's own stays on its event loop
+};
+
+// Whether every watched key still has the value it had at WATCH. IOError when one cannot be read.
+Result<bool> WatchedUnchanged(const std::vector<Transaction::Watched>& watched,
+                              const Storage::Snapshot& now) {
+  std::string value;
+  for (const Transaction::Watched& w : watched) {
+    Status s = now.Get(w.key, &value);
+    if (!s.ok() && !s.IsNotFound()) return s;
+    const bool same = s.ok() ? w.value && *w.value == value : !w.value;
+    if (!same) return false;
+  }
+  return true;
+}
+
+// Runs the queued commands in order and appends the array of their replies to *reply. Reads use
+// `reads`; writes run through db (null when none is queued). A write that fails (not a reply
+// error such as INCR of a non-integer, which is that command's reply) fails the whole EXEC: its
+// Status is returned.
+Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope& scope,
+                 SnapshotLender& reads, WriteContext* db, std::string* reply) {
+  resp::AppendArrayHeader(reply, queued.size());
+  ClientState client = scope.client;
+  std::vector<std::string> args;
+  for (const Transaction::Queued& command : queued) {
+    args = command.args;  // a handler may move its arguments away; the write may run again
+    CommandContext context{args,
+                           client,
+                           reply,
+                           *scope.engine,
+                           reads,
+                           *scope.server,
+                           scope.replication,
+                           *scope.options,
+                           *scope.cursors};
+    Outcome outcome = command.spec->handler(context);
+    if (outcome.kind == Outcome::Kind::kWrite) {
+      if (db == nullptr) return Status::IOError("a write ran in a read-only transaction");
+      Status s = outcome.write(*db);
+      if (!s.ok()) return s;
+      reply->append(*outcome.reply);
+    } else if (outcome.kind != Outcome::Kind::kReplied) {
+      resp::AppendError(reply, "ERR internal error: a queued command did not reply");
+    }
+  }
+  return Status::Ok();
+}
+
+// MULTI: starts queuing. Nested MULTI is an error that leaves the transaction as it is.
+Outcome Multi(CommandContext& c) {
+  Transaction& transaction = c.client.transaction;
+  if (transaction.open) {
+    resp::AppendError(c.out, "ERR MULTI calls can not be nested");
+    return Outcome::Replied();
+  }
+  transaction.open = true;
+  transaction.aborted = false;
+  resp::AppendSimpleString(c.out, "OK");
+  return Outcome::Replied();
+}
+
+// DISCARD: drops the queue and the watched keys.
+Outcome Discard(CommandContext& c) {
+  if (!c.client.transaction.open) {
+    resp::AppendError(c.out, "ERR DISCARD without MULTI");
+    return Outcome::Replied();
+  }
+  c.client.transaction = Transaction{};
+  resp::AppendSimpleString(c.out, "OK");
+  return Outcome::Replied();
+}
+
+// EXEC -> an array of the queued commands' replies; a null array when a watched key changed;
+// -EXECABORT when a command was refused while queuing. Ends the transaction and the WATCH
+// whatever the outcome.
+Outcome Exec(CommandContext& c) {
+  if (!c.client.transaction.open) {
+    resp::AppendError(c.out, "ERR EXEC without MULTI");
+    return Outcome::Replied();
+  }
+  Transaction transaction = std::exchange(c.client.transaction, Transaction{});
+  if (transaction.aborted) {
+    resp::AppendError(c.out, "EXECABORT Transaction discarded because of previous errors.");
+    return Outcome::Replied();
+  }
+  const bool writes = std::any_of(
+      transaction.queued.begin(), transaction.queued.end(),
+      [](const Transaction::Queued& command) { return command.spec->flags & kFlagWrite; });
+  ExecScope scope{&c.engine, &c.server, c.replication, &c.options, &c.cursors, c.client};
+  if (!writes) {
+    Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+    if (snapshot == nullptr) return Outcome::Replied();
+    auto unchanged = WatchedUnchanged(transaction.watched, *snapshot);
+    if (!unchanged.ok()) {
+      resp::AppendError(c.out, "ERR " + unchanged.status().message());
+    } else if (!*unchanged) {
+      resp::AppendNullArray(c.out);
+    } else {
+      std::string reply;
+      Status s = RunQueued(transaction.queued, scope, c.reads, nullptr, &reply);
+      AppendWriteResult(s, reply, c.out);
+    }
+    return Outcome::Replied();
+  }
+  // Queued writes were admitted then; the pod may have become a replica or been fenced since.
+  if (c.replication != nullptr) {
+    if (auto refusal = c.replication->WriteRefusal()) {
+      resp::AppendError(c.out, *refusal);
+      return Outcome::Replied();
+    }
+  }
+  return MakeWrite(
+      [scope = std::move(scope), queued = std::move(transaction.queued),
+       watched = std::move(transaction.watched)](WriteContext& db, std::string* reply) -> Status {
+        SnapshotLender reads(*scope.engine, db.View());
+        std::string error;
+        const Storage::Snapshot* view = reads.Borrow(&error);
+        auto unchanged = WatchedUnchanged(watched, *view);
+        if (!unchanged.ok()) return unchanged.status();
+        if (!*unchanged) {
+          resp::AppendNullArray(reply);
+          return Status::Ok();
+        }
+        return RunQueued(queued, scope, reads, &db, reply);
+      });
+}
+
+// WATCH key [key ...]: EXEC of the next transaction runs only if these keys keep their values.
+Outcome Watch(CommandContext& c) {
+  Transaction& transaction = c.client.transaction;
+  if (transaction.open) {
+    resp::AppendError(c.out, "ERR WATCH inside MULTI is not allowed");
+    return Outcome::Replied();
+  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
+  std::vector<Transaction::Watched> added;
+  std::uint64_t bytes = transaction.bytes;
+  std::string value;
+  for (std::size_t i = 1; i < c.args.size(); ++i) {
+    const std::string& key = c.args[i];
+    auto same_key = [&key](const Transaction::Watched& w) { return w.key == key; };
+    if (std::any_of(transaction.watched.begin(), transaction.watched.end(), same_key) ||
+        std::any_of(added.begin(), added.end(), same_key)) {
+      continue;
+    }
+    Status s = snapshot->Get(key, &value);
+    if (!s.ok() && !s.IsNotFound()) {
+      resp::AppendError(c.out, "ERR " + s.message());
+      return Outcome::Replied();
+    }
+    bytes += key.size() + (s.ok() ? value.size() : 0) + sizeof(Transaction::Watched);
+    if (bytes > c.options.max_transaction_bytes) {
+      resp::AppendError(c.out, "ERR transaction too large: the watched keys' values would pass " +
+                                   std::to_string(c.options.max_transaction_bytes) +
+                                   " bytes (max_query_buffer_bytes)");
+      return Outcome::Replied();
+    }
+    added.push_back({key, s.ok() ? std::optional<std::string>(value) : std::nullopt});
+  }
+  std::move(added.begin(), added.end(), std::back_inserter(transaction.watched));
+  transaction.bytes = bytes;
+  resp::AppendSimpleString(c.out, "OK");
+  return Outcome::Replied();
+}
+
+// UNWATCH: forgets the watched keys. Inside MULTI it is queued, as in Redis, and changes nothing
+// then (EXEC ends the WATCH anyway).
+Outcome Unwatch(CommandContext& c) {
+  Transaction& transaction = c.client.transaction;
+  for (const Transaction::Watched& w : transaction.watched) {
+    transaction.bytes -= w.key.size() + (w.value ? w.value->size() : 0) + sizeof(w);
+  }
+  transaction.watched.clear();  // (the bytes of queued commands stay counted)
+  resp::AppendSimpleString(c.out, "OK");
+  return Outcome::Replied();
+}
+
+constexpr CommandSpec kCommands[] = {
+    {"multi", 1, kFlagFast, Multi, 0, 0, 0},
+    {"exec", 1, 0, Exec, 0, 0, 0},
+    {"discard", 1, kFlagFast, Discard, 0, 0, 0},
+    {"watch", -2, kFlagFast, Watch, 1, -1, 1},
+    {"unwatch", 1, kFlagFast | kFlagInTransaction, Unwatch, 0, 0, 0},
+};
+
+}  // namespace
+
+std::span<const CommandSpec> TransactionCommands() { return kCommands; }
+
+void AbortExec(Transaction& transaction, std::string* out, std::size_t mark) {
+  transaction = Transaction{};
+  std::string_view error(*out);
+  error.remove_prefix(mark);
+  if (!error.starts_with("-ERR ") || !error.ends_with("\r\n")) return;
+  std::string reason(error.substr(5, error.size() - 7));
+  out->resize(mark);
+  resp::AppendError(out, "EXECABORT Transaction discarded because of: " + reason);
+}
+
+bool ControlsTransaction(const CommandSpec* spec) {
+  if (spec == nullptr) return false;
+  return spec->handler == Multi || spec->handler == Exec || spec->handler == Discard ||
+         spec->handler == Watch || spec->name == "quit";
+}
+
+}  // namespace kvstore

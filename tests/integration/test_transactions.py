@@ -1,0 +1,231 @@
+"""MULTI / EXEC / DISCARD / WATCH with the real server and redis-py (Debian's python3-redis), whose
+default pipeline() is a MULTI ... EXEC transaction. Checks what a transaction promises: its
+commands run together (nobody sees half of it), in order, with its reads seeing its writes; WATCH
+makes EXEC fail when a watched key changed; a failed write rolls the whole EXEC back; an
+acknowledged EXEC survives kill -9; a replica runs read-only transactions and refuses writes.
+The exact reply texts are compared with a real redis-server in test_redis_compat.py."""
+import threading
+import time
+
+import redis
+
+from conftest import RespConn, RespError
+
+
+def test_redis_py_pipeline_is_a_transaction(server):
+    client = server.client()
+    client.set("text", "x")
+    pipe = client.pipeline()  # transaction=True: MULTI ... EXEC
+    pipe.set("a", 1).incr("a").get("a").incr("text").mget("a", "text").delete("text")
+    pipe.exists("text")
+    replies = pipe.execute(raise_on_error=False)
+    assert replies[:3] == [True, 2, b"2"]
+    # A command's own error is its reply; the commands after it still run, as in Redis.
+    assert isinstance(replies[3], redis.ResponseError) and "not an integer" in str(replies[3])
+    assert replies[4:] == [[b"2", b"x"], 1, 0]
+    assert client.get("a") == b"2" and client.exists("text") == 0
+
+
+def test_a_refused_command_discards_the_whole_transaction(server):
+    with RespConn(server.port) as conn:
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("SET", "a", "1") == "QUEUED"
+        assert isinstance(conn.call("NOSUCHCOMMAND"), RespError)
+        reply = conn.call("INFO")  # not a data command: refused inside MULTI, with the reason
+        assert isinstance(reply, RespError) and "not allowed inside MULTI" in str(reply), reply
+        reply = conn.call("EXEC")
+        assert isinstance(reply, RespError) and str(reply).startswith("EXECABORT"), reply
+        assert conn.call("EXISTS", "a") == 0
+        # DISCARD drops the queue; the connection is usable afterwards.
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("SET", "b", "1") == "QUEUED"
+        assert conn.call("DISCARD") == "OK"
+        assert conn.call("EXISTS", "b") == 0
+        assert conn.call("SET", "c", "1") == "OK"
+
+
+def test_no_client_sees_half_a_transaction(server):
+    """One client moves 1 from x to y in transactions while others read both: x + y never
+    changes, in a pipelined MGET nor in a read-only transaction."""
+    server.client().mset({"x": 1000, "y": 0})
+    stop = threading.Event()
+    seen = []
+    errors = []
+
+    def read(transactional):
+        client = server.client()
+        try:
+            while not stop.is_set() and len(seen) < 20000:
+                if transactional:
+                    x, y = client.pipeline().get("x").get("y").execute()
+                else:
+                    x, y = client.mget("x", "y")
+                seen.append(int(x) + int(y))
+        except Exception as e:  # reported below: a thread's exception would be lost
+            errors.append(repr(e))
+
+    readers = [threading.Thread(target=read, args=(t,)) for t in (False, True)]
+    for reader in readers:
+        reader.start()
+    client = server.client()
+    deadline = time.monotonic() + 20
+    moves = 0
+    while moves < 300 and time.monotonic() < deadline:
+        assert client.pipeline().decr("x").incr("y").execute() == [999 - moves, moves + 1]
+        moves += 1
+    stop.set()
+    for reader in readers:
+        reader.join(timeout=20)
+    assert not errors, errors
+    assert moves == 300, f"only {moves} transactions in 20 s"
+    assert seen and set(seen) == {1000}, f"sums seen: {sorted(set(seen))[:10]}"
+    assert client.mget("x", "y") == [b"700", b"300"]
+
+
+def test_watch_makes_concurrent_read_modify_write_safe(server):
+    """The textbook optimistic lock: WATCH, read, MULTI, write, EXEC, retry on WatchError.
+    Four clients add 1 each 50 times to one counter: no increment may be lost, and the
+    conflicts must really have happened (some EXECs failed and were retried)."""
+    server.client().set("counter", 0)
+    conflicts = []
+    errors = []
+
+    def add(times):
+        client = server.client()
+        try:
+            for _ in range(times):
+                for attempt in range(1000):
+                    with client.pipeline() as pipe:
+                        try:
+                            pipe.watch("counter")
+                            value = int(pipe.get("counter"))
+                            time.sleep(0.0005)  # widen the window for others to interfere
+                            pipe.multi()
+                            pipe.set("counter", value + 1)
+                            pipe.execute()
+                            break
+                        except redis.WatchError:
+                            conflicts.append(1)
+                else:
+                    errors.append("gave up after 1000 conflicts")
+        except Exception as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=add, args=(50,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert int(server.client().get("counter")) == 200
+    assert conflicts, "four clients never conflicted: WATCH was not exercised"
+
+
+def test_watch_sees_deletes_creations_and_flushall(server):
+    client = server.client()
+    other = server.client()
+    cases = [
+        ("present then deleted", lambda: client.set("k", "v"), lambda: other.delete("k")),
+        ("absent then created", lambda: client.delete("k"), lambda: other.set("k", "v")),
+        ("flushed", lambda: client.set("k", "v"), lambda: other.flushall()),
+        ("changed", lambda: client.set("k", "v"), lambda: other.append("k", "w")),
+    ]
+    for name, before, change in cases:
+        before()
+        pipe = client.pipeline()
+        pipe.watch("k")
+        change()
+        pipe.multi()
+        pipe.set("marker", name)
+        try:
+            pipe.execute()
+            raise AssertionError(f"{name}: EXEC ran although the watched key changed")
+        except redis.WatchError:
+            pass
+        assert client.get("marker") is None, name
+    # Unchanged: EXEC runs. UNWATCH forgets the key.
+    client.set("k", "v")
+    with RespConn(server.port) as conn:
+        assert conn.call("WATCH", "k", "k", "other") == "OK"
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("SET", "marker", "ran") == "QUEUED"
+        assert conn.call("EXEC") == ["OK"]
+        assert conn.call("WATCH", "k") == "OK"
+        other.set("k", "changed")
+        assert conn.call("UNWATCH") == "OK"
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("GET", "k") == "QUEUED"
+        assert conn.call("EXEC") == [b"changed"]
+
+
+def test_a_transaction_that_does_not_fit_changes_nothing(make_server):
+    """Storage full halfway through EXEC: the client gets the error, and the transaction's
+    earlier writes (a delete, a small put) are rolled back with it."""
+    server = make_server(args=["--max-map-bytes", "2mb"])
+    with RespConn(server.port) as conn:
+        filled = 0
+        for i in range(2000):
+            reply = conn.call("SET", f"fill:{i}", b"v" * 4096)
+            if reply != "OK":
+                assert str(reply).startswith("ERR storage full"), reply
+                break
+            filled += 1
+        assert 50 <= filled < 2000, filled
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("DEL", "fill:0") == "QUEUED"
+        assert conn.call("SET", "small", "1") == "QUEUED"
+        assert conn.call("SET", "big", b"x" * (1 << 20)) == "QUEUED"
+        reply = conn.call("EXEC")
+        assert isinstance(reply, RespError) and str(reply).startswith("ERR storage full"), reply
+        assert conn.call("EXISTS", "fill:0", "small", "big") == 1
+        assert conn.call("DBSIZE") == filled
+        # A transaction that fits still runs.
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("DEL", "fill:1") == "QUEUED"
+        assert conn.call("EXEC") == [1]
+
+
+def test_an_acknowledged_transaction_survives_kill_9(make_server):
+    server = make_server()
+    client = server.client()
+    expected = {}
+    for round_ in range(20):
+        pipe = client.pipeline()
+        for i in range(10):
+            key = f"t{round_}:{i}"
+            expected[key.encode()] = str(round_ * 100 + i).encode()
+            pipe.set(key, round_ * 100 + i)
+        pipe.incr("rounds")
+        assert pipe.execute()[-1] == round_ + 1
+    client.close()
+    server.kill9()
+    server.start()
+    client = server.client()
+    keys = sorted(expected)
+    assert client.mget(keys) == [expected[k] for k in keys]
+    assert client.get("rounds") == b"20"
+
+
+def test_a_replica_runs_read_only_transactions_and_refuses_writes(make_cluster):
+    cluster = make_cluster(size=2)
+    cluster.start_all()
+    cluster.call(0, "SET", "k", "v")
+    cluster.wait_converged()
+    with RespConn(cluster.port(1)) as conn:
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("GET", "k") == "QUEUED"
+        assert conn.call("EXISTS", "k") == "QUEUED"
+        assert conn.call("EXEC") == [b"v", 1]
+        assert conn.call("MULTI") == "OK"
+        reply = conn.call("SET", "k", "w")
+        assert isinstance(reply, RespError) and str(reply).startswith("READONLY"), reply
+        reply = conn.call("EXEC")
+        assert isinstance(reply, RespError) and str(reply).startswith("EXECABORT"), reply
+    # The master's transaction reaches the replica whole.
+    with RespConn(cluster.port(0)) as conn:
+        assert conn.call("MULTI") == "OK"
+        for i in range(5):
+            assert conn.call("SET", f"r{i}", str(i)) == "QUEUED"
+        assert conn.call("EXEC") == ["OK"] * 5
+    cluster.wait_converged()
+    assert cluster.call(1, "MGET", *[f"r{i}" for i in range(5)]) == [b"0", b"1", b"2", b"3", b"4"]
