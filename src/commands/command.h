@@ -178,5 +178,6 @@ bool ValidateKeyForWrite(std::string_view key, std::string* out);
 bool ValidateValueSize(std::size_t size, const DispatcherOptions& options, std::string* out);
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 std::string ToLower(std::string_view s);
+std::string ToUpper(std::string_view s);
 
 }  // namespace kvstore

@@ -21,6 +21,12 @@ std::string ToLower(std::string_view s) {
   return lower;
 }
 
+std::string ToUpper(std::string_view s) {
+  std::string upper(s);
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return upper;
+}
+
 void ReplyWrongArity(std::string_view command, std::string* out) {
   resp::AppendError(out, "ERR wrong number of arguments for '" + ToLower(command) + "' command");
 }
@@ -30,12 +36,6 @@ namespace {
 bool ArityOk(int arity, std::size_t args) {
   return arity >= 0 ? args == static_cast<std::size_t>(arity)
                     : args >= static_cast<std::size_t>(-arity);
-}
-
-std::string ToUpper(std::string_view s) {
-  std::string upper(s);
-  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return upper;
 }
 
 }  // namespace

@@ -1,4 +1,6 @@
-// String commands: GET SET GETDEL MGET MSET INCR INCRBY DECR DECRBY APPEND STRLEN.
+// String commands: GET SET SETNX GETSET GETDEL MGET MSET MSETNX INCR INCRBY DECR DECRBY APPEND
+// STRLEN GETRANGE SETRANGE, and the expiry commands, which answer as for keys without a TTL
+// (TTL, PTTL, PERSIST) or refuse to set one (EXPIRE, SETEX, ...).
 // Reads use an engine snapshot on the caller's thread; writes become WriteFns that run inside
 // the writer's transaction, so read-modify-write commands (INCR, APPEND, SET NX) are atomic.
 #include <limits>
@@ -225,6 +227,154 @@ Outcome StrLen(CommandContext& c) {
   return Outcome::Replied();
 }
 
+// SETNX key value -> 1 when it set the key, 0 when the key existed.
+Outcome SetNx(CommandContext& c) {
+  if (!ValidateKeyForWrite(c.args[1], c.out) ||
+      !ValidateValueSize(c.args[2].size(), c.options, c.out)) {
+    return Outcome::Replied();
+  }
+  return MakeWrite([key = std::move(c.args[1]), value = std::move(c.args[2])](
+                       WriteContext& db, std::string* reply) -> Status {
+    std::string old;
+    Status s = db.Get(key, &old);
+    if (s.ok()) {
+      resp::AppendInteger(reply, 0);
+      return Status::Ok();
+    }
+    if (!s.IsNotFound()) return s;
+    s = db.Put(key, value);
+    if (!s.ok()) return s;
+    resp::AppendInteger(reply, 1);
+    return Status::Ok();
+  });
+}
+
+// GETSET key value: SET key value GET.
+Outcome GetSet(CommandContext& c) {
+  c.args.push_back("GET");
+  return Set(c);
+}
+
+// MSETNX key value [key value ...] -> 1 when it set every pair, 0 (and sets none) when any key
+// existed.
+Outcome MSetNx(CommandContext& c) {
+  if (c.args.size() % 2 != 1) {
+    ReplyWrongArity("msetnx", c.out);
+    return Outcome::Replied();
+  }
+  for (std::size_t i = 1; i < c.args.size(); i += 2) {
+    if (!ValidateKeyForWrite(c.args[i], c.out) ||
+        !ValidateValueSize(c.args[i + 1].size(), c.options, c.out)) {
+      return Outcome::Replied();
+    }
+  }
+  std::vector<std::string> pairs(std::make_move_iterator(c.args.begin() + 1),
+                                 std::make_move_iterator(c.args.end()));
+  return MakeWrite([pairs = std::move(pairs)](WriteContext& db, std::string* reply) -> Status {
+    std::string old;
+    for (std::size_t i = 0; i < pairs.size(); i += 2) {
+      Status s = db.Get(pairs[i], &old);
+      if (s.ok()) {
+        resp::AppendInteger(reply, 0);
+        return Status::Ok();
+      }
+      if (!s.IsNotFound()) return s;
+    }
+    for (std::size_t i = 0; i < pairs.size(); i += 2) {
+      Status s = db.Put(pairs[i], pairs[i + 1]);
+      if (!s.ok()) return s;
+    }
+    resp::AppendInteger(reply, 1);
+    return Status::Ok();
+  });
+}
+
+// GETRANGE key start end: the bytes from start to end inclusive; negative offsets count from
+// the end. Clamped as Redis clamps them: out of range gives "", never an error.
+Outcome GetRange(CommandContext& c) {
+  std::int64_t start = 0, end = 0;
+  if (!resp::ParseInteger(c.args[2], &start) || !resp::ParseInteger(c.args[3], &end)) {
+    ReplyNotInteger(c.out);
+    return Outcome::Replied();
+  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
+  std::string value;
+  (void)snapshot->Get(c.args[1], &value);  // a missing key reads as ""
+  const auto length = static_cast<std::int64_t>(value.size());
+  if (start < 0 && end < 0 && start > end) {
+    resp::AppendBulkString(c.out, "");
+    return Outcome::Replied();
+  }
+  if (start < 0) start = std::max<std::int64_t>(0, length + start);
+  if (end < 0) end = std::max<std::int64_t>(0, length + end);
+  end = std::min(end, length - 1);
+  if (length == 0 || start > end) {
+    resp::AppendBulkString(c.out, "");
+  } else {
+    resp::AppendBulkString(
+        c.out, std::string_view(value).substr(static_cast<std::size_t>(start),
+                                              static_cast<std::size_t>(end - start + 1)));
+  }
+  return Outcome::Replied();
+}
+
+// SETRANGE key offset value -> the new length. Overwrites from offset, padding with zero bytes;
+// an empty value changes nothing (and creates no key).
+Outcome SetRange(CommandContext& c) {
+  std::int64_t offset = 0;
+  if (!resp::ParseInteger(c.args[2], &offset)) {
+    ReplyNotInteger(c.out);
+    return Outcome::Replied();
+  }
+  if (offset < 0) {
+    resp::AppendError(c.out, "ERR offset is out of range");
+    return Outcome::Replied();
+  }
+  if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
+  if (!c.args[3].empty() &&
+      !ValidateValueSize(static_cast<std::uint64_t>(offset) + c.args[3].size(), c.options, c.out)) {
+    return Outcome::Replied();
+  }
+  return MakeWrite([key = std::move(c.args[1]), offset = static_cast<std::size_t>(offset),
+                    piece = std::move(c.args[3])](WriteContext& db, std::string* reply) -> Status {
+    std::string value;
+    Status s = db.Get(key, &value);
+    if (!s.ok() && !s.IsNotFound()) return s;
+    if (!piece.empty()) {
+      if (value.size() < offset + piece.size()) value.resize(offset + piece.size(), '\0');
+      value.replace(offset, piece.size(), piece);
+      s = db.Put(key, value);
+      if (!s.ok()) return s;
+    }
+    resp::AppendInteger(reply, static_cast<std::int64_t>(value.size()));
+    return Status::Ok();
+  });
+}
+
+// TTL / PTTL key -> -2 when the key does not exist, else -1: kvstore keys never expire.
+Outcome Ttl(CommandContext& c) {
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
+  std::string value;
+  resp::AppendInteger(c.out, snapshot->Get(c.args[1], &value).ok() ? -1 : -2);
+  return Outcome::Replied();
+}
+
+// PERSIST key -> 0: no key has a TTL to remove.
+Outcome Persist(CommandContext& c) {
+  resp::AppendInteger(c.out, 0);
+  return Outcome::Replied();
+}
+
+// EXPIRE, SETEX and the other commands that would give a key a TTL: refused, so an application
+// never believes a key will expire when it will not (as SET ... EX).
+Outcome RefuseExpiry(CommandContext& c) {
+  resp::AppendError(c.out,
+                    "ERR " + ToUpper(c.args[0]) + " is not supported: kvstore keys do not expire");
+  return Outcome::Replied();
+}
+
 constexpr CommandSpec kCommands[] = {
     {"get", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Get, 1, 1, 1},
     {"set", -3, kFlagWrite, Set, 1, 1, 1},
@@ -237,6 +387,21 @@ constexpr CommandSpec kCommands[] = {
     {"decrby", 3, kFlagWrite | kFlagFast, DecrBy, 1, 1, 1},
     {"append", 3, kFlagWrite, Append, 1, 1, 1},
     {"strlen", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, StrLen, 1, 1, 1},
+    {"setnx", 3, kFlagWrite | kFlagFast, SetNx, 1, 1, 1},
+    {"getset", 3, kFlagWrite | kFlagFast, GetSet, 1, 1, 1},
+    {"msetnx", -3, kFlagWrite, MSetNx, 1, -1, 2},
+    {"getrange", 4, kFlagRead | kFlagSnapshotRead, GetRange, 1, 1, 1},
+    {"substr", 4, kFlagRead | kFlagSnapshotRead, GetRange, 1, 1, 1},
+    {"setrange", 4, kFlagWrite, SetRange, 1, 1, 1},
+    {"ttl", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Ttl, 1, 1, 1},
+    {"pttl", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Ttl, 1, 1, 1},
+    {"persist", 2, kFlagWrite | kFlagFast, Persist, 1, 1, 1},
+    {"expire", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
+    {"pexpire", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
+    {"expireat", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
+    {"pexpireat", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
+    {"setex", 4, kFlagWrite, RefuseExpiry, 1, 1, 1},
+    {"psetex", 4, kFlagWrite, RefuseExpiry, 1, 1, 1},
 };
 
 }  // namespace

@@ -92,6 +92,20 @@ def test_set_with_expiry_is_refused_not_ignored(raw, r, option):
     assert r.exists("exp") == 0
 
 
+@pytest.mark.parametrize("command", [["SETEX", "exp", "10", "v"], ["PSETEX", "exp", "100", "v"],
+                                     ["EXPIRE", "exp", "10"], ["PEXPIRE", "exp", "100"],
+                                     ["EXPIREAT", "exp", "9999999999"],
+                                     ["PEXPIREAT", "exp", "9999999999999"]])
+def test_commands_that_set_a_ttl_are_refused_not_ignored(raw, r, command):
+    r.delete("exp")
+    reply = raw.call(*command)
+    assert_error(reply, f"ERR {command[0]} is not supported: kvstore keys do not expire")
+    assert r.exists("exp") == 0, "a refused SETEX must not store the value"
+    r.set("exp", "kept")
+    assert_error(raw.call(*command), "ERR")
+    assert r.get("exp") == b"kept" and r.ttl("exp") == -1
+
+
 def test_getdel(raw, r):
     r.set("k", "v")
     assert raw.call("GETDEL", "k") == b"v"
