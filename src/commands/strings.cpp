@@ -118,10 +118,11 @@ Outcome MGet(CommandContext& c) {
   return Outcome::Replied();
 }
 
-// MSET key value [key value ...]: all pairs in one transaction.
-Outcome MSet(CommandContext& c) {
+// MSET / MSETNX key value [key value ...]: all pairs in one transaction. MSETNX sets them only
+// when none of the keys exists, and answers 1 (set) or 0 (nothing set).
+Outcome SetPairs(CommandContext& c, bool only_if_none_exists) {
   if (c.args.size() % 2 != 1) {
-    ReplyWrongArity("mset", c.out);
+    ReplyWrongArity(c.args[0], c.out);
     return Outcome::Replied();
   }
   for (std::size_t i = 1; i < c.args.size(); i += 2) {
@@ -132,15 +133,28 @@ Outcome MSet(CommandContext& c) {
   }
   std::vector<std::string> pairs(std::make_move_iterator(c.args.begin() + 1),
                                  std::make_move_iterator(c.args.end()));
-  return MakeWrite([pairs = std::move(pairs)](WriteContext& db, std::string* reply) -> Status {
+  return MakeWrite([pairs = std::move(pairs), only_if_none_exists](WriteContext& db,
+                                                                   std::string* reply) -> Status {
+    std::string old;
+    for (std::size_t i = 0; only_if_none_exists && i < pairs.size(); i += 2) {
+      Status s = db.Get(pairs[i], &old);
+      if (s.ok()) {
+        resp::AppendInteger(reply, 0);
+        return Status::Ok();
+      }
+      if (!s.IsNotFound()) return s;
+    }
     for (std::size_t i = 0; i < pairs.size(); i += 2) {
       Status s = db.Put(pairs[i], pairs[i + 1]);
       if (!s.ok()) return s;
     }
-    resp::AppendSimpleString(reply, "OK");
+    only_if_none_exists ? resp::AppendInteger(reply, 1) : resp::AppendSimpleString(reply, "OK");
     return Status::Ok();
   });
 }
+
+Outcome MSet(CommandContext& c) { return SetPairs(c, false); }
+Outcome MSetNx(CommandContext& c) { return SetPairs(c, true); }
 
 // Adds delta to the integer stored at key (absent counts as 0), like Redis' incrDecrCommand.
 Outcome IncrementBy(CommandContext& c, std::int64_t delta) {
@@ -253,40 +267,6 @@ Outcome SetNx(CommandContext& c) {
 Outcome GetSet(CommandContext& c) {
   c.args.push_back("GET");
   return Set(c);
-}
-
-// MSETNX key value [key value ...] -> 1 when it set every pair, 0 (and sets none) when any key
-// existed.
-Outcome MSetNx(CommandContext& c) {
-  if (c.args.size() % 2 != 1) {
-    ReplyWrongArity("msetnx", c.out);
-    return Outcome::Replied();
-  }
-  for (std::size_t i = 1; i < c.args.size(); i += 2) {
-    if (!ValidateKeyForWrite(c.args[i], c.out) ||
-        !ValidateValueSize(c.args[i + 1].size(), c.options, c.out)) {
-      return Outcome::Replied();
-    }
-  }
-  std::vector<std::string> pairs(std::make_move_iterator(c.args.begin() + 1),
-                                 std::make_move_iterator(c.args.end()));
-  return MakeWrite([pairs = std::move(pairs)](WriteContext& db, std::string* reply) -> Status {
-    std::string old;
-    for (std::size_t i = 0; i < pairs.size(); i += 2) {
-      Status s = db.Get(pairs[i], &old);
-      if (s.ok()) {
-        resp::AppendInteger(reply, 0);
-        return Status::Ok();
-      }
-      if (!s.IsNotFound()) return s;
-    }
-    for (std::size_t i = 0; i < pairs.size(); i += 2) {
-      Status s = db.Put(pairs[i], pairs[i + 1]);
-      if (!s.ok()) return s;
-    }
-    resp::AppendInteger(reply, 1);
-    return Status::Ok();
-  });
 }
 
 // GETRANGE key start end: the bytes from start to end inclusive; negative offsets count from
