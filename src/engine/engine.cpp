@@ -111,6 +111,8 @@ struct BatchRecords {
 };
 
 // A WriteContext over the batch's write transaction that records every mutation for the log.
+// One per write function: the records one function logs form one unit (log.h), so a reader
+// never applies part of an MSET or an EXEC.
 class BatchContext : public WriteContext {
  public:
   // first_seq: the sequence the batch's first log entry gets.
@@ -150,7 +152,8 @@ class BatchContext : public WriteContext {
   Status ApplyLogged(const LogEntry& entry) override {
     if (entry.type == LogEntry::Type::kPut) put_attempted_ = true;
     Status s = ApplyEntry(*txn_, NextSeq(), entry);
-    if (s.ok()) s = Record(entry.type, entry.key, entry.value);
+    // The master's units, as it marked them (a replica applies many of them in one function).
+    if (s.ok()) s = Record(entry.type, entry.key, entry.value, entry.continued);
     if (!s.ok()) txn_failed_ = true;
     return s;
   }
@@ -171,16 +174,25 @@ class BatchContext : public WriteContext {
 
  private:
   // The transaction already holds the change, so a failure here (a record past 4 GiB, which
-  // max_value_bytes rules out) makes the caller undo the batch (txn_failed_).
-  Status Record(LogEntry::Type type, std::string_view key, std::string_view value) {
-    Status s = EncodeLogRecord(NextSeq(), type, key, value, &records_->bytes);
-    if (s.ok()) ++records_->count;
+  // max_value_bytes rules out) makes the caller undo the batch (txn_failed_). continued: the
+  // entry's flag as given (a replicated entry); none: this function's own entry, which
+  // continues the unit of its previous one.
+  Status Record(LogEntry::Type type, std::string_view key, std::string_view value,
+                std::optional<bool> continued = std::nullopt) {
+    const std::size_t offset = records_->bytes.size();
+    Status s =
+        EncodeLogRecord(NextSeq(), type, key, value, &records_->bytes, continued.value_or(false));
+    if (!s.ok()) return s;
+    if (!continued && own_last_record_) MarkLogRecordContinued(&records_->bytes, *own_last_record_);
+    if (!continued) own_last_record_ = offset;
+    ++records_->count;
     return s;
   }
 
   Storage::WriteTxn* txn_;
   BatchRecords* records_;
   std::uint64_t first_seq_;
+  std::optional<std::size_t> own_last_record_;  // offset of this function's last own record
   bool put_attempted_ = false;
   bool txn_failed_ = false;
 };

@@ -7,7 +7,7 @@
 // Encoding (all integers little endian):
 //   file    = record* end
 //   record  = length:u32 crc:u32 seq:u64 payload       ; length = 8 + payload size
-//   payload = type:u8 key_len:u32 key value_len:u32 value
+//   payload = type:u8 key_len:u32 key value_len:u32 value   ; type = kind | 0x80 (continued)
 //   crc     = crc32 (zlib) over seq and payload
 //   end     = end of file | length 0 (the zeros of the preallocated, not yet written space)
 //
@@ -48,6 +48,7 @@ namespace {
 constexpr std::size_t kHeaderBytes = 8;                  // length + crc
 constexpr std::size_t kMinRecordLength = 8 + 1 + 4 + 4;  // seq + type + key_len + value_len
 constexpr std::uint64_t kMaxRecordLength = 0xffffffffull;
+constexpr std::uint8_t kContinuedFlag = 0x80;  // in the type byte: the unit goes on (log.h)
 constexpr std::size_t kReadChunk = 1 << 20;
 // ReadFrom seeks to the nearest indexed record; one index point per this many bytes.
 constexpr std::uint64_t kIndexStride = 256 << 10;
@@ -170,8 +171,9 @@ int WriteAll(int fd, const char* data, std::size_t n, std::uint64_t offset) {
 
 // Checks and decodes one record's body (seq + payload, length bytes) against its crc. On success
 // sets *seq and (if entry) *entry; otherwise says why in *why.
+// *continued (if given) says whether the record's unit goes on after it.
 bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, std::uint64_t* seq,
-                     LogEntry* entry, std::string* why) {
+                     LogEntry* entry, std::string* why, bool* continued = nullptr) {
   if (Crc(body, length) != crc) {
     *why = "checksum mismatch";
     return false;
@@ -179,6 +181,8 @@ bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, 
   const char* p = body + 8;
   const char* limit = body + length;
   auto type = static_cast<std::uint8_t>(*p++);
+  const bool more = (type & kContinuedFlag) != 0;
+  type &= static_cast<std::uint8_t>(~kContinuedFlag);
   std::uint64_t key_len = DecodeFixed32(p);
   p += 4;
   if (type < 1 || type > 4 || key_len > static_cast<std::uint64_t>(limit - p) - 4) {
@@ -194,10 +198,12 @@ bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, 
     return false;
   }
   *seq = DecodeFixed64(body);
+  if (continued != nullptr) *continued = more;
   if (entry != nullptr) {
     entry->type = static_cast<LogEntry::Type>(type);
     entry->key.assign(key, key_len);
     entry->value.assign(p, value_len);
+    entry->continued = more;
   }
   return true;
 }
@@ -212,11 +218,11 @@ class RecordReader {
     file_bytes_ = ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
   }
 
-  // kRecord: *seq and (if entry) *entry are set and offset() moves past the record.
+  // kRecord: *seq, (if given) *entry and *continued are set and offset() moves past the record.
   // kEnd: clean end of the records at offset() (end of file or a zero length). kBad: the record at
   // offset() is torn or corrupt
   // (*why says how). kError: read failure (*why).
-  Next Read(std::uint64_t* seq, LogEntry* entry, std::string* why) {
+  Next Read(std::uint64_t* seq, LogEntry* entry, std::string* why, bool* continued = nullptr) {
     int have = Ensure(kHeaderBytes, why);
     if (have < 0) return Next::kError;
     if (end_ == pos_) return Next::kEnd;
@@ -247,7 +253,7 @@ class RecordReader {
       return Next::kBad;
     }
     const char* body = buf_.data() + pos_ + kHeaderBytes;
-    if (!ParseRecordBody(body, length, crc, seq, entry, why)) return Next::kBad;
+    if (!ParseRecordBody(body, length, crc, seq, entry, why, continued)) return Next::kBad;
     pos_ += kHeaderBytes + length;
     offset_ += kHeaderBytes + length;
     return Next::kRecord;
@@ -305,11 +311,18 @@ class FdCloser {
 }  // namespace
 
 Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* out) {
-  return EncodeLogRecord(seq, entry.type, entry.key, entry.value, out);
+  return EncodeLogRecord(seq, entry.type, entry.key, entry.value, out, entry.continued);
+}
+
+void MarkLogRecordContinued(std::string* records, std::size_t offset) {
+  char* record = records->data() + offset;
+  const std::uint32_t length = DecodeFixed32(record);
+  record[kHeaderBytes + 8] = static_cast<char>(record[kHeaderBytes + 8] | kContinuedFlag);
+  coding::EncodeFixed32(record + 4, Crc(record + kHeaderBytes, length));
 }
 
 Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view key,
-                       std::string_view value, std::string* out) {
+                       std::string_view value, std::string* out, bool continued) {
   const std::uint64_t length = 8 + 1 + 4 + key.size() + 4 + value.size();
   if (length > kMaxRecordLength) {
     return Status::InvalidArgument(
@@ -319,7 +332,8 @@ Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view 
   PutFixed32(out, static_cast<std::uint32_t>(length));
   PutFixed32(out, 0);  // crc, filled in below
   PutFixed64(out, seq);
-  out->push_back(static_cast<char>(type));
+  out->push_back(
+      static_cast<char>(static_cast<std::uint8_t>(type) | (continued ? kContinuedFlag : 0)));
   PutFixed32(out, static_cast<std::uint32_t>(key.size()));
   out->append(key);
   PutFixed32(out, static_cast<std::uint32_t>(value.size()));
@@ -506,11 +520,16 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
     RecordReader reader(rfd, 0);
     std::uint64_t expect = seg.first_seq;
     std::string newest_torn;  // why the record after the last good one is bad
+    // Where the unit that is still open (a continued record read, not yet its last) begins.
+    bool unit_open = false;
+    std::uint64_t unit_offset = 0;
+    std::uint64_t unit_seq = 0;
     for (;;) {
       std::uint64_t seq = 0;
       std::string why;
       std::uint64_t at = reader.offset();
-      RecordReader::Next r = reader.Read(&seq, nullptr, &why);
+      bool continued = false;
+      RecordReader::Next r = reader.Read(&seq, nullptr, &why, &continued);
       if (r == RecordReader::Next::kRecord && seq != expect) {
         return Status::Corruption(
             fmt::format("log file {} is corrupt at offset {}: sequence {} where {} was expected; "
@@ -519,6 +538,13 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
       }
       if (r == RecordReader::Next::kRecord) {
         Impl::MaybeIndex(&seg, seq, at);
+        if (continued && !unit_open) {
+          unit_open = true;
+          unit_offset = at;
+          unit_seq = seq;
+        } else if (!continued) {
+          unit_open = false;
+        }
         ++expect;
         continue;
       }
@@ -533,6 +559,14 @@ Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
               seg.path, at, why));
         }
         newest_torn = why;
+      }
+      if (newest && unit_open) {
+        // The records of an atomic write whose last record is missing: they were appended with
+        // it, so never acknowledged, and applying them would apply part of the write.
+        if (newest_torn.empty()) newest_torn = "an atomic write's records without its last one";
+        at = unit_offset;
+        expect = unit_seq;
+        while (!seg.index.empty() && seg.index.back().second >= at) seg.index.pop_back();
       }
       if (newest) {
         // A crash in the middle of an append: zero the torn tail (a partial record, or records
@@ -895,7 +929,9 @@ Status LogCursor::Walk(
     const std::function<bool(std::uint64_t, const LogEntry&, std::string_view)>& visit) {
   std::size_t consumed = 0;
   LogEntry entry;
-  while (next_seq_ <= limit_seq && consumed < max_bytes) {
+  // max_bytes ends the walk only where a unit ends (see log.h): after a record not continued.
+  auto full = [&] { return consumed >= max_bytes && !entry.continued; };
+  while (next_seq_ <= limit_seq && !full()) {
     if (fd_ < 0) {
       if (Status s = Locate(); !s.ok()) return s;
     }
@@ -923,7 +959,7 @@ Status LogCursor::Walk(
       continue;
     }
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(
-        end - offset_, std::max<std::size_t>(max_bytes - consumed, 64 << 10)));
+        end - offset_, std::max<std::size_t>(max_bytes - std::min(consumed, max_bytes), 64 << 10)));
     if (int err = ReadAt(fd_, offset_, want, &buf_); err != 0) {
       return Status::IOError(fmt::format("cannot read the log: {}", ErrnoText(err)));
     }
@@ -962,7 +998,7 @@ Status LogCursor::Walk(
       }
       ++next_seq_;
       consumed += record;
-      if (!visit(seq, entry, stored) || consumed >= max_bytes) {
+      if (!visit(seq, entry, stored) || full()) {
         offset_ += pos;
         return Status::Ok();
       }

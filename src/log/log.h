@@ -7,14 +7,20 @@
 //   record  = length:u32le crc:u32le seq:u64le payload      ; length = size of seq + payload
 //                                                          ; crc = crc32 (zlib) of seq + payload
 //   payload = type:u8 key_len:u32le key value_len:u32le value
-//   type    = 1 (put) | 2 (delete; value empty) | 3 (clear; key and value empty)
+//   type    = kind | 0x80 (continued)
+//   kind    = 1 (put) | 2 (delete; value empty) | 3 (clear; key and value empty)
 //           | 4 (epoch: key empty, value = epoch:u64le id:u64le; see engine/epochs.h)
+// "continued" marks a record after which more records of the same atomic write follow (MSET,
+// EXEC): a unit is a run of continued records and the one record that ends it. Readers keep
+// units whole: recovery cuts a torn tail back to the last complete unit, and a replica feed
+// ends its messages only where a unit ends, so nobody applies part of one. (Logs written
+// before the flag have none: every record is then a unit of its own.)
 //   end     = end of file | length:u32le = 0 (zeros to the end of the file)
 // Files are created at segment_bytes, full of zeros and synced (preallocated), so the end is
 // usually the zero length after the last record; <dir>/next.log.tmp is the next file being
 // prepared. Sequence numbers are consecutive across records and files, starting at 1.
-// A torn record at the end of the newest file (a crash mid-append) is zeroed at Open; damage
-// anywhere else is Corruption and stops the start.
+// A torn record at the end of the newest file (a crash mid-append) is zeroed at Open, with the
+// records of its unit before it; damage anywhere else is Corruption and stops the start.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +39,7 @@ struct LogEntry {
   Type type = Type::kPut;
   std::string key;
   std::string value;
+  bool continued = false;  // more entries of the same atomic write follow (see above)
 };
 
 struct LogOptions {
@@ -47,7 +54,10 @@ struct LogOptions {
 // stream. Encode appends one record to *out (InvalidArgument past the 4 GiB record limit).
 Status EncodeLogRecord(std::uint64_t seq, const LogEntry& entry, std::string* out);
 Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view key,
-                       std::string_view value, std::string* out);
+                       std::string_view value, std::string* out, bool continued = false);
+// Sets the continued flag of the record EncodeLogRecord wrote at records[offset] (its checksum
+// included): the writer learns that a unit goes on only when it encodes the next record.
+void MarkLogRecordContinued(std::string* records, std::size_t offset);
 // Decodes consecutive records filling all of data, calling visit for each until it returns
 // false. Corruption on a truncated, malformed or checksum-failing record.
 Status DecodeLogRecords(std::string_view data,
@@ -128,7 +138,8 @@ class LogCursor {
   LogCursor& operator=(const LogCursor&) = delete;
 
   // Visits the entries from next_seq() up to and including limit_seq, in order, stopping after
-  // about max_bytes of records or when visit returns false (that entry counts as visited).
+  // about max_bytes of records (only where a unit ends, so past max_bytes by up to a unit) or
+  // when visit returns false (that entry counts as visited).
   // NotFound when the entries it needs are gone (trimmed, or the log was restarted);
   // Corruption / IOError on damage.
   Status Next(std::uint64_t limit_seq, std::size_t max_bytes,

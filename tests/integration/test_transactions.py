@@ -229,3 +229,56 @@ def test_a_replica_runs_read_only_transactions_and_refuses_writes(make_cluster):
         assert conn.call("EXEC") == ["OK"] * 5
     cluster.wait_converged()
     assert cluster.call(1, "MGET", *[f"r{i}" for i in range(5)]) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_a_replica_never_shows_half_a_transaction(make_cluster):
+    """Transactions of about 400 KB move 1 from x to y. The master ships its log to the replica
+    in messages of about 1 MiB, and a message may only end where a transaction ends: a reader
+    on the replica must see x + y constant while it follows the stream and while it catches up
+    after a restart (when every message is full)."""
+    cluster = make_cluster(size=2)
+    cluster.start_all()
+    master = cluster.client(0)
+    master.mset({"x": 100000, "y": 0})
+    cluster.wait_converged()
+    pad = b"p" * 400000
+
+    def move(times, writers=4):
+        def run():
+            client = cluster.client(0)
+            for _ in range(times):
+                client.pipeline().decr("x").set("pad", pad).incr("y").execute()
+        threads = [threading.Thread(target=run) for _ in range(writers)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def read_replica_until(done, seconds=30):
+        replica = cluster.client(1)
+        sums, deadline = [], time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            try:
+                x, y = replica.mget("x", "y")
+            except redis.ConnectionError:  # the replica is still starting
+                time.sleep(0.01)
+                continue
+            sums.append(int(x) + int(y))
+        return sums
+
+    threads = move(75)
+    sums = read_replica_until(lambda: not any(t.is_alive() for t in threads))
+    for thread in threads:
+        thread.join(timeout=30)
+    cluster.wait_converged()
+    assert len(sums) > 50 and set(sums) == {100000}, f"{len(sums)} reads, sums {set(sums)}"
+
+    # Catch-up: the replica is down while 300 transactions (120 MB) happen.
+    assert cluster.stop(1) == 0
+    for thread in move(75):
+        thread.join(timeout=60)
+    cluster.start(1)
+    target = master.get("y")
+    sums = read_replica_until(lambda: cluster.client(1).get("y") == target)
+    assert cluster.client(1).get("y") == target, "the replica did not catch up in 30 s"
+    assert len(sums) > 10 and set(sums) == {100000}, f"{len(sums)} reads, sums {set(sums)}"
+    assert master.mget("x", "y") == [b"99400", b"600"]
