@@ -30,6 +30,8 @@ struct DispatcherOptions {
   std::uint64_t max_clients = 10000;
   // Most bytes one client's MULTI queue and WATCHed values may hold (max_query_buffer_bytes).
   std::uint64_t max_transaction_bytes = 1ull << 30;
+  // Largest reply EXEC may build (client_output_buffer_limit_bytes).
+  std::uint64_t max_exec_reply_bytes = 1ull << 30;
 };
 
 class ScanCursors;
@@ -79,6 +81,9 @@ struct Outcome {
   Kind kind = Kind::kReplied;
   WriteFn write;
   std::shared_ptr<std::string> reply;
+  // kWrite: whether the write's last run logged anything (a SET NX that found the key, an EXEC
+  // whose WATCH failed did not): only then does sync mode wait for replicas.
+  std::shared_ptr<const bool> logged;
   std::function<void(std::function<void(std::string reply)> deliver)> deferred;
 
   static Outcome Replied() { return {}; }
@@ -90,12 +95,21 @@ struct Outcome {
 // two: this runs for every write).
 template <typename Fn>
 Outcome MakeWrite(Fn fn) {
+  struct Result {
+    std::string reply;
+    bool logged = false;
+  };
+  auto result = std::make_shared<Result>();  // one allocation, shared by both handles below
   Outcome outcome;
   outcome.kind = Outcome::Kind::kWrite;
-  outcome.reply = std::make_shared<std::string>();
-  outcome.write = [fn = std::move(fn), reply = outcome.reply](WriteContext& context) {
-    reply->clear();
-    return fn(context, reply.get());
+  outcome.reply = std::shared_ptr<std::string>(result, &result->reply);
+  outcome.logged = std::shared_ptr<const bool>(result, &result->logged);
+  outcome.write = [fn = std::move(fn), result = std::move(result)](WriteContext& context) {
+    result->reply.clear();
+    const std::uint64_t first = context.NextSeq();
+    Status s = fn(context, &result->reply);
+    result->logged = context.NextSeq() != first;
+    return s;
   };
   return outcome;
 }

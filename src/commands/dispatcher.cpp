@@ -133,7 +133,10 @@ void AppendWriteResult(const Status& status, const std::string& reply, std::stri
                                  : "ERR " + status.message());
       break;
     default:
-      resp::AppendError(out, "ERR " + status.message());
+      // EXEC's refusal of a reply too large carries its own Redis error code.
+      resp::AppendError(out, status.message().starts_with("EXECABORT ")
+                                 ? status.message()
+                                 : "ERR " + status.message());
       break;
   }
 }

@@ -16,6 +16,7 @@
 // the transaction, which is what the check protects (the data it read is still current).
 // Threads: the handlers run on the session's event loop; EXEC's write function on the writer.
 #include <algorithm>
+#include <unordered_set>
 
 #include "commands/command.h"
 #include "kvstore/resp.h"
@@ -50,9 +51,11 @@ Result<bool> WatchedUnchanged(const std::vector<Transaction::Watched>& watched,
 // Runs the queued commands in order and appends the array of their replies to *reply. Reads use
 // `reads`; writes run through db (null when none is queued). A write that fails (not a reply
 // error such as INCR of a non-integer, which is that command's reply) fails the whole EXEC: its
-// Status is returned.
+// Status is returned. So does a reply that grows past the client's output limit: it would be
+// built whole in memory (on the writer, holding up every other write) and the client dropped.
 Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope& scope,
                  SnapshotLender& reads, WriteContext* db, std::string* reply) {
+  const std::size_t start = reply->size();
   resp::AppendArrayHeader(reply, queued.size());
   ClientState client = scope.client;
   std::vector<std::string> args;
@@ -75,6 +78,12 @@ Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope
       reply->append(*outcome.reply);
     } else if (outcome.kind != Outcome::Kind::kReplied) {
       resp::AppendError(reply, "ERR internal error: a queued command did not reply");
+    }
+    if (reply->size() - start > scope.options->max_exec_reply_bytes) {
+      return Status::InvalidArgument(
+          "EXECABORT Transaction discarded because its reply would pass the client output limit "
+          "(client_output_buffer_limit_bytes " +
+          std::to_string(scope.options->max_exec_reply_bytes) + "); nothing was written");
     }
   }
   return Status::Ok();
@@ -130,16 +139,19 @@ Outcome Exec(CommandContext& c) {
     } else if (!*unchanged) {
       resp::AppendNullArray(c.out);
     } else {
-      std::string reply;
-      Status s = RunQueued(transaction.queued, scope, c.reads, nullptr, &reply);
-      AppendWriteResult(s, reply, c.out);
+      const std::size_t mark = c.out->size();
+      Status s = RunQueued(transaction.queued, scope, c.reads, nullptr, c.out);
+      if (!s.ok()) {
+        c.out->resize(mark);
+        AppendWriteResult(s, "", c.out);
+      }
     }
     return Outcome::Replied();
   }
   // Queued writes were admitted then; the pod may have become a replica or been fenced since.
   if (c.replication != nullptr) {
     if (auto refusal = c.replication->WriteRefusal()) {
-      resp::AppendError(c.out, *refusal);
+      resp::AppendError(c.out, "EXECABORT Transaction discarded because of: " + *refusal);
       return Outcome::Replied();
     }
   }
@@ -169,15 +181,13 @@ Outcome Watch(CommandContext& c) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
   std::vector<Transaction::Watched> added;
+  std::unordered_set<std::string_view> seen;  // watching a key twice watches it once
+  for (const Transaction::Watched& w : transaction.watched) seen.insert(w.key);
   std::uint64_t bytes = transaction.bytes;
   std::string value;
   for (std::size_t i = 1; i < c.args.size(); ++i) {
     const std::string& key = c.args[i];
-    auto same_key = [&key](const Transaction::Watched& w) { return w.key == key; };
-    if (std::any_of(transaction.watched.begin(), transaction.watched.end(), same_key) ||
-        std::any_of(added.begin(), added.end(), same_key)) {
-      continue;
-    }
+    if (!seen.insert(key).second) continue;
     Status s = snapshot->Get(key, &value);
     if (!s.ok() && !s.IsNotFound()) {
       resp::AppendError(c.out, "ERR " + s.message());

@@ -195,6 +195,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   dispatcher_options.data_dir = config.data_dir;
   dispatcher_options.max_clients = config.max_clients;
   dispatcher_options.max_transaction_bytes = config.max_query_buffer_bytes;
+  dispatcher_options.max_exec_reply_bytes = config.client_output_buffer_limit_bytes;
 
   Server server(server_options, io, **engine, &replication, dispatcher_options);
   if (Status s = server.Listen(); !s.ok()) {

@@ -300,7 +300,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
           if (outcome.kind == Outcome::Kind::kReplied) {
             RecordCommand(spec, !IsErrorReply(*reply, 0), started);
           }
-          queued_replies_.push_back({false, std::move(reply), spec, started});
+          queued_replies_.push_back({false, std::move(reply), nullptr, spec, started});
         }
       }
     }
@@ -326,6 +326,7 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     if (out_.size() > kSoftOutputBytes && !co_await WriteOut()) co_return false;
   }
   co_await FlushWrites();
+  if (OutputOverLimit()) co_return false;  // the replies of writes are checked only here
   client_.info.last_active = std::chrono::steady_clock::now();
   Publish();
   server_.CountTraffic(0, 0, commands);
@@ -426,7 +427,8 @@ bool Session::OutputOverLimit() {
 void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,
                          std::chrono::steady_clock::time_point started) {
   queued_writes_.push_back(std::move(outcome.write));
-  queued_replies_.push_back({true, std::move(outcome.reply), spec, started});
+  queued_replies_.push_back(
+      {true, std::move(outcome.reply), std::move(outcome.logged), spec, started});
 }
 
 void Session::RecordCommand(const CommandSpec* spec, bool ok,
@@ -445,7 +447,11 @@ asio::awaitable<void> Session::FlushWrites() {
     std::uint64_t seq = 0;
     std::tie(results, seq) = co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
     client_.last_write_seq = seq;
-    co_await WaitForSyncReplicas(seq, &results);
+    std::vector<bool> logged;
+    for (const QueuedReply& queued : queued_replies_) {
+      if (queued.from_engine) logged.push_back(queued.logged && *queued.logged);
+    }
+    co_await WaitForSyncReplicas(seq, logged, &results);
   }
   std::size_t next_result = 0;
   for (const QueuedReply& queued : queued_replies_) {
@@ -466,13 +472,16 @@ asio::awaitable<void> Session::FlushWrites() {
 // Sync mode: a write is answered once sync_replicas replicas acknowledged it; otherwise its
 // reply becomes -NOREPLICAS (the write itself stays: it is durable here and replicates later).
 asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
+                                                   const std::vector<bool>& logged,
                                                    std::vector<Status>* results) {
   if (replication_ == nullptr) co_return;
   const int required = replication_->SyncReplicasRequired();
   if (required <= 0) co_return;
-  bool any_ok = false;
-  for (const Status& s : *results) any_ok = any_ok || s.ok();
-  if (!any_ok) co_return;
+  // Only writes that changed something wait: there is nothing to replicate for the others.
+  auto waits = [&](std::size_t i) { return (*results)[i].ok() && i < logged.size() && logged[i]; };
+  bool any = false;
+  for (std::size_t i = 0; i < results->size(); ++i) any = any || waits(i);
+  if (!any) co_return;
   const auto timeout = replication_->SyncTimeout();
   const std::string acked_text =
       co_await AsyncWaitForAcks(*replication_, seq, required, timeout, asio::use_awaitable);
@@ -482,8 +491,8 @@ asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
       "NOREPLICAS Not enough good replicas to write: " + std::to_string(acked) + " of " +
       std::to_string(required) + " acknowledged within " + std::to_string(timeout.count()) +
       " ms (the write is durable on the master and replicates later)");
-  for (Status& s : *results) {
-    if (s.ok()) s = refused;
+  for (std::size_t i = 0; i < results->size(); ++i) {
+    if (waits(i)) (*results)[i] = refused;
   }
 }
 

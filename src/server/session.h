@@ -57,7 +57,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Counts a finished command in the server's CommandMetrics.
   void RecordCommand(const CommandSpec* spec, bool ok,
                      std::chrono::steady_clock::time_point started);
-  asio::awaitable<void> WaitForSyncReplicas(std::uint64_t seq, std::vector<Status>* results);
+  // logged[i]: whether the write of results[i] logged anything (only those wait).
+  asio::awaitable<void> WaitForSyncReplicas(std::uint64_t seq, const std::vector<bool>& logged,
+                                            std::vector<Status>* results);
   asio::awaitable<bool> WriteOut();
   void ArmFrameTimer();
   void Publish();
@@ -78,6 +80,7 @@ class Session : public std::enable_shared_from_this<Session> {
   struct QueuedReply {
     bool from_engine;
     std::shared_ptr<std::string> reply;
+    std::shared_ptr<const bool> logged;  // from_engine: whether the write logged anything
     // For the command metrics of a write, recorded once its result is known.
     const CommandSpec* spec = nullptr;
     std::chrono::steady_clock::time_point started;

@@ -282,3 +282,53 @@ def test_a_replica_never_shows_half_a_transaction(make_cluster):
     assert cluster.client(1).get("y") == target, "the replica did not catch up in 30 s"
     assert len(sums) > 10 and set(sums) == {100000}, f"{len(sums)} reads, sums {set(sums)}"
     assert master.mget("x", "y") == [b"99400", b"600"]
+
+
+def test_an_exec_reply_past_the_output_limit_aborts_the_transaction(make_server):
+    """EXEC would build its whole reply in memory (on the writer, when it writes): past
+    client_output_buffer_limit_bytes it is refused and nothing it queued is written."""
+    server = make_server(args=["--max-value-bytes", "1MiB", "--max-query-buffer-bytes", "2MiB",
+                               "--client-output-buffer-limit-bytes", "2MiB"])
+    big = b"b" * (1 << 20)
+    with RespConn(server.port) as conn:
+        assert conn.call("SET", "big", big) == "OK"
+        for first in ([], [("SET", "marker", "1")]):  # read-only, then with a write
+            assert conn.call("MULTI") == "OK"
+            for command in first + [("GET", "big")] * 5:
+                assert conn.call(*command) == "QUEUED"
+            reply = conn.call("EXEC")
+            assert isinstance(reply, RespError), reply
+            assert str(reply).startswith("EXECABORT") and "output limit" in str(reply), reply
+            assert conn.call("EXISTS", "marker") == 0
+        # The connection and the server go on; a transaction within the limit runs.
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("GET", "big") == "QUEUED"
+        assert conn.call("EXEC") == [big]
+
+
+def test_sync_mode_waits_only_for_transactions_that_wrote(make_cluster):
+    """With no replica to acknowledge, a write that changed something answers -NOREPLICAS after
+    sync_timeout_ms; an EXEC whose WATCH failed, or whose writes changed nothing, has nothing to
+    replicate and answers at once, as a SET NX that found its key does."""
+    cluster = make_cluster(size=2, extra_args=["--replication-mode", "sync",
+                                               "--sync-timeout-ms", "1500"])
+    cluster.start(0)
+    with RespConn(cluster.port(0)) as conn, RespConn(cluster.port(0)) as other:
+        assert str(conn.call("SET", "b", "0")).startswith("NOREPLICAS")
+        assert conn.call("WATCH", "b") == "OK"
+        assert str(other.call("SET", "b", "1")).startswith("NOREPLICAS")
+        for commands, expected in ((["SET b 9"], None), (["GET b", "SET b 1 NX"], [b"1", None])):
+            assert conn.call("MULTI") == "OK"
+            for command in commands:
+                assert conn.call(*command.split()) == "QUEUED"
+            started = time.monotonic()
+            assert conn.call("EXEC") == expected
+            assert time.monotonic() - started < 1.0, "EXEC waited for replicas with nothing to send"
+        started = time.monotonic()
+        assert conn.call("SET", "b", "2", "NX") is None
+        assert time.monotonic() - started < 1.0
+        assert conn.call("MULTI") == "OK"
+        assert conn.call("INCR", "b") == "QUEUED"
+        reply = conn.call("EXEC")
+        assert isinstance(reply, RespError) and str(reply).startswith("NOREPLICAS"), reply
+        assert conn.call("GET", "b") == b"2", "the write stays on the master"
