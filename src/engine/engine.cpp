@@ -247,7 +247,8 @@ Status Recover(Storage& storage, Log& log) {
       apply = ApplyEntry(*txn, seq, e);
       if (!apply.ok()) return false;
       txn_last = seq;
-      if (++in_txn < kReplayChunk) return true;
+      // Commit only where a unit ends (log.h), so applied_seq never stops inside an atomic write.
+      if (++in_txn < kReplayChunk || e.continued) return true;
       apply = commit();
       if (!apply.ok()) return false;
       auto next = storage.BeginWrite();

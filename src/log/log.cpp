@@ -929,9 +929,7 @@ Status LogCursor::Walk(
     const std::function<bool(std::uint64_t, const LogEntry&, std::string_view)>& visit) {
   std::size_t consumed = 0;
   LogEntry entry;
-  // max_bytes ends the walk only where a unit ends (see log.h): after a record not continued.
-  auto full = [&] { return consumed >= max_bytes && !entry.continued; };
-  while (next_seq_ <= limit_seq && !full()) {
+  while (next_seq_ <= limit_seq && consumed < max_bytes) {
     if (fd_ < 0) {
       if (Status s = Locate(); !s.ok()) return s;
     }
@@ -959,7 +957,7 @@ Status LogCursor::Walk(
       continue;
     }
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(
-        end - offset_, std::max<std::size_t>(max_bytes - std::min(consumed, max_bytes), 64 << 10)));
+        end - offset_, std::max<std::size_t>(max_bytes - consumed, 64 << 10)));
     if (int err = ReadAt(fd_, offset_, want, &buf_); err != 0) {
       return Status::IOError(fmt::format("cannot read the log: {}", ErrnoText(err)));
     }
@@ -998,7 +996,7 @@ Status LogCursor::Walk(
       }
       ++next_seq_;
       consumed += record;
-      if (!visit(seq, entry, stored) || full()) {
+      if (!visit(seq, entry, stored) || consumed >= max_bytes) {
         offset_ += pos;
         return Status::Ok();
       }

@@ -12,9 +12,10 @@
 //           | 4 (epoch: key empty, value = epoch:u64le id:u64le; see engine/epochs.h)
 // "continued" marks a record after which more records of the same atomic write follow (MSET,
 // EXEC): a unit is a run of continued records and the one record that ends it. Readers keep
-// units whole: recovery cuts a torn tail back to the last complete unit, and a replica feed
-// ends its messages only where a unit ends, so nobody applies part of one. (Logs written
-// before the flag have none: every record is then a unit of its own.)
+// units whole: Open cuts a torn tail back to the last complete unit, recovery commits only
+// where a unit ends, and a replica holds back the records of a unit until its last one has
+// arrived (the stream is cut by size, since one unit may be gigabytes), so nobody applies part
+// of one. (Logs written before the flag have none: every record is then a unit of its own.)
 //   end     = end of file | length:u32le = 0 (zeros to the end of the file)
 // Files are created at segment_bytes, full of zeros and synced (preallocated), so the end is
 // usually the zero length after the last record; <dir>/next.log.tmp is the next file being
@@ -138,8 +139,8 @@ class LogCursor {
   LogCursor& operator=(const LogCursor&) = delete;
 
   // Visits the entries from next_seq() up to and including limit_seq, in order, stopping after
-  // about max_bytes of records (only where a unit ends, so past max_bytes by up to a unit) or
-  // when visit returns false (that entry counts as visited).
+  // about max_bytes of records (wherever that falls, inside a unit too) or when visit returns
+  // false (that entry counts as visited).
   // NotFound when the entries it needs are gone (trimmed, or the log was restarted);
   // Corruption / IOError on damage.
   Status Next(std::uint64_t limit_seq, std::size_t max_bytes,

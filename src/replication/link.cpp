@@ -226,6 +226,7 @@ asio::awaitable<void> ReplicaLink::Session() {
   apply_failed_ = false;
   ack_writing_ = false;
   acked_ = ack_wanted_ = 0;
+  unit_so_far_.clear();  // a new stream starts at this pod's position: where a unit ends
   resp::ParserLimits limits;
   limits.max_bulk_bytes = std::size_t{2} << 30;  // one log record may hold a 512 MiB value
   parser_ = resp::ReplyParser(limits);
@@ -443,7 +444,11 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
 }
 
 asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
+  // The records of a unit whose last record has not arrived yet wait in unit_so_far_ (log.h):
+  // the master cuts its stream by size, and applying part of an MSET or EXEC would show it.
   auto entries = std::make_shared<std::vector<std::pair<std::uint64_t, LogEntry>>>();
+  entries->swap(unit_so_far_);
+  const std::size_t carried = entries->size();
   Status decoded = DecodeLogRecords(records, [&](std::uint64_t seq, LogEntry& entry) {
     entries->emplace_back(seq, std::move(entry));
     return true;
@@ -452,19 +457,25 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
     Fail("damaged log records from the master: " + decoded.message());
     co_return false;
   }
-  if (entries->empty()) co_return true;
-  for (std::size_t i = 0; i < entries->size(); ++i) {
-    if ((*entries)[i].first != expected_seq_ + i) {
+  for (std::size_t i = carried; i < entries->size(); ++i) {
+    if ((*entries)[i].first != expected_seq_ + (i - carried)) {
       Fail(fmt::format("gap in the replication stream: expected sequence {}, got {}",
-                       expected_seq_ + i, (*entries)[i].first));
+                       expected_seq_ + (i - carried), (*entries)[i].first));
       co_return false;
     }
   }
-  expected_seq_ += entries->size();
+  expected_seq_ += entries->size() - carried;
   {
     std::lock_guard lock(mu_);
     status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
   }
+  std::size_t whole = entries->size();
+  while (whole > 0 && (*entries)[whole - 1].second.continued) --whole;
+  unit_so_far_.assign(
+      std::make_move_iterator(entries->begin() + static_cast<std::ptrdiff_t>(whole)),
+      std::make_move_iterator(entries->end()));
+  entries->resize(whole);
+  if (entries->empty()) co_return true;
   asio::steady_timer poll(strand_);
   while (applies_in_flight_.load() >= kMaxAppliesInFlight && !apply_failed_.load()) {
     poll.expires_after(std::chrono::milliseconds(1));

@@ -326,7 +326,6 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     if (out_.size() > kSoftOutputBytes && !co_await WriteOut()) co_return false;
   }
   co_await FlushWrites();
-  if (OutputOverLimit()) co_return false;  // the replies of writes are checked only here
   client_.info.last_active = std::chrono::steady_clock::now();
   Publish();
   server_.CountTraffic(0, 0, commands);

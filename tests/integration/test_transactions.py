@@ -283,6 +283,29 @@ def test_a_replica_never_shows_half_a_transaction(make_cluster):
     assert len(sums) > 10 and set(sums) == {100000}, f"{len(sums)} reads, sums {set(sums)}"
     assert master.mget("x", "y") == [b"99400", b"600"]
 
+    # Units much larger than the stream's ~1 MiB messages: MSETs of 20 values of 1 MB. The
+    # replica holds a unit's records back until its last one arrives; the first and the last
+    # key of each MSET must always carry the same round.
+    keys = [f"m{i}" for i in range(20)]
+    done = threading.Event()
+
+    def mset_rounds():
+        client = cluster.client(0)
+        for round_ in range(1, 9):
+            client.mset({key: str(round_).encode() * (1 << 20) for key in keys})
+        done.set()
+
+    writer = threading.Thread(target=mset_rounds)
+    writer.start()
+    replica, seen, deadline = cluster.client(1), set(), time.monotonic() + 60
+    while not done.is_set() and time.monotonic() < deadline:
+        first, last = replica.mget(keys[0], keys[-1])
+        seen.add((first[:1] if first else None, last[:1] if last else None))
+    writer.join(timeout=60)
+    cluster.wait_converged()
+    assert all(first == last for first, last in seen), f"half an MSET seen: {sorted(seen)}"
+    assert cluster.client(1).get(keys[-1])[:1] == b"8"
+
 
 def test_an_exec_reply_past_the_output_limit_aborts_the_transaction(make_server):
     """EXEC would build its whole reply in memory (on the writer, when it writes): past
