@@ -327,7 +327,9 @@ asio::awaitable<void> ReplicaLink::Session() {
     status_.up = true;
     status_.attached = true;
     status_.last_error.clear();
-    status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
+    // What this master says now: its sequence may be below an earlier session's (after a
+    // restore, or another master), and a stale maximum would show a lag that never ends.
+    status_.master_seq = expected_seq_ - 1;
   }
   SendAck(engine.durable_seq());
   for (;;) {
@@ -446,36 +448,41 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
 asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   // The records of a unit whose last record has not arrived yet wait in unit_so_far_ (log.h):
   // the master cuts its stream by size, and applying part of an MSET or EXEC would show it.
-  auto entries = std::make_shared<std::vector<std::pair<std::uint64_t, LogEntry>>>();
-  entries->swap(unit_so_far_);
-  const std::size_t carried = entries->size();
+  // Records are appended to it in place and moved out once, so a unit of millions of records
+  // costs time linear in its size.
+  std::vector<std::pair<std::uint64_t, LogEntry>>& received = unit_so_far_;
+  const std::size_t carried = received.size();
   Status decoded = DecodeLogRecords(records, [&](std::uint64_t seq, LogEntry& entry) {
-    entries->emplace_back(seq, std::move(entry));
+    received.emplace_back(seq, std::move(entry));
     return true;
   });
   if (!decoded.ok()) {
     Fail("damaged log records from the master: " + decoded.message());
     co_return false;
   }
-  for (std::size_t i = carried; i < entries->size(); ++i) {
-    if ((*entries)[i].first != expected_seq_ + (i - carried)) {
+  for (std::size_t i = carried; i < received.size(); ++i) {
+    if (received[i].first != expected_seq_ + (i - carried)) {
       Fail(fmt::format("gap in the replication stream: expected sequence {}, got {}",
-                       expected_seq_ + (i - carried), (*entries)[i].first));
+                       expected_seq_ + (i - carried), received[i].first));
       co_return false;
     }
   }
-  expected_seq_ += entries->size() - carried;
+  expected_seq_ += received.size() - carried;
   {
     std::lock_guard lock(mu_);
     status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
   }
-  std::size_t whole = entries->size();
-  while (whole > 0 && (*entries)[whole - 1].second.continued) --whole;
-  unit_so_far_.assign(
-      std::make_move_iterator(entries->begin() + static_cast<std::ptrdiff_t>(whole)),
-      std::make_move_iterator(entries->end()));
-  entries->resize(whole);
-  if (entries->empty()) co_return true;
+  // Everything carried is inside one unit, so a unit ends in this message or nothing is whole.
+  std::size_t whole = received.size();
+  while (whole > carried && received[whole - 1].second.continued) --whole;
+  if (whole == carried) co_return true;
+  std::vector<std::pair<std::uint64_t, LogEntry>> rest(
+      std::make_move_iterator(received.begin() + static_cast<std::ptrdiff_t>(whole)),
+      std::make_move_iterator(received.end()));
+  received.resize(whole);
+  auto entries = std::make_shared<std::vector<std::pair<std::uint64_t, LogEntry>>>();
+  entries->swap(received);
+  received = std::move(rest);
   asio::steady_timer poll(strand_);
   while (applies_in_flight_.load() >= kMaxAppliesInFlight && !apply_failed_.load()) {
     poll.expires_after(std::chrono::milliseconds(1));
