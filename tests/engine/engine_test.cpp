@@ -136,6 +136,32 @@ TEST_CASE("the write context sees the batch's own writes") {
   CHECK(engine->Stats().log.last_seq == 4);  // put x, put y, put z, clear
 }
 
+TEST_CASE("the records one write function logs form one unit of the log") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  WriteFn three = [](WriteContext& ctx) {
+    Status s = ctx.Put("a", "1");
+    if (s.ok()) s = ctx.Delete("missing").IsNotFound() ? Status::Ok() : Status::IOError("?");
+    if (s.ok()) s = ctx.Put("b", "2");
+    if (s.ok()) s = ctx.Clear();
+    return s;
+  };
+  auto statuses = Run(*engine, {PutFn("x", "1"), three, PutFn("y", "2")});
+  CHECK(Codes(statuses) == "OK,OK,OK,");
+  auto cursor = engine->OpenLogCursor(1);
+  REQUIRE(cursor.ok());
+  std::string log;
+  REQUIRE((*cursor)
+              ->Next(engine->committed_seq(), 1 << 20,
+                     [&](std::uint64_t, const LogEntry& e) {
+                       log += (e.key.empty() ? "clear" : e.key) + (e.continued ? "+ " : " ");
+                       return true;
+                     })
+              .ok());
+  // Only the last record of a unit is not continued; a missing key's delete logs nothing.
+  CHECK(log == "x a+ b+ clear y ");
+}
+
 TEST_CASE("concurrent submissions are group committed") {
   TempDir dir;
   auto engine = OpenEngine(Options(dir.path()));
