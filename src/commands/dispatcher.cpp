@@ -201,8 +201,6 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     resp::AppendError(out, "NOAUTH Authentication required.");
     return Outcome::Replied();
   }
-  CommandContext context{args,    client,       out,      engine_, reads,
-                         server_, replication_, options_, cursors_};
   if (client.transaction.open && !ControlsTransaction(spec)) {
     Queue(spec, args, client.transaction, out);
     return Outcome::Replied();
@@ -218,6 +216,8 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     return Outcome::Replied();
   }
   client.info.last_command = spec->name;
+  CommandContext context{args,    client,       out,      engine_, reads,
+                         server_, replication_, options_, cursors_};
   return spec->handler(context);
 }
 

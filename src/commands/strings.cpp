@@ -241,27 +241,8 @@ Outcome StrLen(CommandContext& c) {
   return Outcome::Replied();
 }
 
-// SETNX key value -> 1 when it set the key, 0 when the key existed.
-Outcome SetNx(CommandContext& c) {
-  if (!ValidateKeyForWrite(c.args[1], c.out) ||
-      !ValidateValueSize(c.args[2].size(), c.options, c.out)) {
-    return Outcome::Replied();
-  }
-  return MakeWrite([key = std::move(c.args[1]), value = std::move(c.args[2])](
-                       WriteContext& db, std::string* reply) -> Status {
-    std::string old;
-    Status s = db.Get(key, &old);
-    if (s.ok()) {
-      resp::AppendInteger(reply, 0);
-      return Status::Ok();
-    }
-    if (!s.IsNotFound()) return s;
-    s = db.Put(key, value);
-    if (!s.ok()) return s;
-    resp::AppendInteger(reply, 1);
-    return Status::Ok();
-  });
-}
+// SETNX key value -> 1 when it set the key, 0 when the key existed: MSETNX of one pair.
+Outcome SetNx(CommandContext& c) { return SetPairs(c, true); }
 
 // GETSET key value: SET key value GET.
 Outcome GetSet(CommandContext& c) {

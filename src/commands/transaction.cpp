@@ -35,6 +35,11 @@ struct ExecScope {
   ClientState client;  // copied for each run: the session's own stays on its event loop
 };
 
+// What one watched key counts toward Transaction::bytes.
+std::uint64_t WatchedBytes(std::string_view key, std::size_t value_bytes) {
+  return key.size() + value_bytes + sizeof(Transaction::Watched);
+}
+
 // Whether every watched key still has the value it had at WATCH. IOError when one cannot be read.
 Result<bool> WatchedUnchanged(const std::vector<Transaction::Watched>& watched,
                               const Storage::Snapshot& now) {
@@ -89,6 +94,22 @@ Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope
   return Status::Ok();
 }
 
+// EXEC's body, on one consistent view (`reads` lends it): a null array when a watched key
+// changed, else RunQueued.
+Status RunIfUnchanged(const Transaction& transaction, const ExecScope& scope, SnapshotLender& reads,
+                      WriteContext* db, std::string* reply) {
+  std::string error;
+  const Storage::Snapshot* now = reads.Borrow(&error);
+  if (now == nullptr) return Status::IOError(error);
+  auto unchanged = WatchedUnchanged(transaction.watched, *now);
+  if (!unchanged.ok()) return unchanged.status();
+  if (!*unchanged) {
+    resp::AppendNullArray(reply);
+    return Status::Ok();
+  }
+  return RunQueued(transaction.queued, scope, reads, db, reply);
+}
+
 // MULTI: starts queuing. Nested MULTI is an error that leaves the transaction as it is.
 Outcome Multi(CommandContext& c) {
   Transaction& transaction = c.client.transaction;
@@ -131,20 +152,12 @@ Outcome Exec(CommandContext& c) {
       [](const Transaction::Queued& command) { return command.spec->flags & kFlagWrite; });
   ExecScope scope{&c.engine, &c.server, c.replication, &c.options, &c.cursors, c.client};
   if (!writes) {
-    Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
-    if (snapshot == nullptr) return Outcome::Replied();
-    auto unchanged = WatchedUnchanged(transaction.watched, *snapshot);
-    if (!unchanged.ok()) {
-      resp::AppendError(c.out, "ERR " + unchanged.status().message());
-    } else if (!*unchanged) {
-      resp::AppendNullArray(c.out);
-    } else {
-      const std::size_t mark = c.out->size();
-      Status s = RunQueued(transaction.queued, scope, c.reads, nullptr, c.out);
-      if (!s.ok()) {
-        c.out->resize(mark);
-        AppendWriteResult(s, "", c.out);
-      }
+    if (c.reads.Borrow(c.out) == nullptr) return Outcome::Replied();
+    const std::size_t mark = c.out->size();
+    Status s = RunIfUnchanged(transaction, scope, c.reads, nullptr, c.out);
+    if (!s.ok()) {
+      c.out->resize(mark);
+      AppendWriteResult(s, "", c.out);
     }
     return Outcome::Replied();
   }
@@ -155,20 +168,11 @@ Outcome Exec(CommandContext& c) {
       return Outcome::Replied();
     }
   }
-  return MakeWrite(
-      [scope = std::move(scope), queued = std::move(transaction.queued),
-       watched = std::move(transaction.watched)](WriteContext& db, std::string* reply) -> Status {
-        SnapshotLender reads(*scope.engine, db.View());
-        std::string error;
-        const Storage::Snapshot* view = reads.Borrow(&error);
-        auto unchanged = WatchedUnchanged(watched, *view);
-        if (!unchanged.ok()) return unchanged.status();
-        if (!*unchanged) {
-          resp::AppendNullArray(reply);
-          return Status::Ok();
-        }
-        return RunQueued(queued, scope, reads, &db, reply);
-      });
+  return MakeWrite([scope = std::move(scope), transaction = std::move(transaction)](
+                       WriteContext& db, std::string* reply) -> Status {
+    SnapshotLender reads(*scope.engine, db.View());
+    return RunIfUnchanged(transaction, scope, reads, &db, reply);
+  });
 }
 
 // WATCH key [key ...]: EXEC of the next transaction runs only if these keys keep their values.
@@ -193,7 +197,7 @@ Outcome Watch(CommandContext& c) {
       resp::AppendError(c.out, "ERR " + s.message());
       return Outcome::Replied();
     }
-    bytes += key.size() + (s.ok() ? value.size() : 0) + sizeof(Transaction::Watched);
+    bytes += WatchedBytes(key, s.ok() ? value.size() : 0);
     if (bytes > c.options.max_transaction_bytes) {
       resp::AppendError(c.out, "ERR transaction too large: the watched keys' values would pass " +
                                    std::to_string(c.options.max_transaction_bytes) +
@@ -213,7 +217,7 @@ Outcome Watch(CommandContext& c) {
 Outcome Unwatch(CommandContext& c) {
   Transaction& transaction = c.client.transaction;
   for (const Transaction::Watched& w : transaction.watched) {
-    transaction.bytes -= w.key.size() + (w.value ? w.value->size() : 0) + sizeof(w);
+    transaction.bytes -= WatchedBytes(w.key, w.value ? w.value->size() : 0);
   }
   transaction.watched.clear();  // (the bytes of queued commands stay counted)
   resp::AppendSimpleString(c.out, "OK");
