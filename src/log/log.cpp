@@ -377,8 +377,8 @@ struct Log::Impl {
   int dir_fd = -1;
   int fd = -1;             // newest segment, open for writing
   bool dir_dirty = false;  // a file was created since the last directory fsync
-  std::string broken;       // set when a failed undo or fsync left unknown bytes on disk
-  std::string buf;          // Append's encoding buffer, reused
+  std::string broken;      // set when a failed undo or fsync left unknown bytes on disk
+  std::string buf;         // Append's encoding buffer, reused
   bool have_last_append = false;
   std::uint64_t last_append_offset = 0;
   std::uint64_t last_append_count = 0;
