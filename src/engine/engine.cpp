@@ -83,18 +83,19 @@ Clock::time_point SaturatingAdd(Clock::time_point t, std::chrono::milliseconds d
 
 // Applies one logged entry (at seq) to txn. A delete of a missing key is fine: replay and
 // replication apply what was logged, and the effect is the same.
-Status ApplyEntry(Storage::WriteTxn& txn, std::uint64_t seq, const LogEntry& e) {
-  switch (e.type) {
+Status ApplyEntry(Storage::WriteTxn& txn, std::uint64_t seq, LogEntry::Type type,
+                  std::string_view key, std::string_view value) {
+  switch (type) {
     case LogEntry::Type::kPut:
-      return txn.Put(e.key, e.value);
+      return txn.Put(key, value);
     case LogEntry::Type::kDelete: {
-      Status s = txn.Delete(e.key);
+      Status s = txn.Delete(key);
       return s.IsNotFound() ? Status::Ok() : s;
     }
     case LogEntry::Type::kClear:
       return txn.Clear();
     case LogEntry::Type::kEpoch:
-      return RecordEpoch(txn, seq, e);
+      return RecordEpoch(txn, seq, LogEntry{type, std::string(key), std::string(value)});
   }
   return Status::Corruption("unknown log entry type");
 }
@@ -149,12 +150,21 @@ class BatchContext : public WriteContext {
 
   std::uint64_t NextSeq() override { return first_seq_ + records_->count; }
 
-  Status ApplyLogged(const LogEntry& entry) override {
-    if (entry.type == LogEntry::Type::kPut) put_attempted_ = true;
-    Status s = ApplyEntry(*txn_, NextSeq(), entry);
-    // The master's units, as it marked them (a replica applies many of them in one function).
-    if (s.ok()) s = Record(entry.type, entry.key, entry.value, entry.continued);
-    if (!s.ok()) txn_failed_ = true;
+  Status ApplyLogged(const LogRecordView& record) override {
+    if (record.seq != NextSeq()) {
+      return Status::Corruption(fmt::format("replicated entry {} would be applied as {}",
+                                            record.seq, NextSeq()));
+    }
+    if (record.type == LogEntry::Type::kPut) put_attempted_ = true;
+    Status s = ApplyEntry(*txn_, record.seq, record.type, record.key, record.value);
+    if (s.ok()) {
+      // As stored, so with the master's unit marks (a replica applies many units in one
+      // function).
+      records_->bytes.append(record.stored);
+      ++records_->count;
+    } else {
+      txn_failed_ = true;
+    }
     return s;
   }
 
@@ -164,7 +174,11 @@ class BatchContext : public WriteContext {
     const std::uint64_t number =
         std::max(history->empty() ? 1 : history->back().number + 1, min_number);
     *opened = Epoch{number, id, NextSeq()};
-    return ApplyLogged(MakeEpochEntry(number, id));
+    const LogEntry entry = MakeEpochEntry(number, id);
+    Status s = RecordEpoch(*txn_, NextSeq(), entry);
+    if (s.ok()) s = Record(entry.type, entry.key, entry.value);
+    if (!s.ok()) txn_failed_ = true;
+    return s;
   }
 
   // Whether any Put was tried: a write function without one may use the storage's reserve.
@@ -173,18 +187,15 @@ class BatchContext : public WriteContext {
   bool txn_failed() const { return txn_failed_; }
 
  private:
-  // The transaction already holds the change, so a failure here (a record past 4 GiB, which
-  // max_value_bytes rules out) makes the caller undo the batch (txn_failed_). continued: the
-  // entry's flag as given (a replicated entry); none: this function's own entry, which
-  // continues the unit of its previous one.
-  Status Record(LogEntry::Type type, std::string_view key, std::string_view value,
-                std::optional<bool> continued = std::nullopt) {
+  // Logs one of this function's own entries, continuing the unit of its previous one. The
+  // transaction already holds the change, so a failure here (a record past 4 GiB, which
+  // max_value_bytes rules out) makes the caller undo the batch (txn_failed_).
+  Status Record(LogEntry::Type type, std::string_view key, std::string_view value) {
     const std::size_t offset = records_->bytes.size();
-    Status s =
-        EncodeLogRecord(NextSeq(), type, key, value, &records_->bytes, continued.value_or(false));
+    Status s = EncodeLogRecord(NextSeq(), type, key, value, &records_->bytes);
     if (!s.ok()) return s;
-    if (!continued && own_last_record_) MarkLogRecordContinued(&records_->bytes, *own_last_record_);
-    if (!continued) own_last_record_ = offset;
+    if (own_last_record_) MarkLogRecordContinued(&records_->bytes, *own_last_record_);
+    own_last_record_ = offset;
     ++records_->count;
     return s;
   }
@@ -244,7 +255,7 @@ Status Recover(Storage& storage, Log& log) {
       return s;
     };
     Status read = log.ReadFrom(from, [&](std::uint64_t seq, const LogEntry& e) {
-      apply = ApplyEntry(*txn, seq, e);
+      apply = ApplyEntry(*txn, seq, e.type, e.key, e.value);
       if (!apply.ok()) return false;
       txn_last = seq;
       // Commit only where a unit ends (log.h), so applied_seq never stops inside an atomic write.

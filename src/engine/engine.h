@@ -75,9 +75,11 @@ class WriteContext {
   virtual Storage::Snapshot View() = 0;
   // The sequence the next logged entry of this write gets.
   virtual std::uint64_t NextSeq() = 0;
-  // Applies a replicated entry exactly as logged and logs it, even when it changes nothing (a
-  // delete of a missing key), so the replica's sequences stay the master's.
-  virtual Status ApplyLogged(const LogEntry& entry) = 0;
+  // Applies a replicated record exactly as the master logged it and logs its stored bytes as
+  // they are (no second encoding or checksum), even when it changes nothing (a delete of a
+  // missing key), so the replica's log and sequences are the master's, units included.
+  // Corruption if record.seq is not NextSeq(): an entry lands on the sequence it carries.
+  virtual Status ApplyLogged(const LogRecordView& record) = 0;
   // Opens a new epoch with the given random id, numbered the newest known + 1, or min_number
   // if that is larger.
   virtual Status OpenEpoch(std::uint64_t id, std::uint64_t min_number, Epoch* opened) = 0;

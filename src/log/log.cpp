@@ -169,12 +169,11 @@ int WriteAll(int fd, const char* data, std::size_t n, std::uint64_t offset) {
   return 0;
 }
 
-// Checks and decodes one record's body (seq + payload, length bytes) against its crc. On success
-// sets *seq and (if entry) *entry; otherwise says why in *why.
-// *continued (if given) says whether the record's unit goes on after it.
-bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, std::uint64_t* seq,
-                     LogEntry* entry, std::string* why, bool* continued = nullptr) {
-  if (Crc(body, length) != crc) {
+// Decodes one record's body (seq + payload, length bytes) in place into *record (all but its
+// stored field), checking it against crc if verify. On failure says why in *why.
+bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, bool verify,
+                     LogRecordView* record, std::string* why) {
+  if (verify && Crc(body, length) != crc) {
     *why = "checksum mismatch";
     return false;
   }
@@ -197,15 +196,19 @@ bool ParseRecordBody(const char* body, std::uint32_t length, std::uint32_t crc, 
     *why = "malformed payload";
     return false;
   }
-  *seq = DecodeFixed64(body);
-  if (continued != nullptr) *continued = more;
-  if (entry != nullptr) {
-    entry->type = static_cast<LogEntry::Type>(type);
-    entry->key.assign(key, key_len);
-    entry->value.assign(p, value_len);
-    entry->continued = more;
-  }
+  record->seq = DecodeFixed64(body);
+  record->type = static_cast<LogEntry::Type>(type);
+  record->key = std::string_view(key, key_len);
+  record->value = std::string_view(p, value_len);
+  record->continued = more;
   return true;
+}
+
+void CopyToEntry(const LogRecordView& record, LogEntry* entry) {
+  entry->type = record.type;
+  entry->key.assign(record.key);
+  entry->value.assign(record.value);
+  entry->continued = record.continued;
 }
 
 // Sequential reader of the records of one file, from a given offset.
@@ -253,7 +256,11 @@ class RecordReader {
       return Next::kBad;
     }
     const char* body = buf_.data() + pos_ + kHeaderBytes;
-    if (!ParseRecordBody(body, length, crc, seq, entry, why, continued)) return Next::kBad;
+    LogRecordView record;
+    if (!ParseRecordBody(body, length, crc, /*verify=*/true, &record, why)) return Next::kBad;
+    *seq = record.seq;
+    if (entry != nullptr) CopyToEntry(record, entry);
+    if (continued != nullptr) *continued = record.continued;
     pos_ += kHeaderBytes + length;
     offset_ += kHeaderBytes + length;
     return Next::kRecord;
@@ -342,9 +349,10 @@ Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view 
   return Status::Ok();
 }
 
-Status DecodeLogRecords(std::string_view data,
-                        const std::function<bool(std::uint64_t seq, LogEntry& entry)>& visit) {
-  LogEntry entry;
+Status DecodeLogRecordViews(std::string_view data,
+                            const std::function<bool(const LogRecordView& record)>& visit,
+                            bool verify) {
+  LogRecordView record;
   while (!data.empty()) {
     if (data.size() < kHeaderBytes) return Status::Corruption("truncated log record header");
     const std::uint32_t length = DecodeFixed32(data.data());
@@ -352,15 +360,24 @@ Status DecodeLogRecords(std::string_view data,
     if (length < kMinRecordLength || length > data.size() - kHeaderBytes) {
       return Status::Corruption(fmt::format("invalid log record length {}", length));
     }
-    std::uint64_t seq = 0;
     std::string why;
-    if (!ParseRecordBody(data.data() + kHeaderBytes, length, crc, &seq, &entry, &why)) {
+    if (!ParseRecordBody(data.data() + kHeaderBytes, length, crc, verify, &record, &why)) {
       return Status::Corruption("bad log record: " + why);
     }
-    if (!visit(seq, entry)) break;
+    record.stored = data.substr(0, kHeaderBytes + length);
+    if (!visit(record)) break;
     data.remove_prefix(kHeaderBytes + length);
   }
   return Status::Ok();
+}
+
+Status DecodeLogRecords(std::string_view data,
+                        const std::function<bool(std::uint64_t seq, LogEntry& entry)>& visit) {
+  LogEntry entry;
+  return DecodeLogRecordViews(data, [&](const LogRecordView& record) {
+    CopyToEntry(record, &entry);
+    return visit(record.seq, entry);
+  });
 }
 
 struct Log::Impl {
@@ -909,7 +926,7 @@ static int ReadAt(int fd, std::uint64_t offset, std::size_t n, std::string* buf)
 
 Status LogCursor::Next(std::uint64_t limit_seq, std::size_t max_bytes,
                        const std::function<bool(std::uint64_t, const LogEntry&)>& visit) {
-  return Walk(limit_seq, max_bytes,
+  return Walk(limit_seq, max_bytes, /*decode=*/true,
               [&](std::uint64_t seq, const LogEntry& entry, std::string_view) {
                 return visit(seq, entry);
               });
@@ -917,14 +934,15 @@ Status LogCursor::Next(std::uint64_t limit_seq, std::size_t max_bytes,
 
 Status LogCursor::NextRecords(std::uint64_t limit_seq, std::size_t max_bytes,
                               std::string* records) {
-  return Walk(limit_seq, max_bytes, [&](std::uint64_t, const LogEntry&, std::string_view record) {
+  return Walk(limit_seq, max_bytes, /*decode=*/false,
+              [&](std::uint64_t, const LogEntry&, std::string_view record) {
     records->append(record);
     return true;
   });
 }
 
 Status LogCursor::Walk(
-    std::uint64_t limit_seq, std::size_t max_bytes,
+    std::uint64_t limit_seq, std::size_t max_bytes, bool decode,
     const std::function<bool(std::uint64_t, const LogEntry&, std::string_view)>& visit) {
   std::size_t consumed = 0;
   LogEntry entry;
@@ -980,10 +998,16 @@ Status LogCursor::Walk(
           return Status::IOError("cannot read a large log record");
         }
       }
-      std::uint64_t seq = 0;
-      std::string why;
-      if (!ParseRecordBody(buf_.data() + pos + kHeaderBytes, length, crc, &seq, &entry, &why)) {
-        return Status::Corruption(fmt::format("log record at offset {}: {}", offset_ + pos, why));
+      std::uint64_t seq = DecodeFixed64(buf_.data() + pos + kHeaderBytes);
+      if (decode) {
+        LogRecordView view;
+        std::string why;
+        if (!ParseRecordBody(buf_.data() + pos + kHeaderBytes, length, crc, /*verify=*/true, &view,
+                             &why)) {
+          return Status::Corruption(
+              fmt::format("log record at offset {}: {}", offset_ + pos, why));
+        }
+        CopyToEntry(view, &entry);
       }
       if (seq > limit_seq) break;  // not committed yet
       const std::string_view stored(buf_.data() + pos, record);

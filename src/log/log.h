@@ -59,8 +59,21 @@ Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view 
 // Sets the continued flag of the record EncodeLogRecord wrote at records[offset] (its checksum
 // included): the writer learns that a unit goes on only when it encodes the next record.
 void MarkLogRecordContinued(std::string* records, std::size_t offset);
+// One record decoded in place: views into the bytes it was decoded from.
+struct LogRecordView {
+  std::uint64_t seq = 0;
+  LogEntry::Type type = LogEntry::Type::kPut;
+  std::string_view key;
+  std::string_view value;
+  bool continued = false;
+  std::string_view stored;  // the whole record as stored (what EncodeLogRecord wrote)
+};
 // Decodes consecutive records filling all of data, calling visit for each until it returns
-// false. Corruption on a truncated, malformed or checksum-failing record.
+// false. Corruption on a truncated or malformed record, or (if verify) a checksum mismatch.
+Status DecodeLogRecordViews(std::string_view data,
+                            const std::function<bool(const LogRecordView& record)>& visit,
+                            bool verify = true);
+// The same, decoding each record into a LogEntry (a copy of its key and value).
 Status DecodeLogRecords(std::string_view data,
                         const std::function<bool(std::uint64_t seq, LogEntry& entry)>& visit);
 
@@ -145,14 +158,17 @@ class LogCursor {
   // Corruption / IOError on damage.
   Status Next(std::uint64_t limit_seq, std::size_t max_bytes,
               const std::function<bool(std::uint64_t seq, const LogEntry& entry)>& visit);
-  // The same, appending the records to *records exactly as they are stored (checked, and in the
-  // format EncodeLogRecord writes): a replica feed ships them without decoding and encoding
-  // each entry again.
+  // The same, appending the records to *records exactly as they are stored, in the format
+  // EncodeLogRecord writes: a replica feed ships them without decoding and encoding each entry
+  // again. Their framing and sequences are checked, their checksums are not: the replica checks
+  // them (DecodeLogRecords), and each feed checking them too cost the master one checksum of
+  // every record per replica.
   Status NextRecords(std::uint64_t limit_seq, std::size_t max_bytes, std::string* records);
   std::uint64_t next_seq() const { return next_seq_; }
 
  private:
-  Status Walk(std::uint64_t limit_seq, std::size_t max_bytes,
+  // decode: check each record's checksum and decode its entry for visit (else entry is empty).
+  Status Walk(std::uint64_t limit_seq, std::size_t max_bytes, bool decode,
               const std::function<bool(std::uint64_t seq, const LogEntry& entry,
                                        std::string_view record)>& visit);
   friend class Log;

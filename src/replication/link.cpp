@@ -448,41 +448,37 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
 asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   // The records of a unit whose last record has not arrived yet wait in unit_so_far_ (log.h):
   // the master cuts its stream by size, and applying part of an MSET or EXEC would show it.
-  // Records are appended to it in place and moved out once, so a unit of millions of records
-  // costs time linear in its size.
-  std::vector<std::pair<std::uint64_t, LogEntry>>& received = unit_so_far_;
-  const std::size_t carried = received.size();
-  Status decoded = DecodeLogRecords(records, [&](std::uint64_t seq, LogEntry& entry) {
-    received.emplace_back(seq, std::move(entry));
+  // They are appended to it in place and moved out once, so a unit of millions of records
+  // costs time linear in its size. The records are checked here and then applied and logged
+  // exactly as the master stored them (WriteContext::ApplyLogged), never decoded into copies.
+  std::string& pending = unit_so_far_;
+  std::size_t whole_bytes = 0;  // of pending + records: the part that ends a unit
+  std::size_t offset = pending.size();
+  std::string gap;
+  Status decoded = DecodeLogRecordViews(records, [&](const LogRecordView& record) {
+    if (record.seq != expected_seq_) {
+      gap = fmt::format("gap in the replication stream: expected sequence {}, got {}",
+                        expected_seq_, record.seq);
+      return false;
+    }
+    ++expected_seq_;
+    offset += record.stored.size();
+    if (!record.continued) whole_bytes = offset;
     return true;
   });
-  if (!decoded.ok()) {
-    Fail("damaged log records from the master: " + decoded.message());
+  if (!decoded.ok() || !gap.empty()) {
+    Fail(gap.empty() ? "damaged log records from the master: " + decoded.message() : gap);
     co_return false;
   }
-  for (std::size_t i = carried; i < received.size(); ++i) {
-    if (received[i].first != expected_seq_ + (i - carried)) {
-      Fail(fmt::format("gap in the replication stream: expected sequence {}, got {}",
-                       expected_seq_ + (i - carried), received[i].first));
-      co_return false;
-    }
-  }
-  expected_seq_ += received.size() - carried;
   {
     std::lock_guard lock(mu_);
     status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
   }
-  // Everything carried is inside one unit, so a unit ends in this message or nothing is whole.
-  std::size_t whole = received.size();
-  while (whole > carried && received[whole - 1].second.continued) --whole;
-  if (whole == carried) co_return true;
-  std::vector<std::pair<std::uint64_t, LogEntry>> rest(
-      std::make_move_iterator(received.begin() + static_cast<std::ptrdiff_t>(whole)),
-      std::make_move_iterator(received.end()));
-  received.resize(whole);
-  auto entries = std::make_shared<std::vector<std::pair<std::uint64_t, LogEntry>>>();
-  entries->swap(received);
-  received = std::move(rest);
+  pending.append(records);
+  if (whole_bytes == 0) co_return true;  // everything so far is inside one unit
+  auto whole = std::make_shared<std::string>(std::move(pending));
+  pending.assign(*whole, whole_bytes);  // the next unit's first records, if any
+  whole->resize(whole_bytes);
   asio::steady_timer poll(strand_);
   while (applies_in_flight_.load() >= kMaxAppliesInFlight && !apply_failed_.load()) {
     poll.expires_after(std::chrono::milliseconds(1));
@@ -490,16 +486,16 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   }
   if (apply_failed_.load()) co_return false;
   applies_in_flight_.fetch_add(1);
-  WriteFn apply = [entries](WriteContext& context) {
-    // Exactly once: the entries must land on the sequences they carry.
-    if (context.NextSeq() != entries->front().first) {
-      return Status::Corruption(fmt::format("replicated entry {} would be applied as {}",
-                                            entries->front().first, context.NextSeq()));
-    }
-    for (const auto& [seq, entry] : *entries) {
-      if (Status s = context.ApplyLogged(entry); !s.ok()) return s;
-    }
-    return Status::Ok();
+  WriteFn apply = [whole](WriteContext& context) {
+    Status applied;
+    Status decoded = DecodeLogRecordViews(
+        *whole,
+        [&](const LogRecordView& record) {
+          applied = context.ApplyLogged(record);
+          return applied.ok();
+        },
+        /*verify=*/false);  // checked as they arrived
+    return decoded.ok() ? applied : decoded;
   };
   // Enqueued, not submitted: the link runs on an event loop, which commits the batch at the end
   // of its pass on this thread (as client writes are), instead of waking the writer thread and

@@ -98,8 +98,8 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   bool stopped_ = false;
   resp::ReplyParser parser_;
   std::uint64_t expected_seq_ = 0;  // next sequence the stream must carry
-  // Received records of a unit whose last record has not arrived yet (see Apply).
-  std::vector<std::pair<std::uint64_t, LogEntry>> unit_so_far_;
+  // Received records (as stored) of a unit whose last record has not arrived yet (see Apply).
+  std::string unit_so_far_;
   std::uint64_t acked_ = 0;
   bool ack_writing_ = false;
   std::uint64_t ack_wanted_ = 0;

@@ -600,6 +600,20 @@ WriteFn OpenEpochFn(std::uint64_t id, Epoch* opened) {
 }
 
 // An entry as "put:k=v", "delete:k", "clear" or "epoch:<number>:<id hex>".
+// Applies entry as a replica does: encoded by the master at the sequence it lands on.
+Status ApplyAsLogged(WriteContext& ctx, const LogEntry& entry, std::uint64_t seq = 0) {
+  std::string stored;
+  if (Status s = EncodeLogRecord(seq != 0 ? seq : ctx.NextSeq(), entry, &stored); !s.ok()) {
+    return s;
+  }
+  Status applied;
+  Status decoded = DecodeLogRecordViews(stored, [&](const LogRecordView& record) {
+    applied = ctx.ApplyLogged(record);
+    return true;
+  });
+  return decoded.ok() ? applied : decoded;
+}
+
 std::string RenderEntry(const LogEntry& e) {
   switch (e.type) {
     case LogEntry::Type::kPut:
@@ -725,17 +739,17 @@ TEST_CASE("ApplyLogged keeps the master's sequences, even for entries that chang
   std::vector<std::uint64_t> next;
   auto done = RunWithSeq(*engine, {[&](WriteContext& ctx) {
                                      next.push_back(ctx.NextSeq());
-                                     Status s = ctx.ApplyLogged({T::kDelete, "missing", ""});
+                                     Status s = ApplyAsLogged(ctx, {T::kDelete, "missing", ""});
                                      next.push_back(ctx.NextSeq());
-                                     if (s.ok()) s = ctx.ApplyLogged({T::kPut, "y", "2"});
-                                     if (s.ok()) s = ctx.ApplyLogged({T::kDelete, "x", ""});
-                                     if (s.ok()) s = ctx.ApplyLogged(MakeEpochEntry(7, 0x77));
+                                     if (s.ok()) s = ApplyAsLogged(ctx, {T::kPut, "y", "2"});
+                                     if (s.ok()) s = ApplyAsLogged(ctx, {T::kDelete, "x", ""});
+                                     if (s.ok()) s = ApplyAsLogged(ctx, MakeEpochEntry(7, 0x77));
                                      next.push_back(ctx.NextSeq());
                                      return s;
                                    },
                                    [&](WriteContext& ctx) {
                                      next.push_back(ctx.NextSeq());
-                                     return ctx.ApplyLogged({T::kDelete, "missing2", ""});
+                                     return ApplyAsLogged(ctx, {T::kDelete, "missing2", ""});
                                    }});
   CHECK(Codes(done.statuses) == "OK,OK,");
   CHECK(done.committed_seq == 6);
@@ -749,7 +763,7 @@ TEST_CASE("ApplyLogged keeps the master's sequences, even for entries that chang
 
   // A delete of a missing key applied alone still commits and takes a sequence.
   done = RunWithSeq(*engine, {[](WriteContext& ctx) {
-    return ctx.ApplyLogged({T::kDelete, "missing3", ""});
+    return ApplyAsLogged(ctx, {T::kDelete, "missing3", ""});
   }});
   CHECK(Codes(done.statuses) == "OK,");
   CHECK(done.committed_seq == 7);
@@ -762,11 +776,46 @@ TEST_CASE("ApplyLogged keeps the master's sequences, even for entries that chang
 
   // A replicated clear.
   done = RunWithSeq(*engine, {[](WriteContext& ctx) {
-    return ctx.ApplyLogged({T::kClear, "", ""});
+    return ApplyAsLogged(ctx, {T::kClear, "", ""});
   }});
   CHECK(done.committed_seq == 8);
   CHECK(Render(*engine).empty());
   CHECK(RenderLog(*engine, 8) == "8:clear;");
+
+  // An entry for another position is refused (exactly once: it lands on the sequence it
+  // carries), and nothing of its function commits.
+  done = RunWithSeq(*engine, {[](WriteContext& ctx) {
+    Status s = ApplyAsLogged(ctx, {T::kPut, "z", "1"});
+    return s.ok() ? ApplyAsLogged(ctx, {T::kPut, "z", "2"}, ctx.NextSeq() + 1) : s;
+  }});
+  CHECK(Codes(done.statuses) == "Corruption,");
+  CHECK(engine->committed_seq() == 8);
+  CHECK(Render(*engine).empty());
+}
+
+TEST_CASE("ApplyLogged logs the master's records byte for byte, unit marks included") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  std::string stored;
+  LogEntry first{LogEntry::Type::kPut, "a", "1"};
+  first.continued = true;
+  REQUIRE(EncodeLogRecord(1, first, &stored).ok());
+  REQUIRE(EncodeLogRecord(2, {LogEntry::Type::kPut, "b", "2"}, &stored).ok());
+  auto done = RunWithSeq(*engine, {[&](WriteContext& ctx) {
+    Status applied;
+    Status decoded = DecodeLogRecordViews(stored, [&](const LogRecordView& record) {
+      applied = ctx.ApplyLogged(record);
+      return applied.ok();
+    });
+    return decoded.ok() ? applied : decoded;
+  }});
+  CHECK(Codes(done.statuses) == "OK,");
+  CHECK(Render(*engine) == "a=1;b=2;");
+  auto cursor = engine->OpenLogCursor(1);
+  REQUIRE(cursor.ok());
+  std::string logged;
+  REQUIRE((*cursor)->NextRecords(2, 1 << 20, &logged).ok());
+  CHECK(logged == stored);
 }
 
 TEST_CASE("ReadLog returns committed entries in order with their sequences") {
@@ -1416,7 +1465,7 @@ struct DeferredApplies {
   void Apply(Engine& engine, std::string key) {
     engine.Enqueue(
         {[key](WriteContext& ctx) {
-          return ctx.ApplyLogged({LogEntry::Type::kPut, key, "v"});
+          return ApplyAsLogged(ctx, {LogEntry::Type::kPut, key, "v"});
         }},
         [this](std::vector<Status> statuses, std::uint64_t seq) {
           std::lock_guard lock(mu);
