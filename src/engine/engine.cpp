@@ -152,8 +152,8 @@ class BatchContext : public WriteContext {
 
   Status ApplyLogged(const LogRecordView& record) override {
     if (record.seq != NextSeq()) {
-      return Status::Corruption(fmt::format("replicated entry {} would be applied as {}",
-                                            record.seq, NextSeq()));
+      return Status::Corruption(
+          fmt::format("replicated entry {} would be applied as {}", record.seq, NextSeq()));
     }
     if (record.type == LogEntry::Type::kPut) put_attempted_ = true;
     Status s = ApplyEntry(*txn_, record.seq, record.type, record.key, record.value);

@@ -936,9 +936,9 @@ Status LogCursor::NextRecords(std::uint64_t limit_seq, std::size_t max_bytes,
                               std::string* records) {
   return Walk(limit_seq, max_bytes, /*decode=*/false,
               [&](std::uint64_t, const LogEntry&, std::string_view record) {
-    records->append(record);
-    return true;
-  });
+                records->append(record);
+                return true;
+              });
 }
 
 Status LogCursor::Walk(
@@ -1004,8 +1004,7 @@ Status LogCursor::Walk(
         std::string why;
         if (!ParseRecordBody(buf_.data() + pos + kHeaderBytes, length, crc, /*verify=*/true, &view,
                              &why)) {
-          return Status::Corruption(
-              fmt::format("log record at offset {}: {}", offset_ + pos, why));
+          return Status::Corruption(fmt::format("log record at offset {}: {}", offset_ + pos, why));
         }
         CopyToEntry(view, &entry);
       }
