@@ -329,7 +329,7 @@ asio::awaitable<void> ReplicaLink::Session() {
     status_.last_error.clear();
     // What this master says now: its sequence may be below an earlier session's (after a
     // restore, or another master), and a stale maximum would show a lag that never ends.
-    status_.master_seq = expected_seq_ - 1;
+    status_.master_seq = status_.received_seq = expected_seq_ - 1;
   }
   SendAck(engine.durable_seq());
   for (;;) {
@@ -473,6 +473,7 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   {
     std::lock_guard lock(mu_);
     status_.master_seq = std::max(status_.master_seq, expected_seq_ - 1);
+    status_.received_seq = expected_seq_ - 1;
   }
   pending.append(records);
   if (whole_bytes == 0) co_return true;  // everything so far is inside one unit

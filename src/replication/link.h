@@ -37,7 +37,8 @@ struct LinkStatus {
   bool up = false;
   std::chrono::steady_clock::time_point last_io;
   bool ever_io = false;
-  std::uint64_t master_seq = 0;  // newest master sequence heard of
+  std::uint64_t master_seq = 0;    // newest master sequence heard of
+  std::uint64_t received_seq = 0;  // newest sequence received (applied or held back)
   std::uint64_t full_resyncs = 0;
   std::uint64_t partial_resyncs = 0;
   std::string last_error;

@@ -5,6 +5,7 @@
 #include <future>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "common/logging.h"
 #include "kvstore/client.h"
@@ -656,19 +657,40 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
     why = "no old master address is known";
   }
   if (final_seq) {
-    const auto deadline = std::chrono::steady_clock::now() + options_.promotion_timeout;
+    // Wait while the catch-up makes progress, and give up only after promotion_timeout without
+    // any: the old master is fenced, so what is left to receive is finite, and taking over
+    // early would drop writes it acknowledged. Progress is anything the link received or
+    // applied: a transaction of millions of records is held back until its last record, and a
+    // full resync's snapshot streams before any sequence moves.
+    auto progress = [this] {
+      std::shared_ptr<ReplicaLink> link;
+      {
+        std::lock_guard lock(mu_);
+        link = link_;
+      }
+      const LinkStatus status = link ? link->Snapshot() : LinkStatus{};
+      return std::tuple(engine_.committed_seq(), status.received_seq, status.sync_read_bytes);
+    };
+    auto last_progress = progress();
+    auto stalled_since = std::chrono::steady_clock::now();
     asio::steady_timer poll(strand_);
-    while (engine_.committed_seq() < *final_seq && std::chrono::steady_clock::now() < deadline) {
+    while (engine_.committed_seq() < *final_seq &&
+           std::chrono::steady_clock::now() - stalled_since < options_.promotion_timeout) {
       poll.expires_after(std::chrono::milliseconds(5));
       co_await poll.async_wait(kUseTuple);
+      if (auto now_progress = progress(); now_progress != last_progress) {
+        last_progress = now_progress;
+        stalled_since = std::chrono::steady_clock::now();
+      }
     }
     if (engine_.committed_seq() >= *final_seq) {
       logging::Info("promotion: caught up with the old master's final sequence",
                     {{"seq", std::to_string(*final_seq)}});
     } else {
       logging::Warn(
-          "promotion: did not catch up with the old master in time; entries after our "
-          "position are lost unless the old master is resynced from us",
+          "promotion: the catch-up with the old master made no progress for "
+          "promotion_timeout_ms; entries after our position are lost unless the old master is "
+          "resynced from us",
           {{"final_seq", std::to_string(*final_seq)},
            {"our_seq", std::to_string(engine_.committed_seq())}});
     }

@@ -5,6 +5,8 @@ write lost) and in async mode (losses reported, the old master resynced), a plan
 
 Writers record every write acknowledged with +OK; each key is written once, so "lost" means an
 acknowledged key is absent or holds another value."""
+import signal
+import subprocess
 import time
 
 import pytest
@@ -343,3 +345,32 @@ def test_old_master_with_more_epochs_is_resynced_by_the_new_master(make_cluster)
     assert cluster.digest(0) == digest
     assert cluster.client(0).exists(*[f"b{i}" for i in range(100)]) == 0, "kept diverged writes"
     assert resync_counters(cluster, 0)[0] == 1
+
+
+def test_planned_promotion_waits_for_a_catch_up_longer_than_the_timeout(make_cluster):
+    """promotion_timeout_ms bounds a catch-up that makes no progress, not one that is long: a
+    replica that was paused while the master took a burst of writes still takes every one of
+    them over, though catching up takes longer than the timeout."""
+    cluster = make_cluster(size=2, extra_args=["--promotion-timeout-ms", "300"])
+    cluster.start_all()
+    cluster.wait_converged()
+    replica = cluster.pods[1].proc
+    replica.send_signal(signal.SIGSTOP)
+    try:
+        # About 300k entries: a second or more of catch-up here (more under the sanitizers).
+        subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(cluster.port(0)),
+                        "-t", "set", "-n", "300000", "-P", "64", "-r", "100000000", "-d", "10",
+                        "-q"], check=True, capture_output=True, timeout=120)
+        final = cluster.digest(0)
+        final_offset = cluster.offset(0)
+        assert final_offset > 250000, final_offset
+        cluster.set_master_ordinal(1)
+    finally:
+        replica.send_signal(signal.SIGCONT)
+    wait_role(cluster, 1, "master", timeout=60)
+    waited = log_lines(cluster, 1, "promotion: caught up with the old master's final sequence")
+    assert waited, "kvstore-1 took over before it had caught up:\n" + \
+        "\n".join(log_lines(cluster, 1, "promotion"))
+    assert cluster.digest(1) == final, "the promoted replica lacks writes the old master acked"
+    wait_role(cluster, 0, "slave", master=1, timeout=60)
+    assert resync_counters(cluster, 0)[0] == 0, "the old master was diverged from the new one"
