@@ -81,18 +81,22 @@ constexpr std::string_view kInvalidClientName =
 
 // HELLO [protover [AUTH username password] [SETNAME clientname]]
 // Only RESP2 is spoken: HELLO 3 gets -NOPROTO, and clients such as go-redis fall back to RESP2.
+// The checks come in Redis' order: a version outside 2..3 first, then the options (AUTH
+// authenticates), then NOAUTH; only then does RESP3 meet NOPROTO, before SETNAME takes effect.
 Outcome Hello(CommandContext& c) {
   std::size_t i = 1;
+  bool resp3 = false;
   if (c.args.size() >= 2) {
     std::int64_t version = 0;
     if (!resp::ParseInteger(c.args[1], &version)) {
       resp::AppendError(c.out, "ERR Protocol version is not an integer or out of range");
       return Outcome::Replied();
     }
-    if (version != 2) {
+    if (version != 2 && version != 3) {
       resp::AppendError(c.out, "NOPROTO unsupported protocol version");
       return Outcome::Replied();
     }
+    resp3 = version == 3;
     i = 2;
   }
   std::string new_name;
@@ -119,6 +123,10 @@ Outcome Hello(CommandContext& c) {
                       "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
                       "authenticate the client and select the RESP protocol version at the same "
                       "time");
+    return Outcome::Replied();
+  }
+  if (resp3) {
+    resp::AppendError(c.out, "NOPROTO unsupported protocol version");
     return Outcome::Replied();
   }
   if (set_name) c.client.info.name = new_name;

@@ -58,6 +58,9 @@ def test_hello_auth(secured):
     with RespConn(secured.port) as conn:
         reply = conn.call("HELLO", "2")
         assert isinstance(reply, RespError) and str(reply).startswith("NOAUTH"), reply
+        # As Redis: authentication is checked before the protocol version is switched to.
+        reply = conn.call("HELLO", "3")
+        assert isinstance(reply, RespError) and str(reply).startswith("NOAUTH"), reply
         reply = conn.call("HELLO", "2", "AUTH", "default", "wrong")
         assert isinstance(reply, RespError) and str(reply).startswith("WRONGPASS"), reply
         assert str(conn.call("GET", "k")) == "NOAUTH Authentication required."
@@ -66,6 +69,10 @@ def test_hello_auth(secured):
         fields = dict(zip(reply[::2], reply[1::2]))
         assert fields[b"proto"] == 2
         assert conn.call("GET", "k") == b"v"
+        assert conn.call("CLIENT", "GETNAME") == b"h"
+        # RESP3 is refused once authenticated, and its SETNAME does not take effect.
+        reply = conn.call("HELLO", "3", "SETNAME", "other")
+        assert isinstance(reply, RespError) and str(reply).startswith("NOPROTO"), reply
         assert conn.call("CLIENT", "GETNAME") == b"h"
 
 
