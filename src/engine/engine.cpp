@@ -341,6 +341,8 @@ struct Engine::Impl {
     // Set for work that must run alone on the writer thread, between batches (an install).
     std::function<void()> exclusive;
     Origin origin = Origin::kClient;
+    // Submitted: the writer thread commits it (an event loop leaves it, and what follows it).
+    bool writer_thread = false;
   };
 
   // How one attempt at a group commit ended.
@@ -1120,7 +1122,8 @@ void Engine::Queue(std::vector<WriteFn> writes, WriteDone done, Origin origin, b
   {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (!impl.stopping) {
-      impl.queue.push_back(Impl::Request{std::move(writes), std::move(done), {}, {}, {}, origin});
+      impl.queue.push_back(
+          Impl::Request{std::move(writes), std::move(done), {}, {}, {}, origin, wake_writer});
       if (!wake_writer) return;
       // Cheap when the writer is busy: glibc makes no system call without a waiter.
       impl.cv.notify_one();
@@ -1159,10 +1162,12 @@ void Engine::CommitQueued() {
   std::vector<Impl::Request> taken;
   {
     std::lock_guard<std::mutex> lock(impl.mu);
-    // Up to the first exclusive request (a snapshot install, which may run for seconds): that
-    // one and what follows it are the writer thread's.
-    auto end = std::find_if(impl.queue.begin(), impl.queue.end(),
-                            [](const Impl::Request& r) { return bool(r.exclusive); });
+    // Up to the first request for the writer thread (a snapshot install, or anything submitted
+    // rather than enqueued, such as a large replicated transaction): that one and what follows
+    // it are the writer thread's, which the submission woke.
+    auto end = std::find_if(impl.queue.begin(), impl.queue.end(), [](const Impl::Request& r) {
+      return r.writer_thread || bool(r.exclusive);
+    });
     taken.assign(std::make_move_iterator(impl.queue.begin()), std::make_move_iterator(end));
     impl.queue.erase(impl.queue.begin(), end);
     impl.left_queued = false;

@@ -124,9 +124,12 @@ class Engine {
   // (epochs, barriers).
   enum class Origin { kClient, kReplication, kReplicaApply };
 
-  // Queues writes; done runs once they are durable (per fsync mode) and visible, or failed.
-  // After Shutdown() every submission fails with Unavailable. An empty writes is a barrier: done
-  // runs once everything submitted before it is committed and durable.
+  // Queues writes for the writer thread and wakes it; done runs once they are durable (per
+  // fsync mode) and visible, or failed. An event loop's CommitQueued() leaves them, and what
+  // was queued after them, to that thread: for work that does not come from a loop, or that
+  // would stall one (a replicated transaction of many megabytes). After Shutdown() every
+  // submission fails with Unavailable. An empty writes is a barrier: done runs once everything
+  // submitted before it is committed and durable.
   void Submit(std::vector<WriteFn> writes, WriteDone done, Origin origin = Origin::kClient);
 
   // Queues writes like Submit() but does not wake the writer thread: the caller (an event loop)
@@ -139,7 +142,7 @@ class Engine {
   // durable (per the fsync mode) and every completion has run. When another thread holds the
   // writer role (another loop's commit, the writer thread), returns at once instead: that
   // thread's commit, or the writer thread after it, takes the queue. Leaves a snapshot install
-  // and what follows it to the writer thread. Any thread.
+  // or a Submit()ted request, and what follows it, to the writer thread. Any thread.
   void CommitQueued();
 
   // While a refusal is set, client writes that reach the writer fail with ReadOnly(refusal).

@@ -23,6 +23,8 @@ namespace {
 // Applies queued at once before the link stops reading (TCP backpressure then slows the
 // master's feed): bounds the memory a fast master can make a slow replica hold.
 constexpr int kMaxAppliesInFlight = 64;
+// Units larger than this are applied by the engine's writer thread, not the link's event loop.
+constexpr std::size_t kLargeApplyBytes = 8 << 20;
 // No byte from the master for this long (heartbeats come every second): the link is dead.
 constexpr std::chrono::seconds kLinkTimeout{5};
 constexpr std::chrono::seconds kConnectTimeout{5};
@@ -498,11 +500,12 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
         /*verify=*/false);  // checked as they arrived
     return decoded.ok() ? applied : decoded;
   };
-  // Enqueued, not submitted: the link runs on an event loop, which commits the batch at the end
-  // of its pass on this thread (as client writes are), instead of waking the writer thread and
-  // being woken back for every batch.
-  manager_.engine_.Enqueue(
-      {std::move(apply)},
+  // Usually enqueued, not submitted: the link runs on an event loop, which commits the batch at
+  // the end of its pass on this thread (as client writes are), instead of waking the writer
+  // thread and being woken back for every batch. A large transaction's unit goes to the writer
+  // thread instead: applying it takes the loop seconds per gigabyte, and the loop serves this
+  // replica's readers (a loop never waits for the writer role, so it keeps serving meanwhile).
+  WriteDone applied =
       [self = shared_from_this(), connection = connection_](std::vector<Status> statuses,
                                                             std::uint64_t committed) {
         Status s = statuses.empty() ? Status::IOError("apply lost") : statuses[0];
@@ -519,8 +522,14 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
           }
           if (connection == self->connection_) self->SendAck(committed);
         });
-      },
-      Engine::Origin::kReplicaApply);
+      };
+  if (whole->size() > kLargeApplyBytes) {
+    manager_.engine_.Submit({std::move(apply)}, std::move(applied),
+                            Engine::Origin::kReplicaApply);
+  } else {
+    manager_.engine_.Enqueue({std::move(apply)}, std::move(applied),
+                             Engine::Origin::kReplicaApply);
+  }
   co_return true;
 }
 
