@@ -505,30 +505,27 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   // thread and being woken back for every batch. A large transaction's unit goes to the writer
   // thread instead: applying it takes the loop seconds per gigabyte, and the loop serves this
   // replica's readers (a loop never waits for the writer role, so it keeps serving meanwhile).
-  WriteDone applied =
-      [self = shared_from_this(), connection = connection_](std::vector<Status> statuses,
-                                                            std::uint64_t committed) {
-        Status s = statuses.empty() ? Status::IOError("apply lost") : statuses[0];
-        asio::post(self->strand_, [self, connection, committed, s] {
-          self->applies_in_flight_.fetch_sub(1);
-          if (!s.ok()) {
-            self->apply_failed_ = true;
-            self->Fail("cannot apply replicated entries: " + s.ToString());
-            if (connection == self->connection_) {
-              std::error_code ignored;
-              self->socket_.close(ignored);
-            }
-            return;
-          }
-          if (connection == self->connection_) self->SendAck(committed);
-        });
-      };
+  WriteDone applied = [self = shared_from_this(), connection = connection_](
+                          std::vector<Status> statuses, std::uint64_t committed) {
+    Status s = statuses.empty() ? Status::IOError("apply lost") : statuses[0];
+    asio::post(self->strand_, [self, connection, committed, s] {
+      self->applies_in_flight_.fetch_sub(1);
+      if (!s.ok()) {
+        self->apply_failed_ = true;
+        self->Fail("cannot apply replicated entries: " + s.ToString());
+        if (connection == self->connection_) {
+          std::error_code ignored;
+          self->socket_.close(ignored);
+        }
+        return;
+      }
+      if (connection == self->connection_) self->SendAck(committed);
+    });
+  };
   if (whole->size() > kLargeApplyBytes) {
-    manager_.engine_.Submit({std::move(apply)}, std::move(applied),
-                            Engine::Origin::kReplicaApply);
+    manager_.engine_.Submit({std::move(apply)}, std::move(applied), Engine::Origin::kReplicaApply);
   } else {
-    manager_.engine_.Enqueue({std::move(apply)}, std::move(applied),
-                             Engine::Origin::kReplicaApply);
+    manager_.engine_.Enqueue({std::move(apply)}, std::move(applied), Engine::Origin::kReplicaApply);
   }
   co_return true;
 }
