@@ -103,10 +103,16 @@ Status ApplyEntry(Storage::WriteTxn& txn, std::uint64_t seq, LogEntry::Type type
 // The log records of a batch, encoded as the write functions run (no LogEntry copies: a
 // replica's catch-up applies hundreds of thousands of entries per second through here).
 struct BatchRecords {
+  // Up to this much capacity is kept for the next batch; a huge transaction's is given back.
+  static constexpr std::size_t kKeptCapacity = 16 << 20;
   std::string bytes;
   std::uint64_t count = 0;
   void Clear() {
-    bytes.clear();  // keeps the capacity for the next batch
+    if (bytes.capacity() > kKeptCapacity) {
+      std::string().swap(bytes);
+    } else {
+      bytes.clear();
+    }
     count = 0;
   }
 };

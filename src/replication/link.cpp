@@ -350,8 +350,11 @@ asio::awaitable<void> ReplicaLink::Session() {
         std::lock_guard lock(mu_);
         status_.master_seq = std::max(status_.master_seq, master_seq);
       }
-      // Keeps the master's view of this replica fresh (min_replicas_max_lag) while idle.
-      if (applies_in_flight_.load() == 0) SendAck(engine.durable_seq(), /*keepalive=*/true);
+      // Keeps the master's view of this replica fresh (min_replicas_max_lag, its 60 s
+      // acknowledgement timeout) while nothing new is acknowledged: when the stream is idle,
+      // and while the writer thread applies a transaction of gigabytes, which can take longer
+      // than that timeout (an apply's own acknowledgement follows when it is done).
+      SendAck(engine.durable_seq(), /*keepalive=*/true);
     } else if (what == replication_wire::kAckRequest && message->str.size() == 1) {
       RequestDurableAck();
     } else {
@@ -478,7 +481,18 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
     status_.received_seq = expected_seq_ - 1;
   }
   pending.append(records);
-  if (whole_bytes == 0) co_return true;  // everything so far is inside one unit
+  if (whole_bytes == 0) {
+    // Everything so far is inside one unit: nothing to apply, so nothing to acknowledge, until
+    // its last record arrives. A transaction of gigabytes can stream for longer than the
+    // master's acknowledgement timeout, so say that the link is alive, once a second (as a
+    // heartbeat's answer does).
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_streaming_keepalive_) {
+      next_streaming_keepalive_ = now + std::chrono::seconds(1);
+      SendAck(manager_.engine_.durable_seq(), /*keepalive=*/true);
+    }
+    co_return true;
+  }
   auto whole = std::make_shared<std::string>(std::move(pending));
   pending.assign(*whole, whole_bytes);  // the next unit's first records, if any
   whole->resize(whole_bytes);

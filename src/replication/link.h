@@ -101,6 +101,7 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   std::uint64_t expected_seq_ = 0;  // next sequence the stream must carry
   // Received records (as stored) of a unit whose last record has not arrived yet (see Apply).
   std::string unit_so_far_;
+  std::chrono::steady_clock::time_point next_streaming_keepalive_;
   std::uint64_t acked_ = 0;
   bool ack_writing_ = false;
   std::uint64_t ack_wanted_ = 0;
