@@ -374,3 +374,26 @@ def test_planned_promotion_waits_for_a_catch_up_longer_than_the_timeout(make_clu
     assert cluster.digest(1) == final, "the promoted replica lacks writes the old master acked"
     wait_role(cluster, 0, "slave", master=1, timeout=60)
     assert resync_counters(cluster, 0)[0] == 0, "the old master was diverged from the new one"
+
+
+def test_promotion_gives_up_on_a_catch_up_that_keeps_starting_over(make_cluster):
+    """A link that keeps failing and starting over (here every apply fails: the replica's map is
+    too small for the master's data) is no progress, though its position moves within each
+    attempt: the promotion takes over after promotion_timeout_ms instead of waiting for good.
+    (Found by review: the first progress-based wait never ended here.)"""
+    cluster = make_cluster(size=2, extra_args=["--promotion-timeout-ms", "2000"],
+                           pod_args={1: ["--max-map-bytes", "2mb"]})
+    cluster.start_all()
+    cluster.wait_converged()
+    client = cluster.client(0)
+    for i in range(1200):
+        client.set(f"k{i}", "v" * 8000)
+    cluster.wait_until(lambda: log_lines(cluster, 1, "cannot apply replicated entries"), 30,
+                       "kvstore-1's applies to fail (storage full)")
+    started = time.monotonic()
+    cluster.set_master_ordinal(1)
+    wait_role(cluster, 1, "master", timeout=30)
+    took = time.monotonic() - started
+    assert took < 15, f"the promotion took {took:.1f} s with a 2 s promotion_timeout_ms"
+    assert log_lines(cluster, 1, "the catch-up with the old master stalled"), \
+        "\n".join(log_lines(cluster, 1, "promotion"))
