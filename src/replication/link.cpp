@@ -157,9 +157,9 @@ asio::awaitable<void> ReplicaLink::RunSessions() {
     // attaching (damaged records from the master, applies that do not fit), rather than
     // reading the same megabyte again ten times a second.
     const std::uint64_t attached_after = Snapshot().full_resyncs + Snapshot().partial_resyncs;
-    const bool worked = manager_.engine_.committed_seq() > applied_before ||
-                        std::chrono::steady_clock::now() - session_start >=
-                            manager_.options_.reconnect_max;
+    const bool worked =
+        manager_.engine_.committed_seq() > applied_before ||
+        std::chrono::steady_clock::now() - session_start >= manager_.options_.reconnect_max;
     if (attached_after != attached_before && worked) backoff = manager_.options_.reconnect_min;
     timer_.expires_after(backoff);
     co_await timer_.async_wait(kUseTuple);
