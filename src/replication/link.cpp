@@ -494,13 +494,8 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   if (whole_bytes == 0) {
     // Everything so far is inside one unit: nothing to apply, so nothing to acknowledge, until
     // its last record arrives. A transaction of gigabytes can stream for longer than the
-    // master's acknowledgement timeout, so say that the link is alive, once a second (as a
-    // heartbeat's answer does).
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= next_streaming_keepalive_) {
-      next_streaming_keepalive_ = now + std::chrono::seconds(1);
-      SendAck(manager_.engine_.durable_seq(), /*keepalive=*/true);
-    }
+    // master's acknowledgement timeout.
+    KeepAlive();
     co_return true;
   }
   auto whole = std::make_shared<std::string>(std::move(pending));
@@ -508,6 +503,7 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   whole->resize(whole_bytes);
   asio::steady_timer poll(strand_);
   while (applies_in_flight_.load() >= kMaxAppliesInFlight && !apply_failed_.load()) {
+    KeepAlive();  // the applies ahead may take longer than the master's acknowledgement timeout
     poll.expires_after(std::chrono::milliseconds(1));
     co_await poll.async_wait(kUseTuple);
   }
@@ -567,6 +563,13 @@ void ReplicaLink::RequestDurableAck() {
         });
       },
       Engine::Origin::kReplication);
+}
+
+void ReplicaLink::KeepAlive() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_keepalive_) return;
+  next_keepalive_ = now + std::chrono::seconds(1);
+  SendAck(manager_.engine_.durable_seq(), /*keepalive=*/true);
 }
 
 void ReplicaLink::SendAck(std::uint64_t seq, bool keepalive) {

@@ -78,6 +78,10 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   void RequestDurableAck();
   // Acknowledges seq (once; a keepalive sends even when nothing new was applied).
   void SendAck(std::uint64_t seq, bool keepalive = false);
+  // At most once a second, a keepalive acknowledgement of what is durable: while the stream
+  // busily carries a transaction's records, or waits for applies, nothing else tells the master
+  // (its 60 s acknowledgement timeout, min_replicas_max_lag) that this replica is alive.
+  void KeepAlive();
   void Fail(std::string why);
   void Heard();
 
@@ -101,7 +105,7 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   std::uint64_t expected_seq_ = 0;  // next sequence the stream must carry
   // Received records (as stored) of a unit whose last record has not arrived yet (see Apply).
   std::string unit_so_far_;
-  std::chrono::steady_clock::time_point next_streaming_keepalive_;
+  std::chrono::steady_clock::time_point next_keepalive_;  // see KeepAlive
   std::uint64_t acked_ = 0;
   bool ack_writing_ = false;
   std::uint64_t ack_wanted_ = 0;

@@ -678,10 +678,13 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
         link = link_;
       }
       const LinkStatus status = link ? link->Snapshot() : LinkStatus{};
+      // A finished full resync leaves its byte count behind: only one under way counts.
+      const std::uint64_t snapshot_bytes =
+          status.state == LinkState::kSync ? status.sync_read_bytes : 0;
       bool moved = false;
       for (auto [high, now] : {std::pair{&highs.committed, engine_.committed_seq()},
                                std::pair{&highs.received, status.received_seq},
-                               std::pair{&highs.snapshot_bytes, status.sync_read_bytes}}) {
+                               std::pair{&highs.snapshot_bytes, snapshot_bytes}}) {
         if (now > *high) {
           *high = now;
           moved = true;
