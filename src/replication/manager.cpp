@@ -620,6 +620,76 @@ void ReplicationManager::ApplyRole(const RoleTarget& target) {
   if (role == Role::kReplica) StartLink(target.master_address);
 }
 
+// Waits until this pod has applied the fenced old master's final sequence, or gives up.
+asio::awaitable<void> ReplicationManager::CatchUpWith(std::uint64_t final_seq) {
+  // Wait while the catch-up makes progress, and give up after promotion_timeout without any:
+  // the old master is fenced, so what is left to receive is finite, and taking over early
+  // would drop writes it acknowledged. Progress is a new high of anything the link received
+  // or applied: a transaction of millions of records is held back until its last record, and
+  // a full resync's snapshot streams before any sequence moves. Only new highs count, so a
+  // link that keeps failing and starting over (an install that cannot fit, an apply that
+  // keeps failing) is no progress. Bounded anyway by kPromotionWaitFactor timeouts, and left
+  // as soon as the configuration no longer makes this pod the master.
+  struct Highs {
+    std::uint64_t committed = 0, received = 0, snapshot_bytes = 0;
+  } highs;
+  auto progressed = [this, &highs] {
+    std::shared_ptr<ReplicaLink> link;
+    {
+      std::lock_guard lock(mu_);
+      link = link_;
+    }
+    const LinkStatus status = link ? link->Snapshot() : LinkStatus{};
+    // A finished full resync leaves its byte count behind: only one under way counts.
+    const std::uint64_t snapshot_bytes =
+        status.state == LinkState::kSync ? status.sync_read_bytes : 0;
+    bool moved = false;
+    for (auto [high, now] : {std::pair{&highs.committed, engine_.committed_seq()},
+                             std::pair{&highs.received, status.received_seq},
+                             std::pair{&highs.snapshot_bytes, snapshot_bytes}}) {
+      if (now > *high) {
+        *high = now;
+        moved = true;
+      }
+    }
+    return moved;
+  };
+  auto still_promoting = [this] {
+    std::lock_guard lock(mu_);
+    return target_.master && !shut_down_;
+  };
+  progressed();
+  const auto started = std::chrono::steady_clock::now();
+  auto stalled_since = started;
+  asio::steady_timer poll(strand_);
+  while (engine_.committed_seq() < final_seq && still_promoting()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - stalled_since >= options_.promotion_timeout ||
+        now - started >= kPromotionWaitFactor * options_.promotion_timeout) {
+      break;
+    }
+    poll.expires_after(std::chrono::milliseconds(5));
+    co_await poll.async_wait(kUseTuple);
+    if (progressed()) stalled_since = std::chrono::steady_clock::now();
+  }
+  if (engine_.committed_seq() >= final_seq) {
+    logging::Info("promotion: caught up with the old master's final sequence",
+                  {{"seq", std::to_string(final_seq)}});
+  } else if (still_promoting()) {
+    logging::Warn(
+        "promotion: the catch-up with the old master stalled for promotion_timeout_ms (or "
+        "took " +
+            std::to_string(kPromotionWaitFactor) +
+            " times that); entries after our position are lost unless the old master is "
+            "resynced from us",
+        {{"final_seq", std::to_string(final_seq)},
+         {"our_seq", std::to_string(engine_.committed_seq())},
+         {"waited_ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::steady_clock::now() - started)
+                                          .count())}});
+  }
+}
+
 asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
   {
     std::lock_guard lock(mu_);
@@ -660,72 +730,7 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
     why = "no old master address is known";
   }
   if (final_seq) {
-    // Wait while the catch-up makes progress, and give up after promotion_timeout without any:
-    // the old master is fenced, so what is left to receive is finite, and taking over early
-    // would drop writes it acknowledged. Progress is a new high of anything the link received
-    // or applied: a transaction of millions of records is held back until its last record, and
-    // a full resync's snapshot streams before any sequence moves. Only new highs count, so a
-    // link that keeps failing and starting over (an install that cannot fit, an apply that
-    // keeps failing) is no progress. Bounded anyway by kPromotionWaitFactor timeouts, and left
-    // as soon as the configuration no longer makes this pod the master.
-    struct Highs {
-      std::uint64_t committed = 0, received = 0, snapshot_bytes = 0;
-    } highs;
-    auto progressed = [this, &highs] {
-      std::shared_ptr<ReplicaLink> link;
-      {
-        std::lock_guard lock(mu_);
-        link = link_;
-      }
-      const LinkStatus status = link ? link->Snapshot() : LinkStatus{};
-      // A finished full resync leaves its byte count behind: only one under way counts.
-      const std::uint64_t snapshot_bytes =
-          status.state == LinkState::kSync ? status.sync_read_bytes : 0;
-      bool moved = false;
-      for (auto [high, now] : {std::pair{&highs.committed, engine_.committed_seq()},
-                               std::pair{&highs.received, status.received_seq},
-                               std::pair{&highs.snapshot_bytes, snapshot_bytes}}) {
-        if (now > *high) {
-          *high = now;
-          moved = true;
-        }
-      }
-      return moved;
-    };
-    auto still_promoting = [this] {
-      std::lock_guard lock(mu_);
-      return target_.master && !shut_down_;
-    };
-    progressed();
-    const auto started = std::chrono::steady_clock::now();
-    auto stalled_since = started;
-    asio::steady_timer poll(strand_);
-    while (engine_.committed_seq() < *final_seq && still_promoting()) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - stalled_since >= options_.promotion_timeout ||
-          now - started >= kPromotionWaitFactor * options_.promotion_timeout) {
-        break;
-      }
-      poll.expires_after(std::chrono::milliseconds(5));
-      co_await poll.async_wait(kUseTuple);
-      if (progressed()) stalled_since = std::chrono::steady_clock::now();
-    }
-    if (engine_.committed_seq() >= *final_seq) {
-      logging::Info("promotion: caught up with the old master's final sequence",
-                    {{"seq", std::to_string(*final_seq)}});
-    } else if (still_promoting()) {
-      logging::Warn(
-          "promotion: the catch-up with the old master stalled for promotion_timeout_ms (or "
-          "took " +
-              std::to_string(kPromotionWaitFactor) +
-              " times that); entries after our position are lost unless the old master is "
-              "resynced from us",
-          {{"final_seq", std::to_string(*final_seq)},
-           {"our_seq", std::to_string(engine_.committed_seq())},
-           {"waited_ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            std::chrono::steady_clock::now() - started)
-                                            .count())}});
-    }
+    co_await CatchUpWith(*final_seq);
   } else {
     logging::Warn(
         "promotion: the old master could not be fenced; writes it acknowledged that did not reach "

@@ -196,6 +196,7 @@ class ReplicationManager final : public ReplicationContext {
   void PollRole();
   void ApplyRole(const RoleTarget& target);
   asio::awaitable<void> Promote(std::string old_master);
+  asio::awaitable<void> CatchUpWith(std::uint64_t final_seq);
   void Announce(const std::string& role);
   // REQUIRES: mu_ held. Whether this pod's log may be served to replicas.
   bool ServesHistoryLocked() const { return role_ == Role::kMaster || demoted_unattached_; }
