@@ -143,8 +143,6 @@ asio::awaitable<void> ReplicaLink::RunSessions() {
   auto backoff = manager_.options_.reconnect_min;
   while (!stopped_) {
     const std::uint64_t attached_before = Snapshot().full_resyncs + Snapshot().partial_resyncs;
-    const std::uint64_t applied_before = manager_.engine_.committed_seq();
-    const auto session_start = std::chrono::steady_clock::now();
     co_await Session();
     {
       std::lock_guard lock(mu_);
@@ -152,15 +150,15 @@ asio::awaitable<void> ReplicaLink::RunSessions() {
       status_.state = LinkState::kConnect;
     }
     if (stopped_) break;
-    // A link that got as far as streaming, and applied something or stayed up for a while,
-    // starts over quickly; one that keeps failing backs off, also when it fails right after
-    // attaching (damaged records from the master, applies that do not fit), rather than
-    // reading the same megabyte again ten times a second.
+    // A link that got as far as streaming starts over quickly; one that keeps failing backs
+    // off, also when what failed was the stream's data (damaged records from the master,
+    // applies that do not fit): starting over at once would read the same megabyte again ten
+    // times a second.
     const std::uint64_t attached_after = Snapshot().full_resyncs + Snapshot().partial_resyncs;
-    const bool worked =
-        manager_.engine_.committed_seq() > applied_before ||
-        std::chrono::steady_clock::now() - session_start >= manager_.options_.reconnect_max;
-    if (attached_after != attached_before && worked) backoff = manager_.options_.reconnect_min;
+    const bool data_failed = stream_damaged_ || apply_failed_.load();
+    if (attached_after != attached_before && !data_failed) {
+      backoff = manager_.options_.reconnect_min;
+    }
     timer_.expires_after(backoff);
     co_await timer_.async_wait(kUseTuple);
     backoff = std::min(backoff * 2, manager_.options_.reconnect_max);
@@ -234,6 +232,7 @@ asio::awaitable<void> ReplicaLink::Session() {
     co_return;
   }
   apply_failed_ = false;
+  stream_damaged_ = false;
   ack_writing_ = false;
   acked_ = ack_wanted_ = 0;
   unit_so_far_.clear();  // a new stream starts at this pod's position: where a unit ends
@@ -480,6 +479,7 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
     return true;
   });
   if (!decoded.ok() || !gap.empty()) {
+    stream_damaged_ = true;
     Fail(gap.empty() ? fmt::format("damaged log records from the master at sequence {}: {}",
                                    expected_seq_, decoded.message())
                      : gap);

@@ -113,6 +113,7 @@ class ReplicaLink : public std::enable_shared_from_this<ReplicaLink> {
   std::uint64_t connection_ = 0;  // counts sessions, so a late completion knows its own
   std::atomic<int> applies_in_flight_{0};
   std::atomic<bool> apply_failed_{false};
+  bool stream_damaged_ = false;  // strand only: this session got damaged or missing records
 
   mutable std::mutex mu_;
   LinkStatus status_;  // GUARDED_BY(mu_)
