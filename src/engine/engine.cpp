@@ -338,6 +338,18 @@ Status FinishLogRestart(Storage& storage, Log& log) {
 
 }  // namespace
 
+Status ApplyLoggedRecords(WriteContext& db, std::string_view records) {
+  Status applied;
+  Status decoded = DecodeLogRecordViews(
+      records,
+      [&](const LogRecordView& record) {
+        applied = db.ApplyLogged(record);
+        return applied.ok();
+      },
+      /*verify=*/false);
+  return decoded.ok() ? applied : decoded;
+}
+
 struct Engine::Impl {
   struct Request {
     std::vector<WriteFn> writes;

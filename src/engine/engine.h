@@ -85,6 +85,10 @@ class WriteContext {
   virtual Status OpenEpoch(std::uint64_t id, std::uint64_t min_number, Epoch* opened) = 0;
 };
 
+// Applies consecutive log records (EncodeLogRecord's format, already checked: their checksums
+// are not verified again) through db.ApplyLogged, stopping at the first failure.
+Status ApplyLoggedRecords(WriteContext& db, std::string_view records);
+
 // A write: reads and mutates through the context, stores its own reply in captured state.
 // Must be deterministic given the context: it may run more than once (after a full map the
 // engine re-runs it alone in a fresh transaction; when another write of its batch fails after

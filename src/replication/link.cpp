@@ -509,17 +509,8 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
   }
   if (apply_failed_.load()) co_return false;
   applies_in_flight_.fetch_add(1);
-  WriteFn apply = [whole](WriteContext& context) {
-    Status applied;
-    Status decoded = DecodeLogRecordViews(
-        *whole,
-        [&](const LogRecordView& record) {
-          applied = context.ApplyLogged(record);
-          return applied.ok();
-        },
-        /*verify=*/false);  // checked as they arrived
-    return decoded.ok() ? applied : decoded;
-  };
+  // Checked as they arrived (above).
+  WriteFn apply = [whole](WriteContext& context) { return ApplyLoggedRecords(context, *whole); };
   // Usually enqueued, not submitted: the link runs on an event loop, which commits the batch at
   // the end of its pass on this thread (as client writes are), instead of waking the writer
   // thread and being woken back for every batch. A large transaction's unit goes to the writer

@@ -606,12 +606,7 @@ Status ApplyAsLogged(WriteContext& ctx, const LogEntry& entry, std::uint64_t seq
   if (Status s = EncodeLogRecord(seq != 0 ? seq : ctx.NextSeq(), entry, &stored); !s.ok()) {
     return s;
   }
-  Status applied;
-  Status decoded = DecodeLogRecordViews(stored, [&](const LogRecordView& record) {
-    applied = ctx.ApplyLogged(record);
-    return true;
-  });
-  return decoded.ok() ? applied : decoded;
+  return ApplyLoggedRecords(ctx, stored);
 }
 
 std::string RenderEntry(const LogEntry& e) {
@@ -801,14 +796,8 @@ TEST_CASE("ApplyLogged logs the master's records byte for byte, unit marks inclu
   first.continued = true;
   REQUIRE(EncodeLogRecord(1, first, &stored).ok());
   REQUIRE(EncodeLogRecord(2, {LogEntry::Type::kPut, "b", "2"}, &stored).ok());
-  auto done = RunWithSeq(*engine, {[&](WriteContext& ctx) {
-    Status applied;
-    Status decoded = DecodeLogRecordViews(stored, [&](const LogRecordView& record) {
-      applied = ctx.ApplyLogged(record);
-      return applied.ok();
-    });
-    return decoded.ok() ? applied : decoded;
-  }});
+  auto done =
+      RunWithSeq(*engine, {[&](WriteContext& ctx) { return ApplyLoggedRecords(ctx, stored); }});
   CHECK(Codes(done.statuses) == "OK,");
   CHECK(Render(*engine) == "a=1;b=2;");
   auto cursor = engine->OpenLogCursor(1);
