@@ -35,6 +35,7 @@ struct DispatcherOptions {
 };
 
 class ScanCursors;
+struct CommandSpec;
 
 // Lends read commands an engine snapshot. A session keeps one lender and reuses the snapshot for
 // the consecutive reads of a pipeline (a read transaction per GET is most of a GET's cost); it
@@ -69,6 +70,14 @@ struct CommandContext {
   ScanCursors& cursors;
 };
 
+// One command that EXEC ran, for the command metrics: counted as if it had been sent alone,
+// as Redis counts the commands of a transaction.
+struct ExecutedCommand {
+  const CommandSpec* spec;
+  bool ok;  // its reply is not an error
+  double seconds;
+};
+
 // What happened to a command.
 struct Outcome {
   enum class Kind {
@@ -85,6 +94,11 @@ struct Outcome {
   // whose WATCH failed did not): only then does sync mode wait for replicas.
   std::shared_ptr<const bool> logged;
   std::function<void(std::function<void(std::string reply)> deliver)> deferred;
+  // EXEC: the queued commands it ran, filled in by its run (for kWrite, once the write is
+  // done: the engine may run it more than once, and the last run is the one that counts).
+  std::shared_ptr<const std::vector<ExecutedCommand>> executed;
+  // Queued between MULTI and EXEC (+QUEUED): counted in the metrics when EXEC runs it, not now.
+  bool queued = false;
 
   static Outcome Replied() { return {}; }
 };

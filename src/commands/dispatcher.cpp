@@ -202,8 +202,9 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     return Outcome::Replied();
   }
   if (client.transaction.open && !ControlsTransaction(spec)) {
-    Queue(spec, args, client.transaction, out);
-    return Outcome::Replied();
+    Outcome outcome = Outcome::Replied();
+    outcome.queued = Queue(spec, args, client.transaction, out);
+    return outcome;
   }
   const std::size_t mark = out->size();
   if (!Admits(spec, args, out)) {
@@ -221,7 +222,7 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
   return spec->handler(context);
 }
 
-void Dispatcher::Queue(const CommandSpec* spec, std::vector<std::string>& args,
+bool Dispatcher::Queue(const CommandSpec* spec, std::vector<std::string>& args,
                        Transaction& transaction, std::string* out) const {
   std::uint64_t bytes = 0;
   for (const std::string& arg : args) bytes += arg.size() + sizeof(std::string);
@@ -241,9 +242,10 @@ void Dispatcher::Queue(const CommandSpec* spec, std::vector<std::string>& args,
     transaction.bytes += bytes;
     transaction.queued.push_back({spec, std::move(args)});
     resp::AppendSimpleString(out, "QUEUED");
-    return;
+    return true;
   }
   transaction.aborted = true;
+  return false;
 }
 
 bool Dispatcher::Admits(const CommandSpec* spec, const std::vector<std::string>& args,

@@ -36,9 +36,9 @@ class Dispatcher {
               std::string* out) const;
 
  private:
-  // Between MULTI and EXEC: queues the command and replies +QUEUED, or replies why not and marks
-  // the transaction aborted (EXEC then answers EXECABORT).
-  void Queue(const CommandSpec* spec, std::vector<std::string>& args, Transaction& transaction,
+  // Between MULTI and EXEC: queues the command and replies +QUEUED (true), or replies why not
+  // and marks the transaction aborted (EXEC then answers EXECABORT).
+  bool Queue(const CommandSpec* spec, std::vector<std::string>& args, Transaction& transaction,
              std::string* out) const;
 
   Engine& engine_;

@@ -16,6 +16,7 @@
 // the transaction, which is what the check protects (the data it read is still current).
 // Threads: the handlers run on the session's event loop; EXEC's write function on the writer.
 #include <algorithm>
+#include <chrono>
 #include <unordered_set>
 
 #include "commands/command.h"
@@ -59,13 +60,16 @@ Result<bool> WatchedUnchanged(const std::vector<Transaction::Watched>& watched,
 // Status is returned. So does a reply that grows past the client's output limit: it would be
 // built whole in memory (on the writer, holding up every other write) and the client dropped.
 Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope& scope,
-                 SnapshotLender& reads, WriteContext* db, std::string* reply) {
+                 SnapshotLender& reads, WriteContext* db, std::string* reply,
+                 std::vector<ExecutedCommand>* executed) {
   const std::size_t start = reply->size();
   resp::AppendArrayHeader(reply, queued.size());
   ClientState client = scope.client;
   std::vector<std::string> args;
   for (const Transaction::Queued& command : queued) {
     args = command.args;  // a handler may move its arguments away; the write may run again
+    const auto started = std::chrono::steady_clock::now();
+    const std::size_t mark = reply->size();
     CommandContext context{args,
                            client,
                            reply,
@@ -84,6 +88,9 @@ Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope
     } else if (outcome.kind != Outcome::Kind::kReplied) {
       resp::AppendError(reply, "ERR internal error: a queued command did not reply");
     }
+    executed->push_back(
+        {command.spec, !(reply->size() > mark && (*reply)[mark] == '-'),
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()});
     if (reply->size() - start > scope.options->max_exec_reply_bytes) {
       return Status::InvalidArgument(
           "EXECABORT Transaction discarded because its reply would pass the client output limit "
@@ -97,7 +104,9 @@ Status RunQueued(const std::vector<Transaction::Queued>& queued, const ExecScope
 // EXEC's body, on one consistent view (`reads` lends it): a null array when a watched key
 // changed, else RunQueued.
 Status RunIfUnchanged(const Transaction& transaction, const ExecScope& scope, SnapshotLender& reads,
-                      WriteContext* db, std::string* reply) {
+                      WriteContext* db, std::string* reply,
+                      std::vector<ExecutedCommand>* executed) {
+  executed->clear();  // an earlier run of the same write did not count
   std::string error;
   const Storage::Snapshot* now = reads.Borrow(&error);
   if (now == nullptr) return Status::IOError(error);
@@ -107,7 +116,7 @@ Status RunIfUnchanged(const Transaction& transaction, const ExecScope& scope, Sn
     resp::AppendNullArray(reply);
     return Status::Ok();
   }
-  return RunQueued(transaction.queued, scope, reads, db, reply);
+  return RunQueued(transaction.queued, scope, reads, db, reply, executed);
 }
 
 // MULTI: starts queuing. Nested MULTI is an error that leaves the transaction as it is.
@@ -151,15 +160,19 @@ Outcome Exec(CommandContext& c) {
       transaction.queued.begin(), transaction.queued.end(),
       [](const Transaction::Queued& command) { return command.spec->flags & kFlagWrite; });
   ExecScope scope{&c.engine, &c.server, c.replication, &c.options, &c.cursors, c.client};
+  auto executed = std::make_shared<std::vector<ExecutedCommand>>();
   if (!writes) {
     if (c.reads.Borrow(c.out) == nullptr) return Outcome::Replied();
     const std::size_t mark = c.out->size();
-    Status s = RunIfUnchanged(transaction, scope, c.reads, nullptr, c.out);
-    if (!s.ok()) {
+    Outcome outcome = Outcome::Replied();
+    Status s = RunIfUnchanged(transaction, scope, c.reads, nullptr, c.out, executed.get());
+    if (s.ok()) {
+      outcome.executed = std::move(executed);
+    } else {
       c.out->resize(mark);
       AppendWriteResult(s, "", c.out);
     }
-    return Outcome::Replied();
+    return outcome;
   }
   // Queued writes were admitted then; the pod may have become a replica or been fenced since.
   if (c.replication != nullptr) {
@@ -168,11 +181,13 @@ Outcome Exec(CommandContext& c) {
       return Outcome::Replied();
     }
   }
-  return MakeWrite([scope = std::move(scope), transaction = std::move(transaction)](
-                       WriteContext& db, std::string* reply) -> Status {
+  Outcome outcome = MakeWrite([scope = std::move(scope), transaction = std::move(transaction),
+                               executed](WriteContext& db, std::string* reply) -> Status {
     SnapshotLender reads(*scope.engine, db.View());
-    return RunIfUnchanged(transaction, scope, reads, &db, reply);
+    return RunIfUnchanged(transaction, scope, reads, &db, reply, executed.get());
   });
+  outcome.executed = std::move(executed);
+  return outcome;
 }
 
 // WATCH key [key ...]: EXEC of the next transaction runs only if these keys keep their values.

@@ -286,8 +286,9 @@ asio::awaitable<bool> Session::ProcessBuffered() {
         outcome = dispatcher_.Execute(spec, args_, client_, reads_, &out_);
         if (outcome.kind == Outcome::Kind::kWrite) {
           QueueWrite(std::move(outcome), spec, started);
-        } else if (outcome.kind == Outcome::Kind::kReplied) {
+        } else if (outcome.kind == Outcome::Kind::kReplied && !outcome.queued) {
           RecordCommand(spec, !IsErrorReply(out_, mark), started);
+          RecordExecuted(outcome.executed.get());
         }
       } else {
         // Writes are queued, so even an immediate reply (a syntax error, NOAUTH) must wait its
@@ -297,10 +298,11 @@ asio::awaitable<bool> Session::ProcessBuffered() {
         if (outcome.kind == Outcome::Kind::kWrite) {
           QueueWrite(std::move(outcome), spec, started);
         } else {
-          if (outcome.kind == Outcome::Kind::kReplied) {
+          if (outcome.kind == Outcome::Kind::kReplied && !outcome.queued) {
             RecordCommand(spec, !IsErrorReply(*reply, 0), started);
+            RecordExecuted(outcome.executed.get());
           }
-          queued_replies_.push_back({false, std::move(reply), nullptr, spec, started});
+          queued_replies_.push_back({false, std::move(reply), nullptr, spec, started, nullptr});
         }
       }
     }
@@ -426,14 +428,21 @@ bool Session::OutputOverLimit() {
 void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,
                          std::chrono::steady_clock::time_point started) {
   queued_writes_.push_back(std::move(outcome.write));
-  queued_replies_.push_back(
-      {true, std::move(outcome.reply), std::move(outcome.logged), spec, started});
+  queued_replies_.push_back({true, std::move(outcome.reply), std::move(outcome.logged), spec,
+                             started, std::move(outcome.executed)});
 }
 
 void Session::RecordCommand(const CommandSpec* spec, bool ok,
                             std::chrono::steady_clock::time_point started) {
   server_.mutable_command_metrics().Record(
       spec, ok, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
+void Session::RecordExecuted(const std::vector<ExecutedCommand>* executed) {
+  if (executed == nullptr) return;
+  for (const ExecutedCommand& command : *executed) {
+    server_.mutable_command_metrics().Record(command.spec, command.ok, command.seconds);
+  }
 }
 
 asio::awaitable<void> Session::FlushWrites() {
@@ -464,6 +473,7 @@ asio::awaitable<void> Session::FlushWrites() {
     const std::size_t mark = out_.size();
     AppendWriteResult(status, *queued.reply, &out_);
     RecordCommand(queued.spec, !IsErrorReply(out_, mark), queued.started);
+    if (status.ok()) RecordExecuted(queued.executed.get());
   }
   queued_replies_.clear();
 }

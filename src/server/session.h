@@ -54,6 +54,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool OutputOverLimit();
   void QueueWrite(Outcome outcome, const CommandSpec* spec,
                   std::chrono::steady_clock::time_point started);
+  // The commands an EXEC ran (null for other commands): counted as if sent alone, as Redis does.
+  void RecordExecuted(const std::vector<ExecutedCommand>* executed);
   // Counts a finished command in the server's CommandMetrics.
   void RecordCommand(const CommandSpec* spec, bool ok,
                      std::chrono::steady_clock::time_point started);
@@ -84,6 +86,7 @@ class Session : public std::enable_shared_from_this<Session> {
     // For the command metrics of a write, recorded once its result is known.
     const CommandSpec* spec = nullptr;
     std::chrono::steady_clock::time_point started;
+    std::shared_ptr<const std::vector<ExecutedCommand>> executed;  // an EXEC's commands
   };
   std::vector<WriteFn> queued_writes_;
   std::vector<QueuedReply> queued_replies_;

@@ -355,3 +355,44 @@ def test_sync_mode_waits_only_for_transactions_that_wrote(make_cluster):
         reply = conn.call("EXEC")
         assert isinstance(reply, RespError) and str(reply).startswith("NOREPLICAS"), reply
         assert conn.call("GET", "b") == b"2", "the write stays on the master"
+
+
+def commandstats(client):
+    """INFO commandstats as {command: (calls, failed_calls)}."""
+    stats = {}
+    for name, fields in client.info("commandstats").items():
+        stats[name.removeprefix("cmdstat_")] = (fields["calls"], fields["failed_calls"])
+    return stats
+
+
+def test_the_commands_of_a_transaction_count_in_commandstats(server):
+    # As Redis: a command EXEC runs is counted like one sent alone, so that per-command rates
+    # stay right for clients whose pipelines are transactions (redis-py's default).
+    client = server.client()
+    client.set("text", "x")
+    pipe = client.pipeline()
+    pipe.set("a", 1).set("b", 2).incr("a").incr("text").get("b")
+    pipe.execute(raise_on_error=False)
+    read_only = client.pipeline()
+    read_only.get("a").mget("a", "b").exists("text")
+    assert read_only.execute() == [b"2", [b"2", b"2"], 1]
+    stats = commandstats(client)
+    assert stats["set"] == (3, 0)
+    assert stats["incrby"] == (2, 1)  # redis-py sends INCR as INCRBY
+    assert stats["get"] == (2, 0)
+    assert stats["mget"] == (1, 0) and stats["exists"] == (1, 0)
+    assert stats["multi"] == (2, 0) and stats["exec"] == (2, 0)
+    # A transaction that did not run (its WATCH failed, or it was discarded) counts only its
+    # EXEC or DISCARD.
+    with client.pipeline() as watched:
+        watched.watch("a")
+        client.set("a", "changed")
+        watched.multi()
+        watched.incr("a")
+        try:
+            watched.execute()
+            assert False, "EXEC ran although the watched key changed"
+        except redis.WatchError:
+            pass
+    stats = commandstats(client)
+    assert stats["incrby"] == (2, 1) and stats["set"] == (4, 0) and stats["exec"] == (3, 0)
