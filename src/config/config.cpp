@@ -25,7 +25,6 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <iterator>
 #include <limits>
@@ -707,15 +706,41 @@ Result<Config> LoadConfig(const ConfigSources& sources) {
   return config;
 }
 
-std::map<std::string, std::string> ReadConfigDir(const std::string& dir) {
+Result<std::map<std::string, std::string>> ReadConfigDir(const std::string& dir) {
+  // A setting's value is short: a larger file is a mistake (a wrong mount), not a value.
+  constexpr std::size_t kMaxFileBytes = 64 * 1024;
   std::map<std::string, std::string> files;
   if (dir.empty()) return files;
   for (const SettingInfo& setting : Settings()) {
     // Kubernetes mounts each key as a symlink into a ..data directory it swaps atomically, so
     // reading by name always sees one consistent version.
-    std::ifstream file(dir + "/" + setting.env);
-    if (!file) continue;
-    std::string value((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    const std::string path = dir + "/" + setting.env;
+    auto unreadable = [&path](const std::string& why) {
+      return Status::InvalidArgument("cannot read ConfigMap file " + path + ": " + why);
+    };
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) continue;  // not set there
+      return unreadable(std::strerror(errno));
+    }
+    // Checked before opening: opening a FIFO would wait for a writer, a directory fails to read.
+    if (!S_ISREG(st.st_mode)) return unreadable("not a regular file");
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return unreadable(std::strerror(errno));
+    std::string value(kMaxFileBytes + 1, '\0');
+    std::size_t size = 0;
+    int error = 0;
+    while (size < value.size()) {
+      const ssize_t n = ::read(fd, value.data() + size, value.size() - size);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) error = errno;
+      if (n <= 0) break;
+      size += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    if (error != 0) return unreadable(std::strerror(error));
+    if (size > kMaxFileBytes) return unreadable("larger than 64 KiB");
+    value.resize(size);
     while (!value.empty() && std::isspace(static_cast<unsigned char>(value.back()))) {
       value.pop_back();
     }

@@ -85,8 +85,9 @@ struct ConfigSources {
 };
 
 // Reads the files of dir whose names are settings' env names (MASTER_ORDINAL, ...), with
-// trailing whitespace removed. A missing directory gives an empty map.
-std::map<std::string, std::string> ReadConfigDir(const std::string& dir);
+// trailing whitespace removed. A missing directory or file is not set there; a file that cannot
+// be read (not a regular file, no permission, over 64 KiB) is InvalidArgument naming it.
+Result<std::map<std::string, std::string>> ReadConfigDir(const std::string& dir);
 
 // Applies the layers in order (defaults, YAML, environment, ConfigMap files, flags). On the first
 // invalid value: InvalidArgument whose message is one line naming the setting and its source, e.g.

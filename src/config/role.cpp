@@ -16,8 +16,8 @@ std::optional<int> OrdinalOf(const std::string& pod_name) {
   return ordinal;
 }
 
-Result<RoleDecision> DecideRole(const Config& config, bool pod_name_was_set,
-                                const std::string& hostname) {
+Result<RoleDecision> DecideRole(const Config& config, const std::string& hostname) {
+  const bool pod_name_was_set = !config.pod_name.empty();
   RoleDecision decision;
   decision.pod_name = pod_name_was_set ? config.pod_name : hostname;
   decision.ordinal = OrdinalOf(decision.pod_name);
@@ -28,8 +28,7 @@ Result<RoleDecision> DecideRole(const Config& config, bool pod_name_was_set,
   if (!decision.ordinal) {
     if (pod_name_was_set) {
       return Status::InvalidArgument("invalid pod_name \"" + config.pod_name +
-                                     "\" (from env POD_NAME): expected <statefulset>-<ordinal>, "
-                                     "for example kvstore-0");
+                                     "\": expected <statefulset>-<ordinal>, for example kvstore-0");
     }
     decision.reason = "no POD_NAME is set and the hostname \"" + hostname + "\" carries no ordinal";
     return decision;

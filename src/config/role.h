@@ -20,10 +20,10 @@ struct RoleDecision {
   std::string reason;          // one sentence, for logs and `kvstore role`
 };
 
-// pod_name_was_set: POD_NAME came from the environment/flags (a bad value is then an error)
-// rather than from the hostname fallback. InvalidArgument names the setting at fault.
-Result<RoleDecision> DecideRole(const Config& config, bool pod_name_was_set,
-                                const std::string& hostname);
+// The pod is config.pod_name, or the hostname when that is empty. A pod_name that was set must be
+// <statefulset>-<ordinal>; a hostname without an ordinal means standalone. InvalidArgument names
+// the setting at fault.
+Result<RoleDecision> DecideRole(const Config& config, const std::string& hostname);
 
 // "<statefulset>-<ordinal>" -> ordinal; nullopt when the name does not end in -<digits>.
 std::optional<int> OrdinalOf(const std::string& pod_name);

@@ -59,7 +59,6 @@ struct Invocation {
   bool role_only = false;
   bool restore = false;
   OfflineRestoreArgs restore_args;
-  bool pod_name_was_set = false;
 };
 
 // What the replication manager should make of a role decision.
@@ -73,21 +72,35 @@ RoleTarget TargetOf(const RoleDecision& role) {
 }
 
 // Re-reads the mounted ConfigMap and decides the role again (for live MASTER_ORDINAL changes).
-// A bad value is logged once and ignored: the pod keeps its current role.
-std::function<std::optional<RoleTarget>()> RoleRereader(ConfigSources sources,
-                                                        bool pod_name_was_set) {
+// A bad value or an unreadable file is logged once and ignored: the pod keeps its current role.
+// A file that disappears keeps its last value: falling back to the pod's environment (set when
+// the pod started, maybe before a promotion) could move the master back.
+std::function<std::optional<RoleTarget>()> RoleRereader(ConfigSources sources) {
   auto last_error = std::make_shared<std::string>();
-  return [sources, pod_name_was_set, last_error]() mutable -> std::optional<RoleTarget> {
-    sources.config_dir_files = ReadConfigDir(sources.config_dir);
-    auto config = LoadConfig(sources);
-    Result<RoleDecision> role = config.ok() ? DecideRole(*config, pod_name_was_set, Hostname())
-                                            : Result<RoleDecision>(config.status());
-    if (!role.ok()) {
-      if (*last_error != role.status().message()) {
-        *last_error = role.status().message();
-        logging::Warn("ignoring a bad ConfigMap change; keeping the current role",
-                      {{"error", *last_error}});
+  return [sources, last_error]() mutable -> std::optional<RoleTarget> {
+    auto warn_once = [&last_error](const std::string& error) {
+      if (*last_error == error) return;
+      *last_error = error;
+      logging::Warn("ignoring a bad ConfigMap change; keeping the current role", {{"error", error}});
+    };
+    auto files = ReadConfigDir(sources.config_dir);
+    if (!files.ok()) {
+      warn_once(files.status().message());
+      return std::nullopt;
+    }
+    for (const auto& [name, value] : sources.config_dir_files) {
+      if (files->count(name) == 0) {
+        warn_once("ConfigMap file " + sources.config_dir + "/" + name +
+                  " disappeared; it keeps its last value \"" + value + "\" until a restart");
+        files->emplace(name, value);
       }
+    }
+    sources.config_dir_files = std::move(files).value();
+    auto config = LoadConfig(sources);
+    Result<RoleDecision> role =
+        config.ok() ? DecideRole(*config, Hostname()) : Result<RoleDecision>(config.status());
+    if (!role.ok()) {
+      warn_once(role.status().message());
       return std::nullopt;
     }
     last_error->clear();
@@ -95,8 +108,7 @@ std::function<std::optional<RoleTarget>()> RoleRereader(ConfigSources sources,
   };
 }
 
-int Serve(const Config& config, const RoleDecision& role, const ConfigSources& sources,
-          bool pod_name_was_set) {
+int Serve(const Config& config, const RoleDecision& role, const ConfigSources& sources) {
   if (Status s = CheckDataDir(config.data_dir); !s.ok()) {
     std::cerr << "kvstore: " << s.message() << "\n";
     return kExitBadSetting;
@@ -147,7 +159,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   replication_options.promotion_timeout = std::chrono::milliseconds(config.promotion_timeout_ms);
   replication_options.role_poll = std::chrono::milliseconds(config.config_poll_ms);
   if (role.kind != RoleDecision::Kind::kStandalone) {
-    replication_options.reread_role = RoleRereader(sources, pod_name_was_set);
+    replication_options.reread_role = RoleRereader(sources);
   }
   // Kubernetes: the pod labels itself with every role it takes (kvstore-master selects
   // role=master).
@@ -273,8 +285,13 @@ int Main(int argc, char** argv) {
   auto config = LoadConfig(invocation.sources);
   if (config.ok()) {
     invocation.sources.config_dir = config->config_dir;
-    invocation.sources.config_dir_files = ReadConfigDir(config->config_dir);
-    config = LoadConfig(invocation.sources);
+    auto files = ReadConfigDir(config->config_dir);
+    if (files.ok()) {
+      invocation.sources.config_dir_files = std::move(files).value();
+      config = LoadConfig(invocation.sources);
+    } else {
+      config = files.status();
+    }
   }
   if (!config.ok()) {
     std::cerr << "kvstore: " << config.status().message() << "\n";
@@ -284,9 +301,7 @@ int Main(int argc, char** argv) {
     std::cerr << "kvstore: " << s.message() << "\n";
     return kExitBadSetting;
   }
-  const bool pod_name_was_set = invocation.sources.env.count("POD_NAME") > 0 ||
-                                invocation.sources.flags.count("pod_name") > 0;
-  auto role = DecideRole(*config, pod_name_was_set, Hostname());
+  auto role = DecideRole(*config, Hostname());
   if (!role.ok()) {
     std::cerr << "kvstore: " << role.status().message() << "\n";
     return kExitBadSetting;
@@ -303,7 +318,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (invocation.restore) return RunOfflineRestore(*config, *role, invocation.restore_args);
-  return Serve(*config, *role, invocation.sources, pod_name_was_set);
+  return Serve(*config, *role, invocation.sources);
 }
 
 }  // namespace
