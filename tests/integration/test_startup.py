@@ -2,6 +2,7 @@
 layers (YAML < env < flags) decide the port; the role line; `kvstore role`; SIGTERM; JSON logs;
 --version."""
 import json
+import os
 import re
 import signal
 import socket
@@ -235,6 +236,74 @@ def test_role_subcommand_replica(tmp_path):
     assert "kvstore-headless" not in out, out
     result = run_kvstore(["role"], env={"POD_NAME": "kvstore-2", "MASTER_ORDINAL": "2"})
     assert "role: master" in result.stdout.decode(), result.stdout
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_configmap_file_that_is_not_a_file_stops_the_start(tmp_path, kind):
+    # A directory named like a setting crashed the start (an uncaught read exception) and a FIFO
+    # hung it (opening it waits for a writer).
+    config_dir = tmp_path / "configmap"
+    config_dir.mkdir()
+    if kind == "directory":
+        (config_dir / "LOG_LEVEL").mkdir()
+    else:
+        os.mkfifo(config_dir / "LOG_LEVEL")
+    result = run_kvstore(base_args(tmp_path) + ["--config-dir", str(config_dir)], timeout=10)
+    assert_bad_setting(result, "LOG_LEVEL")
+    assert "not a regular file" in result.stderr.decode()
+
+
+def test_pod_name_from_the_yaml_file_or_the_configmap_decides_the_role(tmp_path):
+    config = tmp_path / "kvstore.yaml"
+    config.write_text("pod_name: kvstore-1\nmaster_ordinal: '0'\n")
+    result = run_kvstore(["--config", str(config), "role"])
+    out = result.stdout.decode()
+    assert result.returncode == 0 and "role: replica" in out and "pod: kvstore-1" in out, out
+    config_dir = tmp_path / "configmap"
+    config_dir.mkdir()
+    (config_dir / "POD_NAME").write_text("kvstore-2\n")
+    (config_dir / "MASTER_ORDINAL").write_text("2\n")
+    result = run_kvstore(["--config-dir", str(config_dir), "role"])
+    out = result.stdout.decode()
+    assert result.returncode == 0 and "role: master" in out and "pod: kvstore-2" in out, out
+
+
+def test_an_empty_pod_name_means_the_hostname(tmp_path):
+    for env, args in (({"POD_NAME": ""}, ["role"]), ({}, ["--pod-name", "", "role"])):
+        result = run_kvstore(args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"pod: {socket.gethostname()}" in result.stdout.decode(), result.stdout
+
+
+def test_a_running_pod_keeps_its_role_when_the_configmap_file_goes_bad(tmp_path):
+    # The environment says MASTER_ORDINAL 1 (as when the pod started, before a promotion); the
+    # ConfigMap file says 0, so kvstore-0 is the master. The file disappearing must not hand the
+    # role back to the environment's value, and a file that cannot be read must not stop the pod.
+    config_dir = tmp_path / "configmap"
+    config_dir.mkdir()
+    (config_dir / "MASTER_ORDINAL").write_text("0\n")
+    port = free_port()
+    log_path = tmp_path / "kvstore.log"
+    env = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "1",
+           "MASTER_ADDRESS": f"127.0.0.1:{free_port()}"}
+    proc = start_raw(base_args(tmp_path, port) + ["--config-dir", str(config_dir),
+                                                  "--config-poll-ms", "50"], env, log_path)
+    try:
+        assert wait_listening(proc, port), log_path.read_text()
+        with RespConn(port) as conn:
+            assert conn.call("SET", "k", "1") == "OK"
+            (config_dir / "MASTER_ORDINAL").unlink()
+            time.sleep(0.5)  # ten polls
+            assert conn.call("SET", "k", "2") == "OK", log_path.read_text()
+            (config_dir / "MASTER_ORDINAL").mkdir()
+            time.sleep(0.5)
+            assert proc.poll() is None, log_path.read_text()
+            assert conn.call("SET", "k", "3") == "OK", log_path.read_text()
+        log = log_path.read_text()
+        assert "disappeared" in log and "not a regular file" in log, log
+        assert "role change requested" not in log, log
+    finally:
+        assert stop_raw(proc) == 0, log_path.read_text()
 
 
 # ---- shutdown, logs, version ----
