@@ -81,7 +81,8 @@ std::function<std::optional<RoleTarget>()> RoleRereader(ConfigSources sources) {
     auto warn_once = [&last_error](const std::string& error) {
       if (*last_error == error) return;
       *last_error = error;
-      logging::Warn("ignoring a bad ConfigMap change; keeping the current role", {{"error", error}});
+      logging::Warn("ignoring a bad ConfigMap change; keeping the current role",
+                    {{"error", error}});
     };
     auto files = ReadConfigDir(sources.config_dir);
     if (!files.ok()) {
@@ -112,6 +113,13 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   if (Status s = CheckDataDir(config.data_dir); !s.ok()) {
     std::cerr << "kvstore: " << s.message() << "\n";
     return kExitBadSetting;
+  }
+  if (std::error_code ec; std::filesystem::exists(RestoreMarkerPath(config.data_dir), ec)) {
+    std::cerr << "kvstore: the data directory " << config.data_dir
+              << " holds a partial store: an offline restore into it did not finish; run "
+                 "`kvstore restore` again (the restore init container does), or remove the "
+                 "directory's db/, log/ and restore-in-progress to start empty\n";
+    return 1;
   }
   switch (role.kind) {
     case RoleDecision::Kind::kStandalone:

@@ -3,10 +3,14 @@
 // Engine::InstallSnapshot then replaces the key space in one transaction.
 #include "main/offline_restore.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "engine/engine.h"
@@ -22,7 +26,37 @@ int Refuse(const std::string& message) {
 
 void Say(const std::string& message) { std::printf("kvstore restore: %s\n", message.c_str()); }
 
+// fsync of a directory, so that a file created or removed in it stays so after a power loss.
+Status SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    return Status::IOError("cannot sync " + dir + ": " + std::strerror(error));
+  }
+  ::close(fd);
+  return Status::Ok();
+}
+
+Status WriteMarker(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError("cannot create " + path + ": " + std::strerror(errno));
+  ::close(fd);
+  return SyncDirectory(std::filesystem::path(path).parent_path().string());
+}
+
+Status RemoveMarker(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) {
+    return Status::IOError("cannot remove " + path + ": " + std::strerror(errno));
+  }
+  return SyncDirectory(std::filesystem::path(path).parent_path().string());
+}
+
 }  // namespace
+
+std::string RestoreMarkerPath(const std::string& data_dir) {
+  return data_dir + "/restore-in-progress";
+}
 
 int RunOfflineRestore(const Config& config, const RoleDecision& role,
                       const OfflineRestoreArgs& args) {
@@ -36,22 +70,38 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
     return 2;
   }
   const std::string& dir = config.data_dir;
+  const std::string marker = RestoreMarkerPath(dir);
   std::error_code ec;
+  // The store an interrupted restore into an empty directory left behind is partial: it counts
+  // as no store, and goes.
+  const bool interrupted = fs::exists(marker, ec);
+  if (interrupted) {
+    Say("the data directory " + dir +
+        " holds the partial store of an interrupted restore: "
+        "removing it");
+    for (const char* part : {"/db", "/log"}) {
+      fs::remove_all(dir + part, ec);
+      if (ec) return Refuse("cannot remove " + dir + part + ": " + ec.message());
+    }
+    if (Status s = RemoveMarker(marker); !s.ok()) return Refuse(s.message());
+  }
+  const bool has_store = fs::exists(dir + "/db", ec) || fs::exists(dir + "/log", ec);
   if (args.if_empty) {
     if (role.kind == RoleDecision::Kind::kReplica) {
       Say("this pod is a replica (" + role.reason +
           "): not restoring; it will full-sync from the restored master");
       return 0;
     }
-    if (fs::exists(dir + "/db", ec) || fs::exists(dir + "/log", ec)) {
+    if (has_store) {
       Say("the data directory " + dir + " already holds a store: not restoring");
       return 0;
     }
   }
   const auto started = std::chrono::steady_clock::now();
-  fs::create_directories(dir + "/replication", ec);
-  if (ec) return Refuse("cannot create " + dir + "/replication: " + ec.message());
-  const std::string snapshot_path = dir + "/replication/restore.kvsnap";
+  fs::create_directories(dir, ec);
+  if (ec) return Refuse("cannot create " + dir + ": " + ec.message());
+  // Not under replication/, where a server's own snapshots live and are cleaned up.
+  const std::string snapshot_path = dir + "/restore-in-progress.kvsnap";
   BackupInfo info;
   if (Status s = ExtractBackupSnapshot(args.from, snapshot_path, &info); !s.ok()) {
     return Refuse(args.from + " refused: " + s.message() + "; the data directory is unchanged");
@@ -64,6 +114,21 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
     }
   } remover{snapshot_path};
 
+  // Into a directory without a store, the engine creates one before the install fills it. Until
+  // the install is durable a marker says that store is not a store: the server refuses to start
+  // on it, and the next restore (the init container, after a crash or a kill) starts over,
+  // where it would otherwise find "a store" and leave the master empty.
+  if (!has_store) {
+    if (Status s = WriteMarker(marker); !s.ok()) return Refuse(s.message());
+  }
+  auto remove_partial_store = [&] {
+    if (has_store) return;
+    std::error_code ignored;
+    fs::remove_all(dir + "/db", ignored);
+    fs::remove_all(dir + "/log", ignored);
+    fs::remove(marker, ignored);
+  };
+
   EngineOptions options;
   options.data_dir = dir;
   options.fsync = config.fsync;
@@ -71,7 +136,10 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
   options.initial_map_bytes = std::min<std::uint64_t>(64ull << 20, config.max_map_bytes);
   options.log_segment_bytes = config.log_segment_bytes;
   auto engine = Engine::Open(options);
-  if (!engine.ok()) return Refuse("cannot open " + dir + ": " + engine.status().ToString());
+  if (!engine.ok()) {
+    remove_partial_store();
+    return Refuse("cannot open " + dir + ": " + engine.status().ToString());
+  }
   Status status;
   {
     auto snapshot = (*engine)->Read();
@@ -86,8 +154,15 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
   }
   if (status.ok()) status = (*engine)->InstallSnapshot(snapshot_path);
   Status shutdown = (*engine)->Shutdown();
-  if (!status.ok()) return Refuse(status.message() + "; nothing changed");
-  if (!shutdown.ok()) return Refuse("the final sync failed: " + shutdown.ToString());
+  engine->reset();
+  if (!status.ok() || !shutdown.ok()) {
+    remove_partial_store();
+    if (!status.ok()) return Refuse(status.message() + "; nothing changed");
+    return Refuse("the final sync failed: " + shutdown.ToString() + "; nothing changed");
+  }
+  if (!has_store) {
+    if (Status s = RemoveMarker(marker); !s.ok()) return Refuse(s.message());
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   Say(
