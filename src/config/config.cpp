@@ -614,8 +614,15 @@ Status ApplyYaml(const std::string& path, Config& config, Origins& origins) {
   std::string contents;
   if (Status s = ReadFile(path, &contents); !s.ok()) return s;
   try {
-    const YAML::Node root = YAML::Load(contents);
-    return ApplyYamlDocument(path, root, config, origins);
+    // A second document (after "---") would be ignored by YAML::Load, and its settings with it.
+    const std::vector<YAML::Node> documents = YAML::LoadAll(contents);
+    if (documents.size() > 1) {
+      return Status::InvalidArgument("invalid config file " + path + ": it holds " +
+                                     std::to_string(documents.size()) +
+                                     " YAML documents; expected one mapping");
+    }
+    return ApplyYamlDocument(path, documents.empty() ? YAML::Node() : documents.front(), config,
+                             origins);
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument("invalid config file " + path + ": " + e.what());
   }
@@ -641,6 +648,17 @@ Status CheckCombinations(const Config& config, const Origins& origins) {
   }
   if (config.client_output_buffer_limit_bytes < smallest_buffer) {
     return invalid("client_output_buffer_limit_bytes", "expected at least " + value_limit);
+  }
+  // HostPort checked master_address with "{ordinal}" standing for 0; the address the pod will
+  // use has MASTER_ORDINAL there, which may make the port too large (127.0.0.1:6{ordinal}000).
+  if (const auto at = config.master_address.find("{ordinal}");
+      at != std::string::npos && !config.master_ordinal.empty()) {
+    std::string address = config.master_address;
+    address.replace(at, 9, config.master_ordinal);
+    if (auto problem = HostPort(address)) {
+      return invalid("master_address", "with MASTER_ORDINAL " + config.master_ordinal + " it is " +
+                                           address + ": " + *problem);
+    }
   }
   if (config.admin_port != 0 && config.admin_port == config.port) {
     if (origins.count("admin_port") == 0 && origins.count("port") != 0) {

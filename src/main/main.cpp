@@ -54,6 +54,15 @@ Status CheckDataDir(const std::string& dir) {
   return Status::Ok();
 }
 
+// A message on one line: a value quoted in it (a YAML parser's excerpt, say) may hold line breaks
+// or other control characters, and a bad setting is reported in exactly one line.
+std::string OneLine(std::string text) {
+  for (char& c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  }
+  return text;
+}
+
 struct Invocation {
   ConfigSources sources;
   bool role_only = false;
@@ -277,8 +286,10 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : kExitBadSetting;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line, like every other bad setting (CLI11's own report adds a "Run with --help" line).
+    std::cerr << "kvstore: " << OneLine(e.what()) << " (kvstore --help lists the settings)\n";
+    return kExitBadSetting;
   }
   invocation.role_only = role_command->parsed();
   invocation.restore = restore_command->parsed();
@@ -302,7 +313,7 @@ int Main(int argc, char** argv) {
     }
   }
   if (!config.ok()) {
-    std::cerr << "kvstore: " << config.status().message() << "\n";
+    std::cerr << "kvstore: " << OneLine(config.status().message()) << "\n";
     return kExitBadSetting;
   }
   if (Status s = logging::Init(config->log_level, config->log_format); !s.ok()) {
@@ -311,7 +322,7 @@ int Main(int argc, char** argv) {
   }
   auto role = DecideRole(*config, Hostname());
   if (!role.ok()) {
-    std::cerr << "kvstore: " << role.status().message() << "\n";
+    std::cerr << "kvstore: " << OneLine(role.status().message()) << "\n";
     return kExitBadSetting;
   }
   logging::SetGlobalField("pod", role->pod_name);

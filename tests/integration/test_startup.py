@@ -107,6 +107,29 @@ def test_data_dir_not_writable(tmp_path):
     assert_bad_setting(result, "data_dir")
 
 
+def test_command_line_errors_take_one_line(tmp_path):
+    for args, setting in ((["--port"], "port"), (["--port", "1", "--port", "2"], "port"),
+                          (["--no-such-flag"], "no-such-flag")):
+        assert_bad_setting(run_kvstore(args, timeout=10), setting)
+
+
+def test_yaml_with_two_documents_or_control_characters(tmp_path):
+    # The second document was ignored, and its settings with it.
+    config = tmp_path / "kvstore.yaml"
+    config.write_text("port: 5555\n---\nport: abc\n")
+    assert_bad_setting(run_kvstore(["--config", str(config)], timeout=10), "config file")
+    config.write_bytes(b"port: 1\n\0\n")
+    assert_bad_setting(run_kvstore(["--config", str(config)], timeout=10), "config file")
+
+
+def test_master_address_checked_with_the_master_ordinal(tmp_path):
+    # "{ordinal}" was checked as 0 only: ordinal 12 made port 612000.
+    result = run_kvstore(["role"], env={"POD_NAME": "kvstore-1", "MASTER_ORDINAL": "12",
+                                        "MASTER_ADDRESS": "127.0.0.1:6{ordinal}000"}, timeout=10)
+    assert_bad_setting(result, "master_address")
+    assert "612000" in result.stderr.decode()
+
+
 # ---- which port wins ----
 
 def wait_listening(proc, port, timeout=15):
