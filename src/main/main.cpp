@@ -183,10 +183,6 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   PodLabeler labeler(PodLabelerOptions::FromEnvironment(role.pod_name));
   replication_options.on_role = [&labeler](const std::string& taken) { labeler.SetRole(taken); };
   ReplicationManager replication(io, **engine, replication_options);
-  if (Status s = replication.Start(TargetOf(role)); !s.ok()) {
-    logging::Error("cannot take the role", {{"error", s.ToString()}});
-    return kExitRuntimeError;
-  }
 
   ServerOptions server_options;
   server_options.bind = config.bind;
@@ -229,7 +225,13 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   Server server(server_options, io, **engine, &replication, dispatcher_options);
   if (Status s = server.Listen(); !s.ok()) {
     logging::Error(s.message());
-    replication.Shutdown();
+    return kExitRuntimeError;
+  }
+  // The role only once the port is ours: a master opens a new epoch (a log record) as it takes
+  // the role, and a pod crash-looping on a port in use opened one per attempt. Nothing is
+  // accepted before the event loops run.
+  if (Status s = replication.Start(TargetOf(role)); !s.ok()) {
+    logging::Error("cannot take the role", {{"error", s.ToString()}});
     return kExitRuntimeError;
   }
   // The admin port (/healthz, /readyz, /metrics) lives until Serve returns, so probes keep being

@@ -329,6 +329,32 @@ def test_a_running_pod_keeps_its_role_when_the_configmap_file_goes_bad(tmp_path)
         assert stop_raw(proc) == 0, log_path.read_text()
 
 
+def test_a_port_in_use_stops_the_start_before_a_master_opens_an_epoch(tmp_path):
+    port = free_port()
+    log_path = tmp_path / "kvstore.log"
+    env = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "0"}
+
+    def epoch():
+        proc = start_raw(base_args(tmp_path, port), env, log_path)
+        try:
+            assert wait_listening(proc, port), log_path.read_text()
+            with RespConn(port) as conn:
+                info = conn.call("INFO", "replication")
+        finally:
+            assert stop_raw(proc) == 0
+        return int(re.search(rb"kvstore_epoch:(\d+)", info).group(1))
+
+    first = epoch()
+    with socket.socket() as squatter:  # the port is taken: each start fails
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        for _ in range(3):
+            result = run_kvstore(base_args(tmp_path, port), env=env, timeout=20)
+            assert result.returncode == 1, result.stderr
+    # One epoch per start that took the role, none for the failed ones.
+    assert epoch() == first + 1
+
+
 # ---- shutdown, logs, version ----
 
 def test_sigterm_on_idle_server(tmp_path):
