@@ -1,15 +1,19 @@
 // Client: a blocking RESP connection on POSIX sockets. The socket is non-blocking underneath so
-// that connecting, sending and waiting for each reply all honour options.timeout through poll().
-// Not thread-safe: one Client per thread.
+// that connecting, sending and waiting for each reply all honour options.timeout through poll():
+// the whole connect, then the longest time without progress. Not thread-safe: one Client per
+// thread.
 #include "kvstore/client.h"
 
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 #include <utility>
@@ -18,6 +22,13 @@ namespace kvstore {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// After a failed send, how long to wait for the reply the server may have sent before closing:
+// a server that refuses a command answers before it stops reading, so the reply is normally
+// already here.
+constexpr std::chrono::milliseconds kPendingReplyWait{1000};
+// While our request is still leaving the send buffer, how often to check that it moves.
+constexpr std::chrono::milliseconds kSendQueueCheck{100};
 
 // Thread-safe strerror().
 std::string ErrnoText(int error) { return std::generic_category().message(error); }
@@ -74,6 +85,13 @@ int ConnectTo(const addrinfo& address, Clock::time_point deadline, int* error) {
   return fd;
 }
 
+// Bytes sent but not yet acknowledged by the peer (0 when unknown).
+int UnsentBytes(int fd) {
+  int unsent = 0;
+  if (ioctl(fd, SIOCOUTQ, &unsent) != 0) return 0;
+  return unsent;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
@@ -119,8 +137,32 @@ Client::~Client() {
 }
 
 Result<resp::Value> Client::Call(const std::vector<std::string>& args) {
-  if (Status sent = Send(args); !sent.ok()) return sent;
-  return ReadReply();
+  return ReplyAfter(Send(args));
+}
+
+Result<resp::Value> Client::Call(const std::vector<std::string>& args,
+                                 const std::vector<std::string>& value_pieces) {
+  std::size_t value_size = 0;
+  for (const std::string& piece : value_pieces) value_size += piece.size();
+  // The request up to the value's bytes: "*<n>\r\n" (args) "$<value size>\r\n".
+  std::string head;
+  resp::AppendArrayHeader(&head, args.size() + 1);
+  for (const std::string& arg : args) resp::AppendBulkString(&head, arg);
+  head += "$" + std::to_string(value_size) + "\r\n";
+  Status sent = SendRaw(head);
+  for (std::size_t i = 0; sent.ok() && i < value_pieces.size(); ++i) {
+    sent = SendRaw(value_pieces[i]);
+  }
+  if (sent.ok()) sent = SendRaw("\r\n");
+  return ReplyAfter(std::move(sent));
+}
+
+// A failed send usually means that the server refused the command and closed: its error reply,
+// already sent, says why ("Broken pipe" does not).
+Result<resp::Value> Client::ReplyAfter(Status sent) {
+  Result<resp::Value> reply = ReadReply();
+  if (sent.ok() || (reply.ok() && reply->is_error())) return reply;
+  return sent;
 }
 
 // Any failure leaves the stream at an unknown position: close, so later calls fail cleanly.
@@ -135,19 +177,30 @@ Status Client::Send(const std::vector<std::string>& args) {
 }
 
 Status Client::SendRaw(std::string_view bytes) {
-  if (fd_ < 0) {
+  if (fd_ < 0 || send_failed_) {
     return Status::IOError("connection to " + Endpoint(options_) + " was closed after an error");
   }
   Status sent = SendAll(bytes);
-  if (!sent.ok()) return Broken(std::move(sent));
-  return Status::Ok();
+  // The socket stays open for ReadReply(): see ReplyAfter().
+  if (!sent.ok()) send_failed_ = true;
+  return sent;
 }
 
 Result<resp::Value> Client::ReadReply() {
   if (fd_ < 0) {
     return Status::IOError("connection to " + Endpoint(options_) + " was closed after an error");
   }
-  const Clock::time_point deadline = Clock::now() + options_.timeout;
+  if (!send_failed_) return Receive(options_.timeout);
+  Result<resp::Value> reply = Receive(std::min(options_.timeout, kPendingReplyWait));
+  if (reply.ok()) (void)Broken(Status::Ok());  // the rest of the stream is unknown
+  return reply;
+}
+
+Result<resp::Value> Client::Receive(std::chrono::milliseconds idle_timeout) {
+  Clock::time_point deadline = Clock::now() + idle_timeout;
+  // A large request may still be leaving our send buffer toward a slow peer: that is progress
+  // too, though no reply can come before it has all arrived.
+  int unsent = UnsentBytes(fd_);
   resp::Value value;
   char buffer[64 * 1024];
   for (;;) {
@@ -160,14 +213,21 @@ Result<resp::Value> Client::ReadReply() {
       case resp::ReplyParser::ParseStatus::kNeedMore:
         break;
     }
-    const int err = WaitFor(fd_, POLLIN, deadline);
+    const int err = WaitFor(
+        fd_, POLLIN, unsent > 0 ? std::min(deadline, Clock::now() + kSendQueueCheck) : deadline);
     if (err == ETIMEDOUT) {
-      return Broken(Status::Unavailable("no reply from " + Endpoint(options_) + " within " +
-                                        std::to_string(options_.timeout.count()) + " ms"));
+      const int still_unsent = UnsentBytes(fd_);
+      if (still_unsent < unsent) deadline = Clock::now() + idle_timeout;
+      unsent = still_unsent;
+      if (Clock::now() < deadline) continue;
+      return Broken(Status::Unavailable("no reply from " + Endpoint(options_) +
+                                        ": nothing received for " +
+                                        std::to_string(idle_timeout.count()) + " ms"));
     }
     if (err != 0) return Broken(Status::IOError("poll failed: " + ErrnoText(err)));
     const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
     if (n > 0) {
+      deadline = Clock::now() + idle_timeout;
       parser_.Feed(std::string_view(buffer, static_cast<std::size_t>(n)));
     } else if (n == 0) {
       return Broken(
@@ -180,13 +240,14 @@ Result<resp::Value> Client::ReadReply() {
 }
 
 Status Client::SendAll(std::string_view bytes) {
-  const Clock::time_point deadline = Clock::now() + options_.timeout;
+  Clock::time_point deadline = Clock::now() + options_.timeout;
   std::size_t sent = 0;
   while (sent < bytes.size()) {
     // MSG_NOSIGNAL: a closed peer is reported as EPIPE here instead of killing the process.
     const ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
     if (n >= 0) {
       sent += static_cast<std::size_t>(n);
+      deadline = Clock::now() + options_.timeout;
       continue;
     }
     if (errno == EINTR) continue;
@@ -195,7 +256,7 @@ Status Client::SendAll(std::string_view bytes) {
     }
     const int err = WaitFor(fd_, POLLOUT, deadline);
     if (err == ETIMEDOUT) {
-      return Status::Unavailable("cannot send to " + Endpoint(options_) + " within " +
+      return Status::Unavailable("cannot send to " + Endpoint(options_) + ": no progress for " +
                                  std::to_string(options_.timeout.count()) + " ms");
     }
     if (err != 0) return Status::IOError("poll failed: " + ErrnoText(err));
