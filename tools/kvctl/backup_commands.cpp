@@ -1,14 +1,19 @@
 // kvctl backup / backup verify / restore (see backup_commands.h and docs/BACKUP.md). A backup is
 // streamed from the server's SNAPSHOT into a temporary file beside the target, checked while it
 // is written, fsynced, then renamed into place: a crash or error never leaves a partial file
-// under a backup's name. Progress goes to stderr on a terminal; otherwise one summary line.
+// under a backup's name; an interrupted one (SIGINT, SIGTERM, SIGHUP) removes it too, and
+// retention removes those a kill -9 left. Progress goes to stderr on a terminal; otherwise one
+// summary line.
 #include "backup_commands.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -35,6 +40,12 @@ constexpr int kExitUsage = 2;
 constexpr int kExitUnavailable = 3;
 // Taking a snapshot (the server writes it first) and installing one may take minutes.
 constexpr std::chrono::milliseconds kLongWait{std::chrono::minutes(30)};
+// The least time a snapshot stream may go without progress (the server drops a stalled
+// client after 60 s too).
+constexpr std::chrono::milliseconds kStreamIdle{std::chrono::seconds(60)};
+// Retention removes a temporary file only after it has not been written for this long (at
+// least), whatever its pid says: see StaleTempFiles.
+constexpr std::chrono::milliseconds kStaleTempQuiet{std::chrono::hours(1)};
 constexpr std::string_view kPrefix = "kvstore-backup-";
 constexpr std::string_view kSuffix = ".kvbackup";
 
@@ -138,6 +149,48 @@ std::string FileStamp() {
   return out;
 }
 
+// The temporary file of the backup in progress, for the signal handler; null when there is none.
+std::atomic<const char*> interrupted_temp{nullptr};
+
+// SIGINT/SIGTERM/SIGHUP: the CronJob's activeDeadlineSeconds sends SIGTERM, and a partial
+// file of a backup's size must not stay on the backup volume. Async-signal-safe calls only.
+void RemoveTempAndExit(int signal_number) {
+  if (const char* path = interrupted_temp.load(); path != nullptr) {
+    ::unlink(path);
+    static constexpr char kMessage[] =
+        "kvctl: backup interrupted; its temporary file was removed\n";
+    [[maybe_unused]] const ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
+  }
+  ::_exit(128 + signal_number);
+}
+
+// The temporary file a backup is written to: removed on every way out except a rename into
+// place (keep), including a signal.
+class TempFile {
+ public:
+  explicit TempFile(fs::path path) : path_(std::move(path)) {
+    interrupted_temp.store(path_.c_str());
+    struct sigaction action {};
+    action.sa_handler = RemoveTempAndExit;
+    sigemptyset(&action.sa_mask);
+    for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) sigaction(signal_number, &action, nullptr);
+  }
+  ~TempFile() {
+    interrupted_temp.store(nullptr);
+    if (fd >= 0) ::close(fd);
+    std::error_code ignored;
+    if (!keep) fs::remove(path_, ignored);
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  int fd = -1;
+  bool keep = false;
+
+ private:
+  fs::path path_;
+};
+
 // Backups in dir written by kvctl, oldest first (their names sort by creation time).
 std::vector<fs::path> BackupsIn(const fs::path& dir) {
   std::vector<fs::path> files;
@@ -147,6 +200,35 @@ std::vector<fs::path> BackupsIn(const fs::path& dir) {
     if (entry.is_regular_file(ec) && name.starts_with(kPrefix) && name.ends_with(kSuffix)) {
       files.push_back(entry.path());
     }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Temporary files in dir left by backups that were killed (kill -9, or SIGKILL after a pod's
+// grace period): named like ours, "<backup name>.tmp-<pid>", whose process is gone. The pid
+// means something only in our PID namespace: a backup in another pod sharing the volume may
+// have any pid, even ours (kvctl is often PID 1 in its container), so a file written to within
+// `quiet` is kept too (a running backup writes at least once per stream timeout).
+std::vector<fs::path> StaleTempFiles(const fs::path& dir, std::chrono::milliseconds quiet) {
+  std::vector<fs::path> files;
+  const std::string marker = std::string(kSuffix) + ".tmp-";
+  const auto quiet_since = fs::file_time_type::clock::now() - quiet;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::size_t at = name.find(marker);
+    if (!name.starts_with(kPrefix) || at == std::string::npos) continue;
+    const std::string_view digits = std::string_view(name).substr(at + marker.size());
+    pid_t pid = 0;
+    const auto [end, parse_error] =
+        std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+    if (parse_error != std::errc() || end != digits.data() + digits.size() || pid <= 0) continue;
+    // Our own pid: not our file (ours is already renamed), so its process is gone.
+    const bool gone = pid == getpid() || (::kill(pid, 0) != 0 && errno == ESRCH);
+    if (!gone || !entry.is_regular_file(ec)) continue;
+    const auto written = entry.last_write_time(ec);
+    if (!ec && written < quiet_since) files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -179,7 +261,8 @@ int Backup(const kvstore::ClientOptions& options, const std::string& out, int ke
     PrintError("unexpected reply to SNAPSHOT: " + reply->str);
     return kExitFailed;
   }
-  client->set_timeout(std::max(options.timeout, std::chrono::milliseconds(60000)));
+  const std::chrono::milliseconds stream_idle = std::max(options.timeout, kStreamIdle);
+  client->set_timeout(stream_idle);
   info->created = kvstore::BackupTimestamp();
 
   fs::path target = out;
@@ -188,21 +271,13 @@ int Backup(const kvstore::ClientOptions& options, const std::string& out, int ke
     target /= std::string(kPrefix) + FileStamp() + "-" + info->pod + std::string(kSuffix);
   }
   const fs::path temp = target.string() + ".tmp-" + std::to_string(getpid());
+  TempFile temp_file(temp);  // before the file exists: a signal right after open removes it
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) {
     PrintError("cannot create " + temp.string() + ": " + std::strerror(errno));
     return kExitFailed;
   }
-  struct TempFile {
-    int fd;
-    fs::path path;
-    bool keep = false;
-    ~TempFile() {
-      if (fd >= 0) ::close(fd);
-      std::error_code ignored;
-      if (!keep) fs::remove(path, ignored);
-    }
-  } temp_file{fd, temp};
+  temp_file.fd = fd;
 
   // Everything written is also fed to a reader: the file is checked as it is produced.
   kvstore::BackupEncoder encoder;
@@ -283,6 +358,15 @@ int Backup(const kvstore::ClientOptions& options, const std::string& out, int ke
       }
       std::printf("retention: removed %s (keeping %d)\n", files[i].c_str(), keep);
     }
+    for (const fs::path& stale :
+         StaleTempFiles(target.parent_path(), std::max(kStaleTempQuiet, 2 * stream_idle))) {
+      fs::remove(stale, ec);
+      if (ec) {
+        PrintError("retention: cannot remove " + stale.string() + ": " + ec.message());
+        return kExitFailed;
+      }
+      std::printf("retention: removed %s (left by an interrupted backup)\n", stale.c_str());
+    }
   }
   return kExitOk;
 }
@@ -348,18 +432,29 @@ int Restore(const kvstore::ClientOptions& options, const std::string& file, bool
     PrintError("unexpected reply to RESTORE-SNAPSHOT: " + reply->str);
     return kExitFailed;
   }
-  client->set_timeout(std::max(options.timeout, std::chrono::milliseconds(60000)));
+  client->set_timeout(std::max(options.timeout, kStreamIdle));
   Progress progress("restore", info.snapshot_bytes);
   std::uint64_t sent = 0;
+  bool send_failed = false;
   Status s = kvstore::ReadBackupFile(file, nullptr, [&](std::string_view bytes) {
     std::string message;
     kvstore::resp::AppendBulkString(&message, bytes);
     Status sent_ok = client->SendRaw(message);
+    send_failed = !sent_ok.ok();
     sent += bytes.size();
     progress.Update(sent);
     return sent_ok;
   });
   progress.Done();
+  if (send_failed) {
+    // The server may have refused part-way (e.g. its disk is full) and closed: its reply says
+    // why, better than the broken connection.
+    auto refusal = client->ReadReply();
+    if (refusal.ok() && refusal->is_error()) {
+      PrintError("server refused the restore: " + refusal->str);
+      return kExitFailed;
+    }
+  }
   if (!s.ok()) {
     // The server installs nothing until it has the whole snapshot; closing aborts it.
     PrintError("restore aborted: " + s.message() + "; nothing changed on the server");

@@ -1,8 +1,10 @@
 // kvctl: the operator CLI of kvstore. Each subcommand connects with kvstore::Client, sends one
 // or a few RESP commands and prints the result. Single-threaded.
 //
-// Exit codes: 0 success; 1 key not found or error reply from the server; 2 usage error;
-// 3 server unreachable or connection lost (one line on stderr).
+// Exit codes: 0 success; 1 key not found, error reply from the server, a value too large or
+// output that could not be written; 2 usage error; 3 server unreachable or connection lost (one
+// line on stderr); 128+N killed by signal N (backup removes its temporary file first).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +16,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,12 +37,39 @@ constexpr int kExitFailed = 1;  // key not found, or the server replied with an 
 constexpr int kExitUsage = 2;
 constexpr int kExitUnavailable = 3;  // server unreachable or connection lost
 
+// The largest value put reads from stdin: the server's default max_value_bytes, which is also
+// the largest it can be set to. The value is held in memory whole (the request states its length
+// first), so this also bounds kvctl's memory.
+constexpr std::size_t kMaxValueBytes = std::size_t{512} << 20;
+// stdin is read in pieces of this size, never reallocated: one copy of the value in memory.
+constexpr std::size_t kValuePieceBytes = std::size_t{1} << 20;
+
 void PrintError(const std::string& message) {
   std::fprintf(stderr, "kvctl: %s\n", message.c_str());
 }
 
-// Keys and values are binary: write them as they are.
-void WriteRaw(std::string_view bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
+// The errno of the first failed write to stdout: its error flag alone does not say why, and a
+// large write that bypassed the buffer leaves nothing for the final fflush to fail on again.
+int stdout_errno = 0;
+
+// Keys and values are binary: write them as they are. A failure is reported by FinishOutput.
+void WriteRaw(std::string_view bytes) {
+  if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size() && stdout_errno == 0) {
+    stdout_errno = errno;
+  }
+}
+
+// Flushes stdout. Output that could not be written (a full disk, a closed file) fails the
+// command, which otherwise looks done to a script: exit 1 with one line, unless it failed anyway.
+int FinishOutput(int exit_code) {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  if (flushed && !std::ferror(stdout)) return exit_code;
+  const int error = stdout_errno != 0 ? stdout_errno : errno;
+  PrintError("cannot write the output" +
+             (error != 0 ? ": " + std::generic_category().message(error) : std::string()));
+  return exit_code == kExitOk ? kExitFailed : exit_code;
+}
 
 // "host:port", with brackets around an IPv6 literal (as Client's messages show it).
 std::string Address(const ClientOptions& options) {
@@ -63,10 +93,9 @@ std::unique_ptr<Client> Connect(const ClientOptions& options, int* exit_code) {
   return nullptr;
 }
 
-// Sends one command. Returns the reply, which is never an error reply; otherwise prints why
-// and returns nullopt with *exit_code set.
-std::optional<Value> Call(Client& client, const std::vector<std::string>& args, int* exit_code) {
-  kvstore::Result<Value> reply = client.Call(args);
+// Checks the reply to one command: returns it when it is not an error reply; otherwise prints
+// why and returns nullopt with *exit_code set.
+std::optional<Value> CheckReply(kvstore::Result<Value>& reply, int* exit_code) {
   if (!reply.ok()) {
     PrintError(reply.status().message());
     *exit_code = kExitUnavailable;
@@ -80,6 +109,11 @@ std::optional<Value> Call(Client& client, const std::vector<std::string>& args, 
   return std::move(reply).value();
 }
 
+std::optional<Value> Call(Client& client, const std::vector<std::string>& args, int* exit_code) {
+  kvstore::Result<Value> reply = client.Call(args);
+  return CheckReply(reply, exit_code);
+}
+
 int UnexpectedReply(const std::string& command) {
   PrintError("unexpected reply to " + command + " (is this a kvstore or Redis server?)");
   return kExitFailed;
@@ -90,26 +124,57 @@ int KeyNotFound(const std::string& key) {
   return kExitFailed;
 }
 
+std::string TooLarge() {
+  return "the value on stdin is larger than 512 MiB, the server's default and largest "
+         "max_value_bytes: nothing was stored";
+}
+
+// All of stdin, in pieces of kValuePieceBytes, or nullopt after printing why not.
+std::optional<std::vector<std::string>> ReadStdin() {
+  // A file's size is known: refuse at once rather than after reading 512 MiB.
+  struct stat st {};
+  const off_t offset = lseek(STDIN_FILENO, 0, SEEK_CUR);
+  if (fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode) && offset >= 0 &&
+      static_cast<std::uint64_t>(st.st_size - std::min(offset, st.st_size)) > kMaxValueBytes) {
+    PrintError(TooLarge());
+    return std::nullopt;
+  }
+  std::vector<std::string> pieces;
+  std::size_t total = 0;
+  for (;;) {
+    std::string piece(kValuePieceBytes, '\0');
+    const std::size_t n = std::fread(piece.data(), 1, piece.size(), stdin);
+    if (n == 0) break;
+    piece.resize(n);
+    total += n;
+    if (total > kMaxValueBytes) {
+      PrintError(TooLarge());
+      return std::nullopt;
+    }
+    pieces.push_back(std::move(piece));
+  }
+  if (std::ferror(stdin)) {
+    PrintError("cannot read the value from stdin: " + std::generic_category().message(errno));
+    return std::nullopt;
+  }
+  return pieces;
+}
+
 // put KEY VALUE: SET, with VALUE "-" meaning all of stdin (read before connecting, so a slow
 // producer does not hold an idle connection).
 int Put(const ClientOptions& options, const std::string& key, const std::string& value_arg) {
-  std::string value;
+  std::vector<std::string> pieces = {value_arg};
   if (value_arg == "-") {
-    char chunk[64 * 1024];
-    std::size_t n;
-    while ((n = std::fread(chunk, 1, sizeof(chunk), stdin)) > 0) value.append(chunk, n);
-    if (std::ferror(stdin)) {
-      PrintError("cannot read the value from stdin: " + std::generic_category().message(errno));
-      return kExitFailed;
-    }
-  } else {
-    value = value_arg;
+    std::optional<std::vector<std::string>> from_stdin = ReadStdin();
+    if (!from_stdin) return kExitFailed;
+    pieces = std::move(*from_stdin);
   }
   int exit_code = kExitOk;
   std::unique_ptr<Client> client = Connect(options, &exit_code);
   if (!client) return exit_code;
-  if (!Call(*client, {"SET", key, value}, &exit_code)) return exit_code;
-  std::puts("OK");
+  kvstore::Result<Value> reply = client->Call({"SET", key}, pieces);
+  if (!CheckReply(reply, &exit_code)) return exit_code;
+  WriteRaw("OK\n");
   return kExitOk;
 }
 
@@ -123,7 +188,7 @@ int Read(const ClientOptions& options, const std::string& key) {
   if (reply->is_null()) return KeyNotFound(key);
   if (reply->type != Value::Type::kBulkString) return UnexpectedReply("GET");
   WriteRaw(reply->str);
-  if (isatty(STDOUT_FILENO)) std::fputc('\n', stdout);
+  if (isatty(STDOUT_FILENO)) WriteRaw("\n");
   return kExitOk;
 }
 
@@ -136,7 +201,7 @@ int Delete(const ClientOptions& options, const std::string& key) {
   if (!reply) return exit_code;
   if (reply->type != Value::Type::kInteger) return UnexpectedReply("DEL");
   if (reply->integer == 0) return KeyNotFound(key);
-  std::puts("deleted");
+  WriteRaw("deleted\n");
   return kExitOk;
 }
 
@@ -172,10 +237,11 @@ int Scan(const ClientOptions& options, const std::string& prefix, std::size_t li
     for (const Value& key : reply->elements[1].elements) {
       if (limit > 0 && printed == limit) break;
       WriteRaw(key.str);
-      std::fputc('\n', stdout);
+      WriteRaw("\n");
       ++printed;
     }
-  } while (cursor != "0" && (limit == 0 || printed < limit));
+    // Output that cannot be written ends the scan (FinishOutput says why).
+  } while (cursor != "0" && (limit == 0 || printed < limit) && !std::ferror(stdout));
   return kExitOk;
 }
 
@@ -304,14 +370,14 @@ int ShowStatus(const ClientOptions& options, bool json) {
         out += JsonString(*row.value);
       }
     }
-    std::printf("%s}\n", out.c_str());
+    WriteRaw(out + "}\n");
     return kExitOk;
   }
   for (const Row& row : rows) {
     std::string label = row.name;
     std::replace(label.begin(), label.end(), '_', ' ');
-    const std::string value = row.value ? *row.value + row.unit : "-";
-    std::printf("%-20s%s\n", label.c_str(), value.c_str());
+    label.resize(std::max<std::size_t>(label.size(), 20), ' ');
+    WriteRaw(label + (row.value ? *row.value + row.unit : "-") + "\n");
   }
   return kExitOk;
 }
@@ -327,7 +393,9 @@ int Ping(const ClientOptions& options) {
       std::chrono::steady_clock::now() - start;
   if (!reply) return exit_code;
   if (reply->type != Value::Type::kSimpleString) return UnexpectedReply("PING");
-  std::printf("%s (%.2f ms)\n", reply->str.c_str(), elapsed.count());
+  char round_trip[32];
+  std::snprintf(round_trip, sizeof(round_trip), " (%.2f ms)\n", elapsed.count());
+  WriteRaw(reply->str + round_trip);
   return kExitOk;
 }
 
@@ -347,8 +415,21 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 65535));
   app.add_option("--password", options.password, "Password sent with AUTH")
       ->envname("KVSTORE_PASSWORD");
-  app.add_option("--timeout", timeout_seconds, "Seconds to wait to connect and for each reply")
+  // CLI::Range lets NaN through (every comparison with it is false).
+  const CLI::Validator finite(
+      [](std::string& text) {
+        double seconds = 0;
+        if (!CLI::detail::lexical_cast(text, seconds) || !std::isfinite(seconds)) {
+          return "Value " + text + " is not a number of seconds";
+        }
+        return std::string();
+      },
+      "SECONDS");
+  app.add_option("--timeout", timeout_seconds,
+                 "Seconds to connect, then the longest time a transfer may go without progress "
+                 "(a slow but moving transfer never times out)")
       ->capture_default_str()
+      ->check(finite)
       ->check(CLI::Range(0.001, 86400.0));
 
   std::string key;
@@ -356,12 +437,13 @@ int main(int argc, char** argv) {
   CLI::App* put = app.add_subcommand("put", "Store VALUE under KEY");
   put->add_option("key", key, "Key")->required();
   put->add_option("value", value,
-                  "Value; - reads it from stdin; put -- before a value starting with -")
+                  "Value; - reads it from stdin (at most 512 MiB); put -- before a key or value "
+                  "starting with -")
       ->required();
   CLI::App* read = app.add_subcommand("read", "Print the value of KEY")->alias("get");
-  read->add_option("key", key, "Key")->required();
+  read->add_option("key", key, "Key; put -- before a key starting with -")->required();
   CLI::App* del = app.add_subcommand("delete", "Delete KEY")->alias("del");
-  del->add_option("key", key, "Key")->required();
+  del->add_option("key", key, "Key; put -- before a key starting with -")->required();
 
   std::string prefix;
   std::size_t limit = 0;
@@ -407,26 +489,48 @@ int main(int argc, char** argv) {
                    given.front().c_str(), known.c_str());
       return kExitUsage;
     }
+    // `read -k`: CLI11 takes -k for an unknown option and reports the key as missing.
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && !given.empty() &&
+        given.front().starts_with("-")) {
+      for (const CLI::App* sub : {put, read, del}) {
+        if (!sub->parsed()) continue;
+        const std::string name = sub->get_name();
+        std::fprintf(stderr,
+                     "kvctl: %s ('%s' was read as an option: put -- before a key or value "
+                     "starting with -, e.g. kvctl %s -- %s)\n",
+                     e.what(), given.front().c_str(), name.c_str(),
+                     name == "put" ? "KEY VALUE" : given.front().c_str());
+        return kExitUsage;
+      }
+    }
     // --help and --version arrive here too, with exit code 0.
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   options.timeout = std::chrono::milliseconds(std::llround(timeout_seconds * 1000));
 
-  if (put->parsed()) return Put(options, key, value);
-  if (read->parsed()) return Read(options, key);
-  if (del->parsed()) return Delete(options, key);
-  if (scan->parsed()) return Scan(options, prefix, limit);
-  if (status->parsed()) return ShowStatus(options, json);
-  if (ping->parsed()) return Ping(options);
-  if (verify->parsed()) return kvctl::VerifyBackup(file);
-  if (backup->parsed()) {
-    if (backup_out.empty()) {
-      std::fprintf(stderr,
-                   "kvctl: backup needs --out FILE or --out DIR (or: backup verify FILE)\n");
-      return kExitUsage;
+  auto run = [&]() -> int {
+    if (put->parsed()) return Put(options, key, value);
+    if (read->parsed()) return Read(options, key);
+    if (del->parsed()) return Delete(options, key);
+    if (scan->parsed()) return Scan(options, prefix, limit);
+    if (status->parsed()) return ShowStatus(options, json);
+    if (ping->parsed()) return Ping(options);
+    if (verify->parsed()) return kvctl::VerifyBackup(file);
+    if (backup->parsed()) {
+      if (backup_out.empty()) {
+        PrintError("backup needs --out FILE or --out DIR (or: backup verify FILE)");
+        return kExitUsage;
+      }
+      return kvctl::Backup(options, backup_out, keep);
     }
-    return kvctl::Backup(options, backup_out, keep);
+    if (restore->parsed()) return kvctl::Restore(options, file, force);
+    return kExitUsage;  // unreachable: require_subcommand(1)
+  };
+  try {
+    return FinishOutput(run());
+  } catch (const std::bad_alloc&) {
+    // A value (put from stdin, or a reply) is held in memory whole.
+    PrintError("out of memory: the value does not fit in the memory kvctl may use");
+    return kExitFailed;
   }
-  if (restore->parsed()) return kvctl::Restore(options, file, force);
-  return kExitUsage;  // unreachable: require_subcommand(1)
 }
