@@ -200,13 +200,15 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
   }
   struct Done {
     std::atomic<bool>& flag;
+    Engine& engine;
     std::string path;
     ~Done() {
+      engine.SetInstallOnlyIntoEmpty("");
       std::error_code ignored;
       std::filesystem::remove(path, ignored);
       flag.store(false);
     }
-  } done{restoring_, options_.data_dir + "/replication/restore.kvsnap"};
+  } done{restoring_, engine_, options_.data_dir + "/replication/restore.kvsnap"};
   const std::string& path = done.path;
 
   // Receive: every frame is checked as it arrives, and stored aside.
@@ -260,16 +262,10 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
     }
     if (status.ok() && !out.flush()) status = Status::IOError("cannot write " + path);
   }
-  if (status.ok() && !force) {
-    auto snapshot = engine_.Read();
-    if (!snapshot.ok()) {
-      status = snapshot.status();
-    } else if (snapshot->KeyCount() > 0) {
-      status = Status::InvalidArgument(
-          "the target received writes during the restore; it is no longer empty (use FORCE)");
-    }
-  }
   if (status.ok()) {
+    // Without FORCE, emptiness is checked again by the install itself, atomically with the
+    // replacement: a check here would let a write acknowledged meanwhile be wiped.
+    if (!force) engine_.SetInstallOnlyIntoEmpty(path);
     logging::Info("restore: installing a snapshot", {{"seq", std::to_string(header.seq)},
                                                      {"keys", std::to_string(header.keys)},
                                                      {"bytes", std::to_string(bytes)}});

@@ -431,6 +431,7 @@ struct Engine::Impl {
   std::mutex hooks_mu;
   std::function<void(std::uint64_t)> commit_listener;  // GUARDED_BY(hooks_mu)
   std::function<std::uint64_t()> retention_pin;        // GUARDED_BY(hooks_mu)
+  std::string install_only_into_empty;                 // GUARDED_BY(hooks_mu)
 
   void Run();
   void RunRequests(std::vector<Request>& taken);
@@ -802,6 +803,11 @@ class InstallVisitor : public SnapshotVisitor {
 // crash comes in between.
 Status Engine::Impl::Install(const std::string& path) {
   if (poisoned.load()) return PoisonStatus();
+  bool only_into_empty = false;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu);
+    only_into_empty = install_only_into_empty == path;
+  }
   std::uint64_t applied = 0;
   for (;;) {
     std::ifstream file(path, std::ios::binary);
@@ -809,6 +815,14 @@ Status Engine::Impl::Install(const std::string& path) {
     auto begun = storage->BeginWrite();
     if (!begun.ok()) return begun.status();
     Storage::WriteTxn txn = std::move(begun).value();
+    // Every write acknowledged so far is committed (installs run between batches), so this
+    // transaction sees it; nothing else commits until this one ends.
+    if (const std::uint64_t keys = txn.KeyCount(); only_into_empty && keys > 0) {
+      return Status::InvalidArgument(fmt::format(
+          "the target received writes during the restore and holds {} keys now; restore only "
+          "into an empty master, or add FORCE to replace them",
+          keys));
+    }
     InstallVisitor visitor(&txn);
     SnapshotDecoder decoder;
     std::string chunk(1 << 20, '\0');
@@ -1254,6 +1268,11 @@ Status Engine::InstallSnapshot(const std::string& path) {
   }
   impl.cv.notify_one();
   return future.get();
+}
+
+void Engine::SetInstallOnlyIntoEmpty(std::string path) {
+  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
+  impl_->install_only_into_empty = std::move(path);
 }
 
 Status Engine::Shutdown() {
