@@ -4,6 +4,7 @@
 // growth under writes (docs/BACKUP.md measures it); the cost is one snapshot's size of disk.
 #include "backup/backup_service.h"
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <asio/experimental/as_tuple.hpp>
@@ -74,6 +75,12 @@ void Close(asio::ip::tcp::socket& socket) {
   socket.close(ignored);
 }
 
+// "2026-11-25T03:17:00Z": a backup header's `created`.
+std::string UtcTime(std::chrono::system_clock::time_point when) {
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}",
+                     fmt::gmtime(std::chrono::system_clock::to_time_t(when)));
+}
+
 std::string ErrorReply(std::string_view message) {
   std::string out;
   resp::AppendError(&out, message);
@@ -125,7 +132,8 @@ BackupService::BackupService(Engine& engine, ReplicationManager* replication,
     : engine_(engine),
       replication_(replication),
       options_(std::move(options)),
-      snapshots_(std::make_unique<FullSyncSource>(engine, options_.data_dir + "/backup")) {}
+      snapshots_(std::make_unique<FullSyncSource>(engine, options_.data_dir + "/backup",
+                                                  FullSyncSource::Sharing::kCurrentOnly)) {}
 
 BackupService::~BackupService() = default;
 
@@ -166,8 +174,8 @@ asio::awaitable<void> BackupService::ServeSnapshot(asio::ip::tcp::socket socket,
                                                     {"keys", std::to_string(file->keys)},
                                                     {"bytes", std::to_string(file->bytes)}});
   const std::string pod = options_.pod.empty() ? "-" : options_.pod;
-  std::string first =
-      fmt::format("+SNAPSHOT {} {} {} {} {}\r\n", pod, *epoch, file->seq, file->keys, file->bytes);
+  std::string first = fmt::format("+SNAPSHOT {} {} {} {} {} {}\r\n", pod, *epoch, file->seq,
+                                  file->keys, file->bytes, UtcTime(file->taken));
   bool ok = co_await Send(socket, watchdog, std::move(first));
   std::string chunk(kChunkBytes, '\0');
   std::uint64_t sent = 0;

@@ -36,8 +36,8 @@ class BackupService {
   BackupService(Engine& engine, ReplicationManager* replication, BackupServiceOptions options);
   ~BackupService();
 
-  // args: SNAPSHOT. Writes the snapshot file (or shares one taken within the last 30 s), then
-  // streams it. Closes the socket when done.
+  // args: SNAPSHOT. Writes the snapshot file (or shares one at the current committed sequence,
+  // being written or written), then streams it. Closes the socket when done.
   asio::awaitable<void> ServeSnapshot(asio::ip::tcp::socket socket, std::vector<std::string> args);
   // args: RESTORE-SNAPSHOT <bytes> [FORCE], already checked by the command layer.
   asio::awaitable<void> ServeRestore(asio::ip::tcp::socket socket, std::vector<std::string> args);

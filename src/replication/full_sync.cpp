@@ -2,19 +2,42 @@
 // a consistent copy at its applied sequence while writes go on.
 #include "replication/full_sync.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "common/logging.h"
 #include "snapshot/snapshot_format.h"
 
 namespace kvstore {
+namespace {
 
-FullSyncSource::FullSyncSource(Engine& engine, std::string dir)
-    : engine_(engine), dir_(std::move(dir)) {
+// What a failed file call on path did: StorageFull for a full disk, IOError otherwise.
+Status FileError(std::string_view what, const std::string& path, int err) {
+  std::string message = fmt::format("cannot {} {}: {}", what, path, std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return Status::StorageFull(std::move(message));
+  return Status::IOError(std::move(message));
+}
+
+Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FileError("write", path, errno);
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+FullSyncSource::FullSyncSource(Engine& engine, std::string dir, Sharing sharing)
+    : engine_(engine), dir_(std::move(dir)), sharing_(sharing) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
@@ -43,10 +66,16 @@ std::shared_ptr<FullSyncFile> FullSyncSource::Acquire() {
   // replica a key space this pod no longer has, acknowledged as if it were current.
   if (current_ && epochs.ok() && current_->history == history && current_->seq <= committed) {
     const bool writing = !current_->ready.load();
-    const bool usable = current_->ready.load() && current_->status.ok() &&
-                        now - current_->started < reuse_window_ &&
-                        engine_.Stats().log.first_seq <= current_->seq + 1;
-    if (writing || usable) {
+    bool share = false;
+    if (sharing_ == Sharing::kRecent) {
+      share = writing || (current_->status.ok() && now - current_->started < reuse_window_ &&
+                          engine_.Stats().log.first_seq <= current_->seq + 1);
+    } else {
+      // A file being written holds at least the state at its Acquire (its seq until then),
+      // which is the current state when nothing committed since.
+      share = current_->seq == committed && (writing || current_->status.ok());
+    }
+    if (share) {
       ++current_->users;
       in_use_.push_back(current_);
       return current_;
@@ -93,14 +122,13 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
   const auto started = std::chrono::steady_clock::now();
   Status status;
   std::uint64_t seq = 0, bytes = 0, keys = 0;
-  {
+  std::chrono::system_clock::time_point taken;
+  const int fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) status = FileError("create", file->path, errno);
+  if (status.ok()) {
     auto snapshot = engine_.Read();
+    taken = std::chrono::system_clock::now();
     if (!snapshot.ok()) status = snapshot.status();
-    std::ofstream out;
-    if (status.ok()) {
-      out.open(file->path, std::ios::binary | std::ios::trunc);
-      if (!out) status = Status::IOError("cannot create " + file->path);
-    }
     if (status.ok()) {
       auto history = Engine::EpochsOf(*snapshot);
       const std::string encoded_history = history.ok() ? EncodeEpochHistory(*history) : "";
@@ -115,24 +143,38 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
       SnapshotEncoder encoder;
       std::string buf;
       if (status.ok()) encoder.Begin(seq, encoded_history, &buf);
+      Status written;  // the first failed write
       auto flush = [&] {
-        out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
+        written = WriteAll(fd, buf, file->path);
         bytes += buf.size();
         buf.clear();
-        return static_cast<bool>(out);
+        return written.ok();
       };
       if (status.ok()) {
         status = snapshot->Scan("", false, [&](std::string_view key, std::string_view value) {
           encoder.Add(key, value, &buf);
           return buf.size() < (1 << 20) || flush();
         });
+        if (status.ok()) status = written;
       }
       if (status.ok()) {
         encoder.Finish(&buf);
-        if (!flush()) status = Status::IOError("cannot write " + file->path);
+        flush();
+        status = written;
         keys = encoder.keys();
       }
     }
+  }  // the read transaction ends here: the sync below need not hold LMDB's pages
+  // The last bytes may only fail to reach the disk at the sync or the close (a full disk found
+  // at write-back): such a file would be streamed as if complete.
+  if (fd >= 0) {
+    if (status.ok() && ::fdatasync(fd) != 0) status = FileError("sync", file->path, errno);
+    if (::close(fd) != 0 && status.ok()) status = FileError("close", file->path, errno);
+  }
+  if (!status.ok()) {
+    // Nobody can use the partial file, and on a full disk it is what keeps the disk full.
+    std::error_code ignored;
+    std::filesystem::remove(file->path, ignored);
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -142,11 +184,13 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
                                                     {"bytes", std::to_string(bytes)},
                                                     {"seconds", fmt::format("{:.3f}", seconds)}});
   } else {
-    logging::Error("full resync: cannot write the snapshot", {{"error", status.ToString()}});
+    logging::Error("full resync: cannot write the snapshot",
+                   {{"file", file->path}, {"error", status.ToString()}});
   }
   {
     std::lock_guard lock(mu_);
     file->seq = status.ok() ? seq : file->seq;
+    file->taken = taken;
     file->bytes = bytes;
     file->keys = keys;
     file->status = status;

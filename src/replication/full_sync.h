@@ -1,6 +1,7 @@
 // FullSyncSource: the snapshot files a master streams in full resyncs. Replicas that ask while a
 // file is being written, or soon after, share it (no full-sync storms under heavy writes), and
-// the log from the file's sequence stays pinned while any replica uses it.
+// the log from the file's sequence stays pinned while any replica uses it. Backups (SNAPSHOT)
+// use their own source, which shares a file only while it is still the current state.
 // Thread-safe: Acquire / Release / PinnedSeq from any thread; each file is written by its own
 // background thread.
 #pragma once
@@ -31,18 +32,32 @@ struct FullSyncFile {
   std::uint64_t bytes = 0;
   std::uint64_t keys = 0;
   std::chrono::steady_clock::time_point started;
+  // When the snapshot's read transaction began: the time its content is from. Set with seq.
+  std::chrono::system_clock::time_point taken;
   int users = 0;  // GUARDED_BY(FullSyncSource::mu_)
 };
 
 class FullSyncSource {
  public:
+  enum class Sharing {
+    // Full resyncs: a replica continues from a file's sequence through the log, so an older
+    // file serves as well as a new one.
+    kRecent,
+    // Backups: a backup must hold every write acknowledged before it was asked for, so only a
+    // file at the current committed sequence serves.
+    kCurrentOnly,
+  };
+
   // Files go to <dir> (created; files left from an earlier run are deleted).
-  FullSyncSource(Engine& engine, std::string dir);
+  FullSyncSource(Engine& engine, std::string dir, Sharing sharing = Sharing::kRecent);
   ~FullSyncSource();
 
-  // A file to stream: one being written, or one written within reuse_window whose sequence the
-  // log still continues from, both from the current epoch history; otherwise a new one, started
-  // now. Release it when done.
+  // A file to stream, from the current epoch history: with kRecent, one being written, or one
+  // written within reuse_window whose sequence the log still continues from; with
+  // kCurrentOnly, one (being written or written) whose sequence is the current committed one.
+  // Otherwise a new one, started now. Release it when done. A file that could not be written
+  // is deleted before it is marked ready (status then says why): a full disk stays full
+  // otherwise, and the pod's own writes fail.
   std::shared_ptr<FullSyncFile> Acquire();
   void Release(const std::shared_ptr<FullSyncFile>& file);
   // The oldest log sequence a file in use (or being written) needs: its seq + 1; 0 for none.
@@ -53,6 +68,7 @@ class FullSyncSource {
 
   Engine& engine_;
   const std::string dir_;
+  const Sharing sharing_;
   const std::chrono::seconds reuse_window_{30};
   mutable std::mutex mu_;
   std::shared_ptr<FullSyncFile> current_;              // GUARDED_BY(mu_)

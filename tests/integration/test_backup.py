@@ -393,3 +393,91 @@ def test_a_restore_without_force_never_wipes_an_acknowledged_write(make_server, 
                              f"writes are gone, e.g. {missing[:3]}; {result.stderr.decode()}")
     assert len(outcomes) >= 8, outcomes
 
+
+def test_a_backup_right_after_another_holds_the_writes_between(make_server, tmp_path):
+    """A second backup within seconds of the first used to get the first's snapshot file."""
+    from conftest import RespConn
+    server = make_server(env=master_env())
+    preload(server, 200)
+    first = backup(server, tmp_path / "b1.kvbackup")
+    server.client().set("between", "the backups")
+    server.client().delete(b"pre:000007")
+    second = backup(server, tmp_path / "b2.kvbackup")
+    assert int(second["seq"]) == int(first["seq"]) + 2, (first, second)
+    assert int(second["keys"]) == int(first["keys"])
+    expected_digest = digest(server)
+    target = make_server(env=master_env())
+    restored = kvctl(target.port, "restore", tmp_path / "b2.kvbackup")
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert digest(target) == expected_digest
+    assert target.client().get("between") == b"the backups"
+
+    # Asked again with nothing written since, the server may share the file, and the reply
+    # says when its snapshot was taken (a backup header's `created`).
+    with RespConn(server.port) as conn:
+        reply = conn.call("SNAPSHOT")
+    fields = reply.split()
+    assert fields[0] == "SNAPSHOT" and fields[3] == second["seq"], reply
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", fields[6]), reply
+    taken = time.mktime(time.strptime(fields[6], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert abs(taken - time.time()) < 60, reply
+
+
+@pytest.fixture
+def tmpfs_80m(tmp_path):
+    """A small filesystem to run out of (root only)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount_point)],
+                            capture_output=True, timeout=30)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def leave_free(mount_point, nbytes):
+    """Fills the filesystem with a file until about nbytes are left."""
+    with open(mount_point / "filler", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, free_bytes(mount_point) - nbytes)
+
+
+def server_on(make_server, mount_point):
+    """A master whose data directory is on mount_point (its log file is not): a 32 MiB map and
+    1 MiB log segments, so that it fits an 80 MiB filesystem with room to spare."""
+    server = make_server(data_dir=mount_point / "data", env=master_env(),
+                         args=["--max-map-bytes", "32mb", "--log-segment-bytes", "1mb"],
+                         start=False)
+    server.log_path = mount_point.parent / f"kvstore-{server.port}.log"
+    return server.start()
+
+
+def test_a_backup_that_runs_out_of_disk_leaves_no_file_behind(make_server, tmpfs_80m, tmp_path):
+    server = server_on(make_server, tmpfs_80m)
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    for i in range(2000):  # about 8 MiB: the snapshot needs that much room
+        pipe.set(b"k:%05d" % i, os.urandom(4096))
+    pipe.execute()
+    leave_free(tmpfs_80m, 4 << 20)
+    before = free_bytes(tmpfs_80m)
+    result = kvctl(server.port, "backup", "--out", tmp_path / "b.kvbackup")
+    assert result.returncode == 1, (result.returncode, result.stderr.decode())
+    left = sorted(p.name for p in (tmpfs_80m / "data" / "backup").iterdir())
+    assert left == [], f"the failed backup left {left} on the data volume"
+    assert free_bytes(tmpfs_80m) >= before - (1 << 20), (free_bytes(tmpfs_80m), before)
+    # The pod's own writes still have the room they had (2 MiB: new log segments).
+    for i in range(500):
+        assert client.set(b"after:%04d" % i, os.urandom(4096)), i
+    assert client.dbsize() == 2500
+    assert b"No space left" in result.stderr, result.stderr.decode()
+
