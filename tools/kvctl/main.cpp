@@ -424,7 +424,7 @@ int main(int argc, char** argv) {
         }
         return std::string();
       },
-      "SECONDS");
+      "");
   app.add_option("--timeout", timeout_seconds,
                  "Seconds to connect, then the longest time a transfer may go without progress "
                  "(a slow but moving transfer never times out)")
