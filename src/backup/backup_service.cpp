@@ -25,6 +25,10 @@ namespace {
 
 constexpr auto kUseTuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t kChunkBytes = 1 << 20;
+// How long, and how much, a refused restore's remaining input is read and dropped (see
+// DrainThenClose).
+constexpr std::chrono::seconds kDrainTime{2};
+constexpr std::uint64_t kDrainBytes = 256ull << 20;
 
 // Closes the socket when an operation does not complete within the timeout. Everything runs on
 // the socket's executor; the shared state outlives a handler that fires after the destructor.
@@ -73,6 +77,31 @@ void Close(asio::ip::tcp::socket& socket) {
   std::error_code ignored;
   socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket.close(ignored);
+}
+
+// After an error reply to a client that may still be sending (a restore refused part-way):
+// closing a socket with unread input makes the kernel send a reset, and the client then gets
+// "connection reset" or "broken pipe" instead of the reply. So the send side is shut (the client
+// reads the reply, then end of stream), and what arrives is dropped until the client closes,
+// for at most kDrainTime and kDrainBytes.
+asio::awaitable<void> DrainThenClose(asio::ip::tcp::socket& socket) {
+  std::error_code ignored;
+  socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  Watchdog deadline(socket, kDrainTime);
+  deadline.Arm();
+  std::vector<char> buffer(256 << 10);
+  std::uint64_t drained = 0;
+  while (drained < kDrainBytes) {
+    auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer), kUseTuple);
+    if (ec) break;
+    drained += n;
+  }
+  Close(socket);
+}
+
+// An online restore's snapshot, stored aside until it is installed.
+std::string RestorePath(const std::string& data_dir) {
+  return data_dir + "/replication/restore.kvsnap";
 }
 
 // "2026-11-25T03:17:00Z": a backup header's `created`.
@@ -133,7 +162,12 @@ BackupService::BackupService(Engine& engine, ReplicationManager* replication,
       replication_(replication),
       options_(std::move(options)),
       snapshots_(std::make_unique<FullSyncSource>(engine, options_.data_dir + "/backup",
-                                                  FullSyncSource::Sharing::kCurrentOnly)) {}
+                                                  FullSyncSource::Sharing::kCurrentOnly)) {
+  // A restore killed part-way (kill -9, power loss) leaves its partial snapshot. The server
+  // holds the data directory's lock by now (Engine::Open), so the file is no other process's.
+  std::error_code ignored;
+  std::filesystem::remove(RestorePath(options_.data_dir), ignored);
+}
 
 BackupService::~BackupService() = default;
 
@@ -216,7 +250,7 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
       std::filesystem::remove(path, ignored);
       flag.store(false);
     }
-  } done{restoring_, engine_, options_.data_dir + "/replication/restore.kvsnap"};
+  } done{restoring_, engine_, RestorePath(options_.data_dir)};
   const std::string& path = done.path;
 
   // Receive: every frame is checked as it arrives, and stored aside.
@@ -286,16 +320,17 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
     std::function<void()> nothing_meanwhile;  // named: see RunOffStrand
     status = co_await RunOffStrand<Status>(std::move(install), std::move(nothing_meanwhile));
   }
-  std::string last;
   if (!status.ok()) {
     logging::Warn("restore refused; nothing changed", {{"error", status.ToString()}});
-    last = ErrorReply("ERR restore refused, nothing changed: " + status.message());
-  } else {
-    logging::Info("restore: done",
-                  {{"seq", std::to_string(header.seq)}, {"keys", std::to_string(header.keys)}});
-    last = fmt::format("+OK {} {}\r\n", header.keys, header.seq);
+    std::string reply = ErrorReply("ERR restore refused, nothing changed: " + status.message());
+    if (co_await Send(socket, watchdog, std::move(reply))) co_await DrainThenClose(socket);
+    Close(socket);
+    co_return;
   }
-  co_await Send(socket, watchdog, std::move(last));
+  logging::Info("restore: done",
+                {{"seq", std::to_string(header.seq)}, {"keys", std::to_string(header.keys)}});
+  std::string reply = fmt::format("+OK {} {}\r\n", header.keys, header.seq);
+  co_await Send(socket, watchdog, std::move(reply));
   Close(socket);
 }
 

@@ -481,3 +481,52 @@ def test_a_backup_that_runs_out_of_disk_leaves_no_file_behind(make_server, tmpfs
     assert client.dbsize() == 2500
     assert b"No space left" in result.stderr, result.stderr.decode()
 
+
+def test_a_restore_refused_part_way_reports_the_servers_error(make_server, tmpfs_80m, tmp_path):
+    """A restore that runs out of disk on the server: kvctl still gets the server's reason,
+    not a reset connection (the server used to close with the client's data unread)."""
+    from conftest import RespConn
+    file = big_backup(make_server, tmp_path / "big.kvbackup", values=24, value_bytes=1 << 20)
+    server = server_on(make_server, tmpfs_80m)
+    leave_free(tmpfs_80m, 6 << 20)
+    result = kvctl(server.port, "restore", file)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, stderr)
+    assert "restore refused, nothing changed" in stderr and "disk full" in stderr, stderr
+    assert not (tmpfs_80m / "data" / "replication" / "restore.kvsnap").exists()
+
+    # The same with a client that reads only once it has sent everything (kvctl may cope
+    # with a reset by itself): the server's reply must still reach it.
+    data = file.read_bytes()
+    snapshot = data[data.index(b"\n\n") + 2:-20]
+    with RespConn(server.port, timeout=30) as conn:
+        assert conn.call("RESTORE-SNAPSHOT", len(snapshot)) == "SEND"
+        try:
+            for start in range(0, len(snapshot), 1 << 20):
+                chunk = snapshot[start:start + (1 << 20)]
+                conn.send(b"$%d\r\n%s\r\n" % (len(chunk), chunk))
+            reply = conn.read_reply()
+        except OSError as e:
+            pytest.fail(f"the server reset the connection instead of replying: {e!r}")
+    assert "restore refused, nothing changed" in str(reply) and "disk full" in str(reply), reply
+    assert server.client().dbsize() == 0
+    assert server.client().set("still", "writable")
+
+
+def test_a_restore_killed_part_way_leaves_no_partial_file(make_server, tmp_path):
+    from conftest import RespConn
+    file = big_backup(make_server, tmp_path / "big.kvbackup", values=3000)
+    data = file.read_bytes()
+    snapshot = data[data.index(b"\n\n") + 2:-20]
+    server = make_server(env=master_env())
+    partial = server.data_dir / "replication" / "restore.kvsnap"
+    with RespConn(server.port) as conn:
+        assert conn.call("RESTORE-SNAPSHOT", len(snapshot)) == "SEND"
+        half = snapshot[: len(snapshot) // 2]
+        conn.send(b"$%d\r\n%s\r\n" % (len(half), half))
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 0, timeout=10,
+                 what="the restore to store part of the snapshot")
+        server.kill9()
+    server.start()
+    assert not partial.exists(), "a killed restore's partial snapshot survived the restart"
+    assert server.client().dbsize() == 0
