@@ -2,6 +2,7 @@
 restore init container and k8s/overlays/restore), offline: what the CronJob must guarantee,
 that its command line parses with the real kvctl, and that the init container is a no-op unless
 RESTORE_FROM names a file."""
+import re
 import subprocess
 
 import pytest
@@ -116,3 +117,36 @@ def test_restore_overlay_mounts_the_backup_and_names_a_file(tmp_path):
     result = subprocess.run(["node", str(HERE / "validate.mjs"), str(path)], capture_output=True,
                             text=True, timeout=120, cwd=HERE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def selects(selector, labels):
+    """True when a label selector "k=v,k2=v2" (equality terms only) matches labels."""
+    terms = [term.split("=", 1) for term in selector.split(",")]
+    return all(labels.get(k) == v for k, v in terms)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_deleting_the_data_volumes_spares_the_backup_volume(target):
+    """Disaster recovery (docs/BACKUP.md) deletes the old data PVCs in the namespace that also
+    holds the backup PVC. Neither a selector on a data volume's label nor the doc's commands
+    may select the backups (the backup PVC used to carry app=kvstore, and the doc said
+    `kubectl delete pvc -l app=kvstore`)."""
+    objs = objects(target)
+    backup_labels = find(objs, "PersistentVolumeClaim", "kvstore-backup")["metadata"]["labels"]
+    sts = find(objs, "StatefulSet", "kvstore")
+    [template] = sts["spec"]["volumeClaimTemplates"]
+    for key, value in template["metadata"]["labels"].items():
+        assert not selects(f"{key}={value}", backup_labels), (key, value, backup_labels)
+    data_claims = [f"{template['metadata']['name']}-kvstore-{i}"
+                   for i in range(sts["spec"]["replicas"])]
+    doc = (K8S.parent / "docs" / "BACKUP.md").read_text()
+    commands = re.findall(r"kubectl delete pvc[^`\n]*", doc)
+    assert commands, "docs/BACKUP.md no longer says how to delete the old data volumes"
+    for command in commands:
+        words = command.split()
+        for i, word in enumerate(words):
+            if word in ("-l", "--selector"):
+                assert not selects(words[i + 1], backup_labels), command
+        assert "kvstore-backup" not in words, command
+    assert any(all(claim in command.split() for claim in data_claims) for command in commands), \
+        (commands, data_claims)

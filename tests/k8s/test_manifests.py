@@ -67,7 +67,10 @@ def test_renders_and_every_object_is_namespaced_and_labelled(target):
             assert o["metadata"]["name"] == NAMESPACE
         else:
             assert o["metadata"].get("namespace") == NAMESPACE, o["metadata"]["name"]
-        assert o["metadata"]["labels"]["app"] == "kvstore", o["metadata"]["name"]
+        # The backup volume is the one exception: see test_backup_manifests.py.
+        expected = "kvstore-backup" if o["metadata"]["name"] == "kvstore-backup" and \
+            o["kind"] == "PersistentVolumeClaim" else "kvstore"
+        assert o["metadata"]["labels"]["app"] == expected, o["metadata"]["name"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
