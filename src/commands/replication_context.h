@@ -64,6 +64,9 @@ class ReplicationContext {
   // the leading '-'), e.g. "READONLY You can't write against a read only replica.".
   virtual std::optional<std::string> WriteRefusal() const = 0;
   virtual ReplicationStatus CurrentStatus() const = 0;
+  // The status without the fields read from the storage (epochs, log figures), which may wait
+  // for it: for health probes.
+  virtual ReplicationStatus LiveStatus() const { return CurrentStatus(); }
   // Calls done with the number of replicas that acknowledged seq, as soon as `replicas` have
   // or when timeout passes (0: wait forever, as Redis' WAIT). Runs done exactly once.
   virtual void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,

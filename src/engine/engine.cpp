@@ -1289,6 +1289,12 @@ Status Engine::Shutdown() {
   return impl.final_status;
 }
 
+std::optional<std::string> Engine::PoisonReason() const {
+  if (!impl_->poisoned.load()) return std::nullopt;
+  std::lock_guard<std::mutex> lock(impl_->stats_mu);
+  return impl_->poison_message;
+}
+
 EngineStats Engine::Stats() {
   EngineStats stats;
   {

@@ -203,6 +203,9 @@ class Engine {
   Status Shutdown();
 
   EngineStats Stats();
+  // Why writes are disabled (a failed fsync, ...), or nullopt. Unlike Stats(), never waits for the
+  // storage (a map growth waiting for a long snapshot holds up new readers): for health probes.
+  std::optional<std::string> PoisonReason() const;
 
  private:
   struct Impl;

@@ -8,14 +8,16 @@
 #include "metrics/process.h"
 
 namespace kvstore {
+// The probes read nothing that waits for the storage: a map growth waiting for a long snapshot
+// (a backup, a full resync) holds up new readers, and a probe timing out there would unready or
+// restart the very pod that is serving the snapshot.
 HealthReport EngineAdminProvider::Health() {
-  const EngineStats stats = engine_.Stats();
-  if (stats.poisoned) return {false, "writes disabled: " + stats.poison_reason};
+  if (auto reason = engine_.PoisonReason()) return {false, "writes disabled: " + *reason};
   return {true, ""};
 }
 
 HealthReport EngineAdminProvider::Readiness() {
-  const ReplicationStatus status = replication_.CurrentStatus();
+  const ReplicationStatus status = replication_.LiveStatus();
   HealthReport report{true, "master"};
   if (status.role == ReplicationStatus::Role::kMaster) {
     if (auto refusal = replication_.WriteRefusal()) {
@@ -25,9 +27,14 @@ HealthReport EngineAdminProvider::Readiness() {
     const std::uint64_t lag = status.master_seq > status.seq ? status.master_seq - status.seq : 0;
     const std::string where =
         "replica of " + status.master_host + ":" + std::to_string(status.master_port);
-    if (!status.link_up) {
-      report = {false, where + ": master link down" +
-                           (status.last_error.empty() ? "" : " (" + status.last_error + ")")};
+    const std::string link_error = status.last_error.empty() ? "" : " (" + status.last_error + ")";
+    if (!status.link_up && status.seq == 0) {
+      report = {false, where + ": master link down" + link_error + ", and no data yet"};
+    } else if (!status.link_up) {
+      // The master is away (a crash, a node failure): the replica keeps serving its data through
+      // kvstore-read, stale by however long the link is down, rather than leaving the Service
+      // with no endpoint at all. /readyz, INFO and the metrics say the link is down.
+      report = {true, where + ": master link down" + link_error + "; serving stale reads"};
     } else if (lag > ready_max_lag_entries_) {
       report = {false, where + ": " + std::to_string(lag) +
                            " entries behind (ready_max_lag_entries " +

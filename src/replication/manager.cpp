@@ -256,9 +256,7 @@ std::optional<std::string> ReplicationManager::WriteRefusal() const {
 }
 
 ReplicationStatus ReplicationManager::CurrentStatus() const {
-  ReplicationStatus status;
-  status.mode = options_.mode;
-  status.seq = engine_.committed_seq();
+  ReplicationStatus status = LiveStatus();
   const EngineStats stats = const_cast<Engine&>(engine_).Stats();
   status.log_first_seq = stats.log.first_seq;
   status.log_bytes = stats.log.bytes;
@@ -271,6 +269,13 @@ ReplicationStatus ReplicationManager::CurrentStatus() const {
       status.epoch_first_seq = history->back().first_seq;
     }
   }
+  return status;
+}
+
+ReplicationStatus ReplicationManager::LiveStatus() const {
+  ReplicationStatus status;
+  status.mode = options_.mode;
+  status.seq = engine_.committed_seq();
   std::shared_ptr<ReplicaLink> link;
   {
     std::lock_guard lock(mu_);

@@ -128,6 +128,9 @@ class ReplicationManager final : public ReplicationContext {
   // ReplicationContext
   std::optional<std::string> WriteRefusal() const override;
   ReplicationStatus CurrentStatus() const override;
+  // CurrentStatus without what the storage holds (epochs, log and map figures): never waits for
+  // the storage, so the admin port's probes answer while a map growth waits for a long snapshot.
+  ReplicationStatus LiveStatus() const override;
   void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,
                    std::function<void(int acked)> done) override;
   int SyncReplicasRequired() const override;

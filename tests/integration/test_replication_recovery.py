@@ -45,8 +45,9 @@ def test_master_down_replicas_serve_stale_reads_then_resume(make_cluster):
     for n in (1, 2):
         cluster.wait_until(lambda: cluster.info(n)["master_link_status"] == "down", 10,
                            f"kvstore-{n} to report the broken link")
+        # Still ready, so kvstore-read keeps its endpoints; the body says the link is down.
         status, body = cluster.readyz(n)
-        assert status == 503 and "master link down" in body, (status, body)
+        assert status == 200 and "master link down" in body and "stale" in body, (status, body)
     time.sleep(3.0)  # down for a while: replicas back off between attempts
     for n in (1, 2):
         info = cluster.info(n)
@@ -56,6 +57,10 @@ def test_master_down_replicas_serve_stale_reads_then_resume(make_cluster):
         assert cluster.digest(n) == before
         assert str(cluster.call(n, "SET", "k1", "x")).startswith("READONLY"), \
             "a replica that lost its master must not take writes"
+    # A new replica with no data yet has nothing to serve: not ready while the master is away.
+    newcomer = cluster.add_pod().ordinal
+    status, body = cluster.readyz(newcomer)
+    assert status == 503 and "no data yet" in body, (status, body)
     cluster.start(0)
     cluster.client(0).mset({f"k{i}": "new" for i in range(100)})
     after = cluster.wait_converged()
