@@ -446,3 +446,20 @@ def test_retention_as_pid_1_removes_an_old_tmp_1(module_server, r, tmp_path):
                             capture_output=True, timeout=60, env=clean_env())
     ok(result)
     assert not stale.exists(), result.stdout
+
+
+def test_a_shared_snapshot_keeps_its_own_creation_time(make_server, tmp_path):
+    # With nothing written since, the server hands a second backup the same snapshot: the
+    # header's created is when that snapshot was taken, not when the second backup ran.
+    server = make_server()
+    server.client().set("k", "v")
+    summaries = []
+    for name in ("first", "second"):
+        ok(run_kvctl(server.port, "backup", "--out", tmp_path / f"{name}.kvbackup"))
+        result = ok(run_kvctl(server.port, "backup", "verify", tmp_path / f"{name}.kvbackup"))
+        summaries.append(dict(part.split("=", 1) for part in result.stdout.decode().split()
+                              if "=" in part))
+        time.sleep(1.2)  # created has whole seconds
+    first, second = summaries
+    assert first["seq"] == second["seq"], summaries
+    assert first["created"] == second["created"], summaries

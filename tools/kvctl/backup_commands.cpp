@@ -122,7 +122,9 @@ bool WriteAll(int fd, std::string_view bytes) {
   return true;
 }
 
-// "+SNAPSHOT <pod> <epoch> <seq> <keys> <bytes>" -> info (without created).
+// "+SNAPSHOT <pod> <epoch> <seq> <keys> <bytes> [<taken>]" -> info. created is when the snapshot
+// was taken; a server that does not send <taken> (older) gets the time of the reply, which is
+// later than the snapshot when the server shared a recent one.
 std::optional<kvstore::BackupInfo> ParseSnapshotReply(const std::string& text) {
   std::istringstream in(text);
   std::string word;
@@ -131,6 +133,7 @@ std::optional<kvstore::BackupInfo> ParseSnapshotReply(const std::string& text) {
       word != "SNAPSHOT") {
     return std::nullopt;
   }
+  if (!(in >> info.created)) info.created = kvstore::BackupTimestamp();
   return info;
 }
 
@@ -263,7 +266,6 @@ int Backup(const kvstore::ClientOptions& options, const std::string& out, int ke
   }
   const std::chrono::milliseconds stream_idle = std::max(options.timeout, kStreamIdle);
   client->set_timeout(stream_idle);
-  info->created = kvstore::BackupTimestamp();
 
   fs::path target = out;
   if (to_dir) {
