@@ -355,13 +355,15 @@ def test_a_restore_without_force_never_wipes_an_acknowledged_write(make_server, 
     restore_seconds = time.monotonic() - started
     outcomes = []
     deadline = time.monotonic() + 90
-    # Writes start at steps across the restore's duration: early ones get the restore refused at
-    # once, late ones come after it; the ones between used to hit the gap.
-    for attempt in range(16):
+    # Writes start after a delay. Too early, the restore is refused; late, they come after it.
+    # The gap was in between, where the delay is bisected to: the latest delay seen refused
+    # and the earliest seen completed close in on it.
+    refused_at, completed_at = 0.0, restore_seconds
+    for attempt in range(24):
         if time.monotonic() > deadline:
             break
         client.flushall()
-        delay = restore_seconds * attempt / 12
+        delay = (refused_at + completed_at) / 2
         acked, stop = [], threading.Event()
 
         def writer():
@@ -388,10 +390,17 @@ def test_a_restore_without_force_never_wipes_an_acknowledged_write(make_server, 
         assert result.returncode in (0, 1), result.stderr.decode()
         outcomes.append(result.returncode)
         missing = [key for key in acked if not client.exists(key)]
-        assert not missing, (f"attempt {attempt} (writes from {delay * 1000:.0f} ms, restore exit "
+        assert not missing, (f"attempt {attempt} (writes from {delay * 1000:.1f} ms, restore exit "
                              f"{result.returncode}): {len(missing)} of {len(acked)} acknowledged "
                              f"writes are gone, e.g. {missing[:3]}; {result.stderr.decode()}")
-    assert len(outcomes) >= 8, outcomes
+        if result.returncode == 0:
+            completed_at = delay
+        else:
+            refused_at = delay
+        if completed_at - refused_at < 0.0005:  # closed in: start over, timings drift
+            refused_at, completed_at = 0.0, restore_seconds
+    # Both sides of the gap were reached (else the timing above did not test it).
+    assert len(outcomes) >= 8 and 0 in outcomes and 1 in outcomes, outcomes
 
 
 def test_a_backup_right_after_another_holds_the_writes_between(make_server, tmp_path):
