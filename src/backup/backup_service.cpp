@@ -242,15 +242,13 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
   }
   struct Done {
     std::atomic<bool>& flag;
-    Engine& engine;
     std::string path;
     ~Done() {
-      engine.SetInstallOnlyIntoEmpty("");
       std::error_code ignored;
       std::filesystem::remove(path, ignored);
       flag.store(false);
     }
-  } done{restoring_, engine_, RestorePath(options_.data_dir)};
+  } done{restoring_, RestorePath(options_.data_dir)};
   const std::string& path = done.path;
 
   // Receive: every frame is checked as it arrives, and stored aside.
@@ -305,17 +303,17 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
     if (status.ok() && !out.flush()) status = Status::IOError("cannot write " + path);
   }
   if (status.ok()) {
-    // Without FORCE, emptiness is checked again by the install itself, atomically with the
-    // replacement: a check here would let a write acknowledged meanwhile be wiped.
-    if (!force) engine_.SetInstallOnlyIntoEmpty(path);
     logging::Info("restore: installing a snapshot", {{"seq", std::to_string(header.seq)},
                                                      {"keys", std::to_string(header.keys)},
                                                      {"bytes", std::to_string(bytes)}});
     ReplicationManager* replication = replication_;
     Engine* engine = &engine_;
-    std::function<Status()> install = [replication, engine, path] {
-      return replication != nullptr ? replication->InstallRestoredSnapshot(path)
-                                    : engine->InstallSnapshot(path);
+    // Without FORCE, emptiness is checked by the install itself, atomically with the
+    // replacement: a check here would let a write acknowledged meanwhile be wiped.
+    const bool only_into_empty = !force;
+    std::function<Status()> install = [replication, engine, path, only_into_empty] {
+      return replication != nullptr ? replication->InstallRestoredSnapshot(path, only_into_empty)
+                                    : engine->InstallSnapshot(path, only_into_empty);
     };
     std::function<void()> nothing_meanwhile;  // named: see RunOffStrand
     status = co_await RunOffStrand<Status>(std::move(install), std::move(nothing_meanwhile));

@@ -431,7 +431,6 @@ struct Engine::Impl {
   std::mutex hooks_mu;
   std::function<void(std::uint64_t)> commit_listener;  // GUARDED_BY(hooks_mu)
   std::function<std::uint64_t()> retention_pin;        // GUARDED_BY(hooks_mu)
-  std::string install_only_into_empty;                 // GUARDED_BY(hooks_mu)
 
   void Run();
   void RunRequests(std::vector<Request>& taken);
@@ -443,7 +442,7 @@ struct Engine::Impl {
   void CompleteAwaiting(const Status& synced);
   void SyncAwaiting();
   void PublishCommitted();
-  Status Install(const std::string& path);
+  Status Install(const std::string& path, bool only_into_empty);
   Attempt TryGroup();
   Status RunOne(const WriteFn& fn, bool* put_attempted);
   void RunAlone(const Status& full_status);
@@ -801,13 +800,8 @@ class InstallVisitor : public SnapshotVisitor {
 // Writer thread only, between batches. The storage commit (with the new applied_seq, epochs and
 // the log restart mark) is the atomic switch; the log restart follows, and Open redoes it if a
 // crash comes in between.
-Status Engine::Impl::Install(const std::string& path) {
+Status Engine::Impl::Install(const std::string& path, bool only_into_empty) {
   if (poisoned.load()) return PoisonStatus();
-  bool only_into_empty = false;
-  {
-    std::lock_guard<std::mutex> lock(hooks_mu);
-    only_into_empty = install_only_into_empty == path;
-  }
   std::uint64_t applied = 0;
   for (;;) {
     std::ifstream file(path, std::ios::binary);
@@ -1255,7 +1249,7 @@ void Engine::SetRetentionPin(std::function<std::uint64_t()> pin) {
   impl_->retention_pin = std::move(pin);
 }
 
-Status Engine::InstallSnapshot(const std::string& path) {
+Status Engine::InstallSnapshot(const std::string& path, bool only_into_empty) {
   Impl& impl = *impl_;
   auto result = std::make_shared<std::promise<Status>>();
   auto future = result->get_future();
@@ -1263,16 +1257,13 @@ Status Engine::InstallSnapshot(const std::string& path) {
     std::lock_guard<std::mutex> lock(impl.mu);
     if (impl.stopping) return Status::Unavailable("server is shutting down");
     Impl::Request request;
-    request.exclusive = [&impl, path, result] { result->set_value(impl.Install(path)); };
+    request.exclusive = [&impl, path, only_into_empty, result] {
+      result->set_value(impl.Install(path, only_into_empty));
+    };
     impl.queue.push_back(std::move(request));
   }
   impl.cv.notify_one();
   return future.get();
-}
-
-void Engine::SetInstallOnlyIntoEmpty(std::string path) {
-  std::lock_guard<std::mutex> lock(impl_->hooks_mu);
-  impl_->install_only_into_empty = std::move(path);
 }
 
 Status Engine::Shutdown() {

@@ -190,14 +190,11 @@ class Engine {
   // the file at path (snapshot_format.h), atomically: the file is checked while it is loaded
   // into one LMDB transaction, and on any error nothing changes. Afterwards the log restarts at
   // the snapshot's sequence + 1. Blocks until done; runs on the writer thread between batches.
-  Status InstallSnapshot(const std::string& path);
-  // For an online restore without FORCE: InstallSnapshot of the file at path refuses
-  // (InvalidArgument, nothing changed) a key space that holds any key, checked in the install's
-  // own write transaction just before it clears the key space, so that no write can commit
-  // between the check and the replacement (one checked earlier would let an acknowledged write
-  // be wiped). Lasts until called with an empty path. It is a setting rather than an argument
-  // because the install is reached through ReplicationManager, which passes only the path.
-  void SetInstallOnlyIntoEmpty(std::string path);
+  // only_into_empty (an online restore without FORCE): refuses (InvalidArgument, nothing
+  // changed) a key space that holds any key, checked in the install's own write transaction just
+  // before it clears the key space, so that no write can commit between the check and the
+  // replacement (one checked earlier would let an acknowledged write be wiped).
+  Status InstallSnapshot(const std::string& path, bool only_into_empty = false);
 
   // Completes everything queued, fsyncs the log, checkpoints LMDB and stops the writer.
   Status Shutdown();

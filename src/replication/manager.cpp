@@ -168,7 +168,7 @@ Status ReplicationManager::OpenEpoch(std::uint64_t min_number) {
   return Status::Ok();
 }
 
-Status ReplicationManager::InstallRestoredSnapshot(const std::string& path) {
+Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool only_into_empty) {
   std::uint64_t previous = 0;
   {
     std::lock_guard lock(mu_);
@@ -192,7 +192,7 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path) {
     previous = std::max(previous, history->back().number);
   }
   CloseFeeds();
-  if (Status s = engine_.InstallSnapshot(path); !s.ok()) return s;
+  if (Status s = engine_.InstallSnapshot(path, only_into_empty); !s.ok()) return s;
   // The restored history may be unrelated to this cluster's, or older than replicas' epochs:
   // open an epoch numbered above the one before, so no replica has a newer epoch and none is on
   // the new history (each full-resyncs).

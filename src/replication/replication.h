@@ -119,7 +119,7 @@ class ReplicationManager final : public ReplicationContext {
   // Replicas reconnect, find their position off the new history and full-resync.
   // ReadOnly when this pod is not an unfenced master; the install's error otherwise (nothing
   // changed then). Blocking: call from a thread that is not running io.
-  Status InstallRestoredSnapshot(const std::string& path);
+  Status InstallRestoredSnapshot(const std::string& path, bool only_into_empty);
 
   // Serves a replica that sent REPLSYNC on this connection (args: the command). Runs on the
   // socket's executor until the replica goes away or the feed is closed.
