@@ -161,6 +161,13 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
     logging::Error("cannot open the data directory", {{"error", engine.status().ToString()}});
     return kExitRuntimeError;
   }
+  // Snapshot files a killed process left half-written: an offline restore's extraction and a
+  // replica's incoming full resync (each is written anew when needed). The engine holds the data
+  // directory's lock now, so no other process is writing them.
+  for (const char* leftover : {"/restore-in-progress.kvsnap", "/replication/incoming.kvsnap"}) {
+    std::error_code ignored;
+    std::filesystem::remove(config.data_dir + leftover, ignored);
+  }
 
   asio::io_context io;
   ReplicationOptions replication_options;

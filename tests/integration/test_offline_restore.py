@@ -83,3 +83,16 @@ def test_a_killed_restore_is_not_a_store(make_server, tmp_path):
     assert not marker.exists()
     restored = make_server(data_dir=data, env=MASTER)
     assert restored.client().execute_command("DIGEST") == digest
+
+
+def test_snapshot_files_left_by_killed_processes_are_removed_at_start(make_server, tmp_path):
+    # An offline restore killed while it extracted its file, a replica killed during a full
+    # resync: their half-written snapshots would sit on the volume until the next such run.
+    data = tmp_path / "volume"
+    (data / "replication").mkdir(parents=True)
+    leftovers = [data / "restore-in-progress.kvsnap", data / "replication" / "incoming.kvsnap"]
+    for path in leftovers:
+        path.write_bytes(b"half a snapshot" * 1000)
+    server = make_server(data_dir=data, env=MASTER)
+    assert server.client().ping()
+    assert [path for path in leftovers if path.exists()] == []
