@@ -212,14 +212,29 @@ def test_pods_read_the_configmap_as_env_and_as_a_directory_at_the_config_dir(tar
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_database_fits_the_volume(target):
-    """The LMDB map, the replication backlog and three log segments (current, next, one being
-    trimmed) must fit the volume, or the disk fills before the map does."""
+    """The LMDB map, the replication backlog, three log segments (current, next, one being
+    trimmed) and one snapshot file as large as the data (a backup's or a full resync's, written
+    under the data directory) must fit the volume, or the disk fills before the map does."""
     values = settings_of(target)
     volume = size_bytes(statefulset(target)["spec"]["volumeClaimTemplates"][0]["spec"]
                         ["resources"]["requests"]["storage"])
-    need = (size_bytes(values["MAX_MAP_BYTES"]) + size_bytes(values["REPL_BACKLOG_BYTES"]) +
+    need = (2 * size_bytes(values["MAX_MAP_BYTES"]) + size_bytes(values["REPL_BACKLOG_BYTES"]) +
             3 * size_bytes(values["LOG_SEGMENT_BYTES"]))
     assert need <= volume, f"{need} bytes of database and log > {volume} bytes of volume"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_backups_fit_the_backup_volume(target):
+    """BACKUP_KEEP + 1 backups (retention deletes the oldest only once the new one is written),
+    each up to the size of the map, must fit the backup volume, or backups start failing as the
+    data grows."""
+    objs = objects(target)
+    claim = find(objs, "PersistentVolumeClaim", "kvstore-backup")
+    volume = size_bytes(claim["spec"]["resources"]["requests"]["storage"])
+    job = find(objs, "CronJob", "kvstore-backup")["spec"]["jobTemplate"]["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in job["spec"]["containers"][0].get("env", [])}
+    need = (int(env["BACKUP_KEEP"]) + 1) * size_bytes(settings_of(target)["MAX_MAP_BYTES"])
+    assert need <= volume, f"{need} bytes of backups > {volume} bytes of backup volume"
 
 
 # ---- The binary against the manifests ----
@@ -365,7 +380,7 @@ def test_overlays_differ_from_the_base_as_documented():
 
     assert statefulset("base")["spec"]["replicas"] == 3
     assert "preferredDuringSchedulingIgnoredDuringExecution" in anti_affinity("base")
-    assert master_type("base") == "LoadBalancer"
+    assert master_type("base") == "ClusterIP"  # not exposed unless an overlay says so
 
     assert statefulset("dev")["spec"]["replicas"] == 1
     assert master_type("dev") == "ClusterIP"
@@ -378,6 +393,13 @@ def test_overlays_differ_from_the_base_as_documented():
     assert statefulset("production")["spec"]["replicas"] == 3
     assert configmap("production")["REPLICATION_MODE"] == "sync"
     assert list(anti_affinity("production")) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+
+    def password_optional(target):
+        env = {e["name"]: e for e in main_container(target)["env"]}
+        return env["KVSTORE_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"]
+
+    assert password_optional("base") is True
+    assert password_optional("production") is False  # no Secret, no pods
     assert anti_affinity("production")["requiredDuringSchedulingIgnoredDuringExecution"][0][
         "topologyKey"] == "kubernetes.io/hostname"
     assert volume("production") > volume("base")
