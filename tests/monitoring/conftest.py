@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "k8s" / "monitoring"
 KVSTORE_BIN = os.environ.get("KVSTORE_BIN", str(ROOT / "build/src/main/kvstore"))
 # Metrics that other exporters provide: Prometheus itself, kube-state-metrics, the kubelet.
-EXTERNAL_METRICS = {"up", "kube_cronjob_status_last_successful_time",
+EXTERNAL_METRICS = {"up", "kube_cronjob_status_last_successful_time", "kube_cronjob_created",
                     "kubelet_volume_stats_used_bytes", "kubelet_volume_stats_capacity_bytes"}
 
 

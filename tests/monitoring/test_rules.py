@@ -10,7 +10,7 @@ def test_promtool_check_rules(rules_file):
     result = subprocess.run([promtool(), "check", "rules", str(rules_file)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_promtool_test_rules_fires_the_lag_and_master_alerts(rules_file):
