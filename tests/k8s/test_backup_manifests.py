@@ -3,13 +3,14 @@ restore init container and k8s/overlays/restore), offline: what the CronJob must
 that its command line parses with the real kvctl, and that the init container is a no-op unless
 RESTORE_FROM names a file."""
 import re
+import os
 import subprocess
 
 import pytest
 
 import yaml
 
-from conftest import (HERE, K8S, KVCTL_BIN, KVSTORE_BIN, TARGETS, clean_env, find, kubectl,
+from conftest import (HERE, K8S, KVCTL_BIN, KVSTORE_BIN, OVERLAYS, TARGETS, clean_env, find, kubectl,
                       objects)
 
 
@@ -117,6 +118,30 @@ def test_restore_overlay_mounts_the_backup_and_names_a_file(tmp_path):
     result = subprocess.run(["node", str(HERE / "validate.mjs"), str(path)], capture_output=True,
                             text=True, timeout=120, cwd=HERE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_restore_component_adds_to_any_overlay(overlay, tmp_path):
+    """docs/BACKUP.md restores a cluster with the overlay of its environment plus the restore
+    component, so that the volumes (which a StatefulSet cannot resize later) are that overlay's."""
+    def relative(path):  # kustomize takes no absolute paths
+        return os.path.relpath(path, tmp_path)
+
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {relative(K8S / 'overlays' / overlay)}\n"
+        f"components:\n  - {relative(K8S / 'components' / 'restore')}\n")
+    out = subprocess.run([kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    with_restore = find([d for d in yaml.safe_load_all(out.stdout) if d], "StatefulSet", "kvstore")
+    plain = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+                           capture_output=True, text=True, timeout=120)
+    without = find([d for d in yaml.safe_load_all(plain.stdout) if d], "StatefulSet", "kvstore")
+    assert with_restore["spec"]["volumeClaimTemplates"] == without["spec"]["volumeClaimTemplates"]
+    restore = {c["name"]: c for c in with_restore["spec"]["template"]["spec"]["initContainers"]}
+    env = {e["name"]: e.get("value") for e in restore["restore"]["env"]}
+    assert env["RESTORE_FROM"].startswith("/backup/")
 
 
 def selects(selector, labels):
