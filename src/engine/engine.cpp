@@ -1239,6 +1239,36 @@ Result<EpochHistory> Engine::Epochs() {
   return EpochsOf(*snapshot);
 }
 
+// Runs work on the writer thread, alone between batches, and waits for its status.
+Status Engine::RunExclusive(std::function<Status()> work) {
+  Impl& impl = *impl_;
+  auto result = std::make_shared<std::promise<Status>>();
+  auto future = result->get_future();
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    if (impl.stopping) return Status::Unavailable("server is shutting down");
+    Impl::Request request;
+    request.exclusive = [work = std::move(work), result] { result->set_value(work()); };
+    impl.queue.push_back(std::move(request));
+  }
+  impl.cv.notify_one();
+  return future.get();
+}
+
+Status Engine::InstallSnapshot(const std::string& path, bool only_into_empty) {
+  return RunExclusive(
+      [&impl = *impl_, path, only_into_empty] { return impl.Install(path, only_into_empty); });
+}
+
+Status Engine::GrowAheadOfSnapshot() {
+  return RunExclusive([&impl = *impl_] {
+    const StorageStats stats = impl.storage->Stats();
+    Status s;
+    if (stats.used_bytes * 2 > stats.map_bytes) s = impl.storage->Grow();
+    return s.IsStorageFull() ? Status::Ok() : s;
+  });
+}
+
 void Engine::SetCommitListener(std::function<void(std::uint64_t)> listener) {
   std::lock_guard<std::mutex> lock(impl_->hooks_mu);
   impl_->commit_listener = std::move(listener);
@@ -1247,23 +1277,6 @@ void Engine::SetCommitListener(std::function<void(std::uint64_t)> listener) {
 void Engine::SetRetentionPin(std::function<std::uint64_t()> pin) {
   std::lock_guard<std::mutex> lock(impl_->hooks_mu);
   impl_->retention_pin = std::move(pin);
-}
-
-Status Engine::InstallSnapshot(const std::string& path, bool only_into_empty) {
-  Impl& impl = *impl_;
-  auto result = std::make_shared<std::promise<Status>>();
-  auto future = result->get_future();
-  {
-    std::lock_guard<std::mutex> lock(impl.mu);
-    if (impl.stopping) return Status::Unavailable("server is shutting down");
-    Impl::Request request;
-    request.exclusive = [&impl, path, only_into_empty, result] {
-      result->set_value(impl.Install(path, only_into_empty));
-    };
-    impl.queue.push_back(std::move(request));
-  }
-  impl.cv.notify_one();
-  return future.get();
 }
 
 Status Engine::Shutdown() {

@@ -195,6 +195,12 @@ class Engine {
   // before it clears the key space, so that no write can commit between the check and the
   // replacement (one checked earlier would let an acknowledged write be wiped).
   Status InstallSnapshot(const std::string& path, bool only_into_empty = false);
+  // Before a long snapshot (a backup's, a full resync's): grows the map now if more than half of
+  // it is in use, so that the writes made while the snapshot is read seldom need a growth. A
+  // growth waits for every snapshot to end, and holds up new readers and all writes meanwhile:
+  // minutes behind a large backup. Best effort: a map at its limit or a full disk is left as is
+  // (Ok). Blocks until done; runs on the writer thread between batches.
+  Status GrowAheadOfSnapshot();
 
   // Completes everything queued, fsyncs the log, checkpoints LMDB and stops the writer.
   Status Shutdown();
@@ -205,6 +211,7 @@ class Engine {
   std::optional<std::string> PoisonReason() const;
 
  private:
+  Status RunExclusive(std::function<Status()> work);
   struct Impl;
   Engine(std::unique_ptr<Storage> storage, std::unique_ptr<Log> log, std::unique_ptr<Impl> impl);
   void Queue(std::vector<WriteFn> writes, WriteDone done, Origin origin, bool wake_writer);

@@ -126,6 +126,9 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
   const int fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (fd < 0) status = FileError("create", file->path, errno);
   if (status.ok()) {
+    if (Status grown = engine_.GrowAheadOfSnapshot(); !grown.ok()) {
+      logging::Warn("snapshot: cannot grow the map ahead of it", {{"error", grown.ToString()}});
+    }
     auto snapshot = engine_.Read();
     taken = std::chrono::system_clock::now();
     if (!snapshot.ok()) status = snapshot.status();

@@ -1005,6 +1005,33 @@ TEST_CASE("an install only into an empty key space refuses one that got a write"
   CHECK(Render(*engine) == "k=v;");
 }
 
+TEST_CASE("a map more than half used grows ahead of a snapshot, a roomier one does not") {
+  TempDir dir;
+  auto engine = OpenEngine(Options(dir.path()));
+  const std::uint64_t initial = engine->Stats().storage.map_bytes;
+  REQUIRE(engine->GrowAheadOfSnapshot().ok());
+  CHECK(engine->Stats().storage.map_bytes == initial);  // nearly empty: nothing to do
+  // Fill past half of the map (values of 4 KiB take a page each) without a growth yet.
+  int i = 0;
+  while (engine->Stats().storage.used_bytes * 2 <= initial) {
+    REQUIRE(Put(*engine, "key" + std::to_string(i++), std::string(4096, 'v')).ok());
+  }
+  REQUIRE(engine->Stats().storage.map_bytes == initial);
+  REQUIRE(engine->GrowAheadOfSnapshot().ok());
+  CHECK(engine->Stats().storage.map_bytes == 2 * initial);
+  // At its limit the map stays as it is, and that is no error.
+  TempDir other;
+  EngineOptions small = Options(other.path());
+  small.initial_map_bytes = small.max_map_bytes = 2 << 20;
+  auto limited = OpenEngine(small);
+  const std::uint64_t limit = limited->Stats().storage.map_bytes;
+  for (int k = 0; limited->Stats().storage.used_bytes * 2 <= limit; ++k) {
+    REQUIRE(Put(*limited, "key" + std::to_string(k), std::string(4096, 'v')).ok());
+  }
+  CHECK(limited->GrowAheadOfSnapshot().ok());
+  CHECK(limited->Stats().storage.map_bytes == limit);
+}
+
 TEST_CASE("an installed snapshot survives a reopen before any write") {
   TempDir dir;
   testing::TempDir files("kvstore_engine_test_snapshot");
