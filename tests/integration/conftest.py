@@ -3,6 +3,7 @@ port with its own data directory, and drive it with redis-cli, redis-py and kvct
 
 Binaries come from KVSTORE_BIN / KVCTL_BIN (set by ctest) or the default build directory.
 """
+import contextlib
 import hashlib
 import os
 import select
@@ -177,6 +178,23 @@ def make_server(tmp_path):
 @pytest.fixture
 def server(make_server):
     return make_server()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point, size):
+    """A small filesystem at mount_point (created here), to run out of; root only: the test is
+    skipped where it cannot be mounted."""
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                             str(mount_point)], capture_output=True, timeout=30)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
 def run_kvstore(args, env=None, timeout=20):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import KVCTL_BIN, clean_env, run_kvstore
+from conftest import KVCTL_BIN, clean_env, mounted_tmpfs, run_kvstore
 
 PRELOAD = 3000
 
@@ -435,18 +435,8 @@ def test_a_backup_right_after_another_holds_the_writes_between(make_server, tmp_
 @pytest.fixture
 def tmpfs_80m(tmp_path):
     """A small filesystem to run out of (root only)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount_point)],
-                            capture_output=True, timeout=30)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "80m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
 def free_bytes(path):

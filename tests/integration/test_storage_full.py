@@ -3,12 +3,11 @@ Writes that do not fit fail with "-ERR storage full ...", nothing acknowledged i
 working, deletes succeed, and writes work again once space is free, also after a restart."""
 import os
 import random
-import subprocess
 import time
 
 import pytest
 
-from conftest import RespConn, RespError
+from conftest import RespConn, RespError, mounted_tmpfs
 
 VALUE_BYTES = 4096
 
@@ -102,18 +101,8 @@ def test_full_map(make_server):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
-                            capture_output=True, timeout=30)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode(errors='replace').strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "16m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
 def test_full_disk(make_server, small_tmpfs):
