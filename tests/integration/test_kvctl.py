@@ -84,6 +84,15 @@ def test_scan_prefix_and_limit(module_server, r):
     assert ok(module_server.kvctl("scan", "--prefix", "nothing")).stdout == b""
 
 
+def test_scan_null_terminated_keeps_keys_with_newlines_whole(module_server, r):
+    r.mset({b"nl:a": "x", b"nl:a\nb": "x", b"nl:b": "x"})
+    lines = ok(module_server.kvctl("scan", "--prefix", "nl:")).stdout
+    assert lines == b"nl:a\nnl:a\nb\nnl:b\n"  # four lines for three keys: ambiguous
+    for flag in ("-0", "--null"):
+        out = ok(module_server.kvctl("scan", "--prefix", "nl:", flag)).stdout
+        assert out.split(b"\0") == [b"nl:a", b"nl:a\nb", b"nl:b", b""]
+
+
 def test_status(module_server, r):
     r.mset({f"s{i}": "v" for i in range(42)})
     out = ok(module_server.kvctl("status")).stdout.decode()

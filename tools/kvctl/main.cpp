@@ -215,8 +215,12 @@ std::string EscapeGlob(std::string_view text) {
   return out;
 }
 
-// scan [--prefix P] [--limit N]: SCAN until the cursor returns to "0" or N keys are printed.
-int Scan(const ClientOptions& options, const std::string& prefix, std::size_t limit) {
+// scan [--prefix P] [--limit N] [-0]: SCAN until the cursor returns to "0" or N keys are printed.
+// Keys are binary: with null_terminated each ends with a NUL byte instead of a newline, so that a
+// key holding a newline is not read as two (xargs -0, read -d '').
+int Scan(const ClientOptions& options, const std::string& prefix, std::size_t limit,
+         bool null_terminated) {
+  const std::string_view end_of_key = null_terminated ? std::string_view("\0", 1) : "\n";
   int exit_code = kExitOk;
   std::unique_ptr<Client> client = Connect(options, &exit_code);
   if (!client) return exit_code;
@@ -237,7 +241,7 @@ int Scan(const ClientOptions& options, const std::string& prefix, std::size_t li
     for (const Value& key : reply->elements[1].elements) {
       if (limit > 0 && printed == limit) break;
       WriteRaw(key.str);
-      WriteRaw("\n");
+      WriteRaw(end_of_key);
       ++printed;
     }
     // Output that cannot be written ends the scan (FinishOutput says why).
@@ -452,6 +456,9 @@ int main(int argc, char** argv) {
   scan->add_option("--limit", limit, "Stop after this many keys (0: no limit)")
       ->check(CLI::NonNegativeNumber)  // a size_t would take -1 as "no limit"
       ->capture_default_str();
+  bool null_terminated = false;
+  scan->add_flag("-0,--null", null_terminated,
+                 "End each key with a NUL byte, not a newline (keys may hold newlines)");
 
   bool json = false;
   CLI::App* status = app.add_subcommand(
@@ -512,7 +519,7 @@ int main(int argc, char** argv) {
     if (put->parsed()) return Put(options, key, value);
     if (read->parsed()) return Read(options, key);
     if (del->parsed()) return Delete(options, key);
-    if (scan->parsed()) return Scan(options, prefix, limit);
+    if (scan->parsed()) return Scan(options, prefix, limit, null_terminated);
     if (status->parsed()) return ShowStatus(options, json);
     if (ping->parsed()) return Ping(options);
     if (verify->parsed()) return kvctl::VerifyBackup(file);
