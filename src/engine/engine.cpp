@@ -1264,8 +1264,10 @@ Status Engine::GrowAheadOfSnapshot() {
   return RunExclusive([&impl = *impl_] {
     const StorageStats stats = impl.storage->Stats();
     Status s;
-    if (stats.used_bytes * 2 > stats.map_bytes) s = impl.storage->Grow();
-    return s.IsStorageFull() ? Status::Ok() : s;
+    // Not past live snapshots (another backup, a full resync): waiting for them would hold up
+    // every reader and writer, the very stall this growth is meant to avoid.
+    if (stats.used_bytes * 2 > stats.map_bytes) s = impl.storage->Grow(false);
+    return s.IsStorageFull() || s.code() == Status::Code::kUnavailable ? Status::Ok() : s;
   });
 }
 

@@ -198,8 +198,9 @@ class Engine {
   // Before a long snapshot (a backup's, a full resync's): grows the map now if more than half of
   // it is in use, so that the writes made while the snapshot is read seldom need a growth. A
   // growth waits for every snapshot to end, and holds up new readers and all writes meanwhile:
-  // minutes behind a large backup. Best effort: a map at its limit or a full disk is left as is
-  // (Ok). Blocks until done; runs on the writer thread between batches.
+  // minutes behind a large backup. Best effort: a map at its limit, a full disk or a snapshot
+  // live now (another backup's) leave the map as it is (Ok). Blocks until done; runs on the writer
+  // thread between batches.
   Status GrowAheadOfSnapshot();
 
   // Completes everything queued, fsyncs the log, checkpoints LMDB and stops the writer.

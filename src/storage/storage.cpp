@@ -180,22 +180,35 @@ struct Storage::Impl {
 
   // Sets the map size once no snapshot is live (LMDB rounds it up to the pages in use). A
   // larger map is reserved on disk first; if that fails the map keeps its size.
-  Status Remap(std::uint64_t bytes) {
+  // wait_for_snapshots false: Unavailable, and no change, if a snapshot is live now.
+  Status Remap(std::uint64_t bytes, bool wait_for_snapshots = true) {
     if (write_open) return Status::InvalidArgument("cannot resize the map with a write open");
+    const auto snapshots_live = [] { return Status::Unavailable("snapshots are open"); };
+    if (!wait_for_snapshots) {
+      // Checked before reserving disk for nothing; checked again below.
+      std::unique_lock<std::shared_mutex> probe(map_mutex, std::try_to_lock);
+      if (!probe.owns_lock()) return snapshots_live();
+    }
     const std::uint64_t current = MapBytes();
     if (bytes > current) {
       if (Status s = Reserve(bytes, current); !s.ok()) return s;
     }
-    grow_pending.store(true, std::memory_order_release);
     int rc;
-    {
-      std::lock_guard<std::mutex> gate(grow_gate);
-      std::unique_lock<std::shared_mutex> exclusive(map_mutex);
-      // Pooled transactions are reset: they hold no pointer into the map, and renew reads the
-      // meta pages again from the new mapping.
+    if (wait_for_snapshots) {
+      grow_pending.store(true, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> gate(grow_gate);
+        std::unique_lock<std::shared_mutex> exclusive(map_mutex);
+        // Pooled transactions are reset: they hold no pointer into the map, and renew reads the
+        // meta pages again from the new mapping.
+        rc = mdb_env_set_mapsize(env, bytes);
+      }
+      grow_pending.store(false, std::memory_order_release);
+    } else {
+      std::unique_lock<std::shared_mutex> exclusive(map_mutex, std::try_to_lock);
+      if (!exclusive.owns_lock()) return snapshots_live();
       rc = mdb_env_set_mapsize(env, bytes);
     }
-    grow_pending.store(false, std::memory_order_release);
     if (rc != 0) {
       return Status::IOError(
           fmt::format("cannot resize the LMDB map to {} bytes: {}", bytes, mdb_strerror(rc)));
@@ -538,7 +551,7 @@ Result<Storage::WriteTxn> Storage::BeginWrite() {
 
 // ---------------------------------------------------------------------------------------------
 
-Status Storage::Grow() {
+Status Storage::Grow(bool wait_for_snapshots) {
   Impl& impl = *impl_;
   if (impl.write_open)
     return Status::InvalidArgument("Grow() called with a write transaction open");
@@ -550,7 +563,7 @@ Status Storage::Grow() {
         impl.max_map_bytes, impl.max_map_bytes - impl.put_limit_bytes));
   }
   const std::uint64_t next = std::min(current * 2, impl.put_limit_bytes);
-  if (Status s = impl.Remap(next); !s.ok()) return s;
+  if (Status s = impl.Remap(next, wait_for_snapshots); !s.ok()) return s;
   logging::Info(fmt::format("storage: map grown from {} to {} bytes (max {})", current, next,
                             impl.max_map_bytes));
   return Status::Ok();

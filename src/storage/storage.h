@@ -130,8 +130,9 @@ class Storage {
   // live snapshots to end. The data file's blocks for the new size are allocated first
   // (so commits never run out of disk). StorageFull when already at that limit or
   // when the disk has no room (the map then keeps its size). Must not be called with a
-  // WriteTxn open.
-  Status Grow();
+  // WriteTxn open. wait_for_snapshots false: if a snapshot is live, Unavailable at once and the
+  // map keeps its size (a growth that waited would hold up new readers meanwhile).
+  Status Grow(bool wait_for_snapshots = true);
 
   // The reserve: LMDB copies pages on write, so even a delete needs free pages; a map filled
   // completely by puts would refuse the deletes that could empty it. Grow() therefore stops
