@@ -28,17 +28,25 @@ HealthReport EngineAdminProvider::Readiness() {
     const std::string where =
         "replica of " + status.master_host + ":" + std::to_string(status.master_port);
     const std::string link_error = status.last_error.empty() ? "" : " (" + status.last_error + ")";
-    if (!status.link_up && status.seq == 0) {
-      report = {false, where + ": master link down" + link_error + ", and no data yet"};
+    if (status.sync_in_progress || status.full_resync_pending) {
+      // What is here is not on the master's history: it may hold writes the master dropped.
+      report = {false, where + ": full resync in progress" + link_error};
+    } else if (!status.link_up && (status.seq == 0 || !status.link_attached)) {
+      // No data, or data that this master has not yet confirmed as its own (a pod demoted from
+      // master, a replica that restarted while its master was away).
+      report = {false, where + ": master link down" + link_error +
+                           (status.seq == 0 ? ", and no data yet" : ", not attached since start")};
+    } else if (lag > ready_max_lag_entries_) {
+      report = {false, where + ": " + std::to_string(lag) +
+                           " entries behind (ready_max_lag_entries " +
+                           std::to_string(ready_max_lag_entries_) + ")" +
+                           (status.link_up ? "" : "; master link down" + link_error)};
     } else if (!status.link_up) {
       // The master is away (a crash, a node failure): the replica keeps serving its data through
       // kvstore-read, stale by however long the link is down, rather than leaving the Service
       // with no endpoint at all. /readyz, INFO and the metrics say the link is down.
-      report = {true, where + ": master link down" + link_error + "; serving stale reads"};
-    } else if (lag > ready_max_lag_entries_) {
-      report = {false, where + ": " + std::to_string(lag) +
-                           " entries behind (ready_max_lag_entries " +
-                           std::to_string(ready_max_lag_entries_) + ")"};
+      report = {true, where + ": master link down" + link_error + "; serving stale reads, " +
+                          std::to_string(lag) + " entries behind when it went down"};
     } else {
       report = {true, where + ", " + std::to_string(lag) + " entries behind"};
     }

@@ -318,10 +318,15 @@ asio::awaitable<void> ReplicaLink::Session() {
     std::lock_guard lock(mu_);
     ++status_.partial_resyncs;
   } else if (std::string_view(kind) == "FULLRESYNC") {
+    {
+      std::lock_guard lock(mu_);
+      status_.full_resync_pending = true;
+    }
     if (!co_await ReceiveFullSync(a, b)) co_return;
     {
       std::lock_guard lock(mu_);
       ++status_.full_resyncs;
+      status_.full_resync_pending = false;
     }
     // Installed, but replaced meanwhile: the link that replaces this one takes over from here.
     if (stopped_) co_return;

@@ -43,6 +43,8 @@ struct LinkStatus {
   std::uint64_t partial_resyncs = 0;
   std::string last_error;
   bool attached = false;  // a handshake succeeded at least once
+  // The master answered FULLRESYNC, and no snapshot from it is installed yet.
+  bool full_resync_pending = false;
   // A full resync's snapshot (state kSync): announced size and bytes received so far.
   std::uint64_t sync_total_bytes = 0;
   std::uint64_t sync_read_bytes = 0;

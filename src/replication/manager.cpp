@@ -312,6 +312,8 @@ ReplicationStatus ReplicationManager::LiveStatus() const {
     status.full_resyncs = l.full_resyncs;
     status.partial_resyncs = l.partial_resyncs;
     status.last_error = l.last_error;
+    status.link_attached = l.attached;
+    status.full_resync_pending = l.full_resync_pending;
   }
   return status;
 }
