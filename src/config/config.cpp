@@ -615,7 +615,9 @@ Status ApplyYaml(const std::string& path, Config& config, Origins& origins) {
   if (Status s = ReadFile(path, &contents); !s.ok()) return s;
   try {
     // A second document (after "---") would be ignored by YAML::Load, and its settings with it.
-    const std::vector<YAML::Node> documents = YAML::LoadAll(contents);
+    // Empty ones (a trailing "---", a comment) hold nothing to lose.
+    std::vector<YAML::Node> documents = YAML::LoadAll(contents);
+    std::erase_if(documents, [](const YAML::Node& document) { return document.IsNull(); });
     if (documents.size() > 1) {
       return Status::InvalidArgument("invalid config file " + path + ": it holds " +
                                      std::to_string(documents.size()) +
@@ -648,17 +650,6 @@ Status CheckCombinations(const Config& config, const Origins& origins) {
   }
   if (config.client_output_buffer_limit_bytes < smallest_buffer) {
     return invalid("client_output_buffer_limit_bytes", "expected at least " + value_limit);
-  }
-  // HostPort checked master_address with "{ordinal}" standing for 0; the address the pod will
-  // use has MASTER_ORDINAL there, which may make the port too large (127.0.0.1:6{ordinal}000).
-  if (const auto at = config.master_address.find("{ordinal}");
-      at != std::string::npos && !config.master_ordinal.empty()) {
-    std::string address = config.master_address;
-    address.replace(at, 9, config.master_ordinal);
-    if (auto problem = HostPort(address)) {
-      return invalid("master_address", "with MASTER_ORDINAL " + config.master_ordinal + " it is " +
-                                           address + ": " + *problem);
-    }
   }
   if (config.admin_port != 0 && config.admin_port == config.port) {
     if (origins.count("admin_port") == 0 && origins.count("port") != 0) {
@@ -699,6 +690,14 @@ Result<Config> LoadConfig(const ConfigSources& sources) {
   for (const Setting& setting : Table()) {
     const auto it = sources.config_dir_files.find(setting.info.env);
     if (it == sources.config_dir_files.end()) continue;
+    if (setting.info.name == "pod_name") {
+      // One ConfigMap is mounted in every pod: they would all take the same identity (and
+      // several could start as master).
+      return Status::InvalidArgument(
+          "invalid pod_name (from ConfigMap file " + sources.config_dir +
+          "/POD_NAME): a ConfigMap is shared by every pod; set POD_NAME per pod instead (the "
+          "downward API's metadata.name)");
+    }
     if (Status s =
             Apply(setting, it->second,
                   "ConfigMap file " + sources.config_dir + "/" + setting.info.env, config, origins);
@@ -766,6 +765,8 @@ Result<std::map<std::string, std::string>> ReadConfigDir(const std::string& dir)
   }
   return files;
 }
+
+std::optional<std::string> HostPortProblem(std::string_view address) { return HostPort(address); }
 
 std::map<std::string, std::string> EnvironmentFromProcess() {
   std::map<std::string, std::string> env;

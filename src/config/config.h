@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/engine.h"
@@ -88,6 +90,9 @@ struct ConfigSources {
 // trailing whitespace removed. A missing directory or file is not set there; a file that cannot
 // be read (not a regular file, no permission, over 64 KiB) is InvalidArgument naming it.
 Result<std::map<std::string, std::string>> ReadConfigDir(const std::string& dir);
+
+// Why address is not host:port (with a port 1..65535; "{ordinal}" counts as 0), or nullopt.
+std::optional<std::string> HostPortProblem(std::string_view address);
 
 // Applies the layers in order (defaults, YAML, environment, ConfigMap files, flags). On the first
 // invalid value: InvalidArgument whose message is one line naming the setting and its source, e.g.

@@ -50,6 +50,13 @@ Result<RoleDecision> DecideRole(const Config& config, const std::string& hostnam
     decision.master_address = config.master_address;
     if (const auto at = decision.master_address.find("{ordinal}"); at != std::string::npos) {
       decision.master_address.replace(at, 9, text);
+      // Checked as a setting with "{ordinal}" as 0; MASTER_ORDINAL may make the port too large
+      // (127.0.0.1:6{ordinal}000 with 12). Only a replica uses the address.
+      if (auto problem = HostPortProblem(decision.master_address)) {
+        return Status::InvalidArgument("invalid master_address \"" + config.master_address +
+                                       "\": with MASTER_ORDINAL " + text + " it is " +
+                                       decision.master_address + ": " + *problem);
+      }
     }
     decision.reason = "ordinal " + std::to_string(*decision.ordinal) +
                       " differs from MASTER_ORDINAL " + text + "; MASTER_ADDRESS overrides";

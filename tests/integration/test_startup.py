@@ -118,6 +118,10 @@ def test_yaml_with_two_documents_or_control_characters(tmp_path):
     config = tmp_path / "kvstore.yaml"
     config.write_text("port: 5555\n---\nport: abc\n")
     assert_bad_setting(run_kvstore(["--config", str(config)], timeout=10), "config file")
+    # An empty document (a trailing "---", a comment after it) holds nothing to lose.
+    config.write_text("master_ordinal: '1'\n---\n# nothing here\n")
+    result = run_kvstore(["--config", str(config), "role"], env={"POD_NAME": "kvstore-1"})
+    assert result.returncode == 0 and "role: master" in result.stdout.decode(), result
     config.write_bytes(b"port: 1\n\0\n")
     assert_bad_setting(run_kvstore(["--config", str(config)], timeout=10), "config file")
 
@@ -128,6 +132,15 @@ def test_master_address_checked_with_the_master_ordinal(tmp_path):
                                         "MASTER_ADDRESS": "127.0.0.1:6{ordinal}000"}, timeout=10)
     assert_bad_setting(result, "master_address")
     assert "612000" in result.stderr.decode()
+    # Valid wherever the address is not used, or the final MASTER_ORDINAL makes it valid.
+    for env, args in (({"POD_NAME": "kvstore-12", "MASTER_ORDINAL": "12"}, []),
+                      ({"POD_NAME": "kvstore-1", "MASTER_ORDINAL": "12"},
+                       ["--replication-enabled", "false"]),
+                      ({"POD_NAME": "kvstore-1", "MASTER_ORDINAL": "12"},
+                       ["--master-ordinal", "0"])):
+        result = run_kvstore(args + ["role"],
+                             env={**env, "MASTER_ADDRESS": "127.0.0.1:6{ordinal}000"}, timeout=10)
+        assert result.returncode == 0, (env, args, result)
 
 
 # ---- which port wins ----
@@ -276,19 +289,19 @@ def test_a_configmap_file_that_is_not_a_file_stops_the_start(tmp_path, kind):
     assert "not a regular file" in result.stderr.decode()
 
 
-def test_pod_name_from_the_yaml_file_or_the_configmap_decides_the_role(tmp_path):
+def test_pod_name_from_the_yaml_file_decides_the_role_but_not_from_the_configmap(tmp_path):
     config = tmp_path / "kvstore.yaml"
     config.write_text("pod_name: kvstore-1\nmaster_ordinal: '0'\n")
     result = run_kvstore(["--config", str(config), "role"])
     out = result.stdout.decode()
     assert result.returncode == 0 and "role: replica" in out and "pod: kvstore-1" in out, out
+    # Not from the ConfigMap: every pod mounts the same one, and all would take one identity.
     config_dir = tmp_path / "configmap"
     config_dir.mkdir()
     (config_dir / "POD_NAME").write_text("kvstore-2\n")
-    (config_dir / "MASTER_ORDINAL").write_text("2\n")
     result = run_kvstore(["--config-dir", str(config_dir), "role"])
-    out = result.stdout.decode()
-    assert result.returncode == 0 and "role: master" in out and "pod: kvstore-2" in out, out
+    assert_bad_setting(result, "pod_name")
+    assert "shared by every pod" in result.stderr.decode()
 
 
 def test_an_empty_pod_name_means_the_hostname(tmp_path):
