@@ -17,6 +17,7 @@ HealthReport EngineAdminProvider::Health() {
 }
 
 HealthReport EngineAdminProvider::Readiness() {
+  if (!role_taken_.load()) return {false, "starting: the role is not taken yet"};
   const ReplicationStatus status = replication_.LiveStatus();
   HealthReport report{true, "master"};
   if (status.role == ReplicationStatus::Role::kMaster) {

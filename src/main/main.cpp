@@ -234,13 +234,6 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
     logging::Error(s.message());
     return kExitRuntimeError;
   }
-  // The role only once the port is ours: a master opens a new epoch (a log record) as it takes
-  // the role, and a pod crash-looping on a port in use opened one per attempt. Nothing is
-  // accepted before the event loops run.
-  if (Status s = replication.Start(TargetOf(role)); !s.ok()) {
-    logging::Error("cannot take the role", {{"error", s.ToString()}});
-    return kExitRuntimeError;
-  }
   // The admin port (/healthz, /readyz, /metrics) lives until Serve returns, so probes keep being
   // answered while the shutdown drains.
   EngineAdminProvider admin_provider(**engine, server, labeler, replication,
@@ -249,10 +242,17 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   if (config.admin_port != 0) {
     if (Status s = admin.Start(); !s.ok()) {
       logging::Error(s.message());
-      replication.Shutdown();
       return kExitRuntimeError;
     }
   }
+  // The role only once both ports are ours: a master opens a new epoch (a log record) as it
+  // takes the role, and a pod crash-looping on a port in use opened one per attempt. Nothing is
+  // accepted on the client port before the event loops run.
+  if (Status s = replication.Start(TargetOf(role)); !s.ok()) {
+    logging::Error("cannot take the role", {{"error", s.ToString()}});
+    return kExitRuntimeError;
+  }
+  admin_provider.MarkRoleTaken();
   logging::Info("ready to accept connections",
                 {{"bind", config.bind},
                  {"port", std::to_string(server.port())},

@@ -358,12 +358,16 @@ def test_a_port_in_use_stops_the_start_before_a_master_opens_an_epoch(tmp_path):
         return int(re.search(rb"kvstore_epoch:(\d+)", info).group(1))
 
     first = epoch()
-    with socket.socket() as squatter:  # the port is taken: each start fails
-        squatter.bind(("127.0.0.1", port))
-        squatter.listen()
-        for _ in range(3):
-            result = run_kvstore(base_args(tmp_path, port), env=env, timeout=20)
-            assert result.returncode == 1, result.stderr
+    admin_port = free_port()
+    for busy in (port, admin_port):  # the client port, then the admin port: each start fails
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", busy))
+            squatter.listen()
+            for _ in range(3):
+                args = base_args(tmp_path, port)
+                args[args.index("--admin-port") + 1] = str(admin_port)
+                result = run_kvstore(args, env=env, timeout=20)
+                assert result.returncode == 1, result.stderr
     # One epoch per start that took the role, none for the failed ones.
     assert epoch() == first + 1
 
