@@ -168,7 +168,7 @@ void RemoveTempAndExit(int signal_number) {
 }
 
 // The temporary file a backup is written to: removed on every way out except a rename into
-// place (keep), including a signal.
+// place (RenameTo), including a signal.
 class TempFile {
  public:
   explicit TempFile(fs::path path) : path_(std::move(path)) {
@@ -182,16 +182,31 @@ class TempFile {
     interrupted_temp.store(nullptr);
     if (fd >= 0) ::close(fd);
     std::error_code ignored;
-    if (!keep) fs::remove(path_, ignored);
+    if (!renamed_) fs::remove(path_, ignored);
   }
   TempFile(const TempFile&) = delete;
   TempFile& operator=(const TempFile&) = delete;
 
+  // Renames the file into place. From then on it is the backup: a signal no longer removes it.
+  // The signals are held during the rename, so that none lands between the rename and that.
+  void RenameTo(const fs::path& target, std::error_code& ec) {
+    sigset_t held, previous;
+    sigemptyset(&held);
+    for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&held, signal_number);
+    pthread_sigmask(SIG_BLOCK, &held, &previous);
+    fs::rename(path_, target, ec);
+    if (!ec) {
+      renamed_ = true;
+      interrupted_temp.store(nullptr);
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  }
+
   int fd = -1;
-  bool keep = false;
 
  private:
   fs::path path_;
+  bool renamed_ = false;
 };
 
 // Backups in dir written by kvctl, oldest first (their names sort by creation time).
@@ -326,12 +341,11 @@ int Backup(const kvstore::ClientOptions& options, const std::string& out, int ke
   }
   ::close(fd);
   temp_file.fd = -1;
-  fs::rename(temp, target, ec);
+  temp_file.RenameTo(target, ec);
   if (ec) {
     PrintError("cannot rename " + temp.string() + " to " + target.string() + ": " + ec.message());
     return kExitFailed;
   }
-  temp_file.keep = true;
   // The rename is durable once the directory is synced.
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   if (int dir_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
