@@ -449,6 +449,9 @@ asio::awaitable<void> Session::FlushWrites() {
   reads_.Release();  // never hold a snapshot while waiting (see SnapshotLender)
   if (queued_replies_.empty()) co_return;
   std::vector<Status> results;
+  // Which writes committed: a sync-mode refusal (NOREPLICAS) replaces the status of a write that
+  // did, and an EXEC's commands count as run whenever its write did.
+  std::vector<bool> committed;
   if (!queued_writes_.empty()) {
     std::vector<WriteFn> writes;
     writes.swap(queued_writes_);
@@ -459,6 +462,7 @@ asio::awaitable<void> Session::FlushWrites() {
     for (const QueuedReply& queued : queued_replies_) {
       if (queued.from_engine) logged.push_back(queued.logged && *queued.logged);
     }
+    for (const Status& result : results) committed.push_back(result.ok());
     co_await WaitForSyncReplicas(seq, logged, &results);
   }
   std::size_t next_result = 0;
@@ -469,11 +473,12 @@ asio::awaitable<void> Session::FlushWrites() {
     }
     const Status status =
         next_result < results.size() ? results[next_result] : Status::IOError("write lost");
+    const bool write_committed = next_result < committed.size() && committed[next_result];
     ++next_result;
     const std::size_t mark = out_.size();
     AppendWriteResult(status, *queued.reply, &out_);
     RecordCommand(queued.spec, !IsErrorReply(out_, mark), queued.started);
-    if (status.ok()) RecordExecuted(queued.executed.get());
+    if (write_committed) RecordExecuted(queued.executed.get());
   }
   queued_replies_.clear();
 }

@@ -355,6 +355,9 @@ def test_sync_mode_waits_only_for_transactions_that_wrote(make_cluster):
         reply = conn.call("EXEC")
         assert isinstance(reply, RespError) and str(reply).startswith("NOREPLICAS"), reply
         assert conn.call("GET", "b") == b"2", "the write stays on the master"
+        # It ran, so its INCR counts (the EXEC itself is an error reply).
+        stats = conn.call("INFO", "commandstats").decode()
+        assert "cmdstat_incr:calls=1," in stats, stats
 
 
 def commandstats(client):
