@@ -128,7 +128,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
               << " holds a partial store: an offline restore into it did not finish; run "
                  "`kvstore restore` again (the restore init container does), or remove the "
                  "directory's db/, log/ and restore-in-progress to start empty\n";
-    return 1;
+    return kExitRuntimeError;
   }
   switch (role.kind) {
     case RoleDecision::Kind::kStandalone:
@@ -161,12 +161,11 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
     logging::Error("cannot open the data directory", {{"error", engine.status().ToString()}});
     return kExitRuntimeError;
   }
-  // Snapshot files a killed process left half-written: an offline restore's extraction and a
-  // replica's incoming full resync (each is written anew when needed). The engine holds the data
-  // directory's lock now, so no other process is writing them.
-  for (const char* leftover : {"/restore-in-progress.kvsnap", "/replication/incoming.kvsnap"}) {
+  // The snapshot an offline restore killed while extracting it left (the next restore writes it
+  // anew). The engine holds the data directory's lock now, so no other process is writing it.
+  {
     std::error_code ignored;
-    std::filesystem::remove(config.data_dir + leftover, ignored);
+    std::filesystem::remove(RestoreSnapshotPath(config.data_dir), ignored);
   }
 
   asio::io_context io;

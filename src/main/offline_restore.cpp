@@ -52,10 +52,25 @@ Status RemoveMarker(const std::string& path) {
   return SyncDirectory(std::filesystem::path(path).parent_path().string());
 }
 
+// Removes the partial store an unfinished restore created in dir, then its marker.
+Status RemovePartialStore(const std::string& dir, const std::string& marker) {
+  for (const char* part : {"/db", "/log"}) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir + part, ec);
+    if (ec) return Status::IOError("cannot remove " + dir + part + ": " + ec.message());
+  }
+  return RemoveMarker(marker);
+}
+
 }  // namespace
 
 std::string RestoreMarkerPath(const std::string& data_dir) {
   return data_dir + "/restore-in-progress";
+}
+
+// Not under replication/, where a server's own snapshots live and are cleaned up.
+std::string RestoreSnapshotPath(const std::string& data_dir) {
+  return data_dir + "/restore-in-progress.kvsnap";
 }
 
 int RunOfflineRestore(const Config& config, const RoleDecision& role,
@@ -77,13 +92,8 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
   const bool interrupted = fs::exists(marker, ec);
   if (interrupted) {
     Say("the data directory " + dir +
-        " holds the partial store of an interrupted restore: "
-        "removing it");
-    for (const char* part : {"/db", "/log"}) {
-      fs::remove_all(dir + part, ec);
-      if (ec) return Refuse("cannot remove " + dir + part + ": " + ec.message());
-    }
-    if (Status s = RemoveMarker(marker); !s.ok()) return Refuse(s.message());
+        " holds the partial store of an interrupted restore: " + "removing it");
+    if (Status s = RemovePartialStore(dir, marker); !s.ok()) return Refuse(s.message());
   }
   const bool has_store = fs::exists(dir + "/db", ec) || fs::exists(dir + "/log", ec);
   if (args.if_empty) {
@@ -100,8 +110,7 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
   const auto started = std::chrono::steady_clock::now();
   fs::create_directories(dir, ec);
   if (ec) return Refuse("cannot create " + dir + ": " + ec.message());
-  // Not under replication/, where a server's own snapshots live and are cleaned up.
-  const std::string snapshot_path = dir + "/restore-in-progress.kvsnap";
+  const std::string snapshot_path = RestoreSnapshotPath(dir);
   BackupInfo info;
   if (Status s = ExtractBackupSnapshot(args.from, snapshot_path, &info); !s.ok()) {
     return Refuse(args.from + " refused: " + s.message() + "; the data directory is unchanged");
@@ -121,12 +130,9 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
   if (!has_store) {
     if (Status s = WriteMarker(marker); !s.ok()) return Refuse(s.message());
   }
+  // Best effort on a failure path: what it cannot remove, the marker still covers.
   auto remove_partial_store = [&] {
-    if (has_store) return;
-    std::error_code ignored;
-    fs::remove_all(dir + "/db", ignored);
-    fs::remove_all(dir + "/log", ignored);
-    fs::remove(marker, ignored);
+    if (!has_store) (void)RemovePartialStore(dir, marker);
   };
 
   EngineOptions options;

@@ -21,6 +21,8 @@ struct OfflineRestoreArgs {
 // The file that marks a data directory whose store an offline restore is still creating (or was
 // creating when it was killed): such a store is partial, and the server refuses to start on it.
 std::string RestoreMarkerPath(const std::string& data_dir);
+// Where an offline restore extracts the backup's snapshot before installing it.
+std::string RestoreSnapshotPath(const std::string& data_dir);
 
 // Returns the exit code: 0 restored (or skipped in if_empty mode), 1 refused (damaged file,
 // non-empty target without --force, storage error; the target is untouched), 2 usage.

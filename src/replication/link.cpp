@@ -16,6 +16,10 @@
 
 namespace kvstore {
 
+std::string IncomingSnapshotPath(const std::string& data_dir) {
+  return data_dir + "/replication/incoming.kvsnap";
+}
+
 using replication_wire::kUseTuple;
 
 namespace {
@@ -388,10 +392,9 @@ asio::awaitable<bool> ReplicaLink::ReceiveFullSync(std::uint64_t seq, std::uint6
   logging::Info("replication link: full resync started", {{"master", master_address_},
                                                           {"seq", std::to_string(seq)},
                                                           {"bytes", std::to_string(bytes)}});
-  const std::string dir = manager_.options_.data_dir + "/replication";
+  const std::string path = IncomingSnapshotPath(manager_.options_.data_dir);
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  const std::string path = dir + "/incoming.kvsnap";
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   struct Remover {
     std::string path;
     ~Remover() {

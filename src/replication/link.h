@@ -31,6 +31,9 @@ enum class LinkState {
   kConnected,   // streaming: applying the master's log as it grows
 };
 
+// Where a replica stores a full resync's snapshot while it arrives, until it is installed.
+std::string IncomingSnapshotPath(const std::string& data_dir);
+
 struct LinkStatus {
   LinkState state = LinkState::kConnect;
   std::string master_address;

@@ -2,6 +2,7 @@
 // acknowledgement waiters (see replication.h for the design).
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <future>
 #include <random>
 #include <thread>
@@ -54,6 +55,10 @@ ReplicationManager::ReplicationManager(asio::io_context& io, Engine& engine,
       full_sync_(std::make_unique<FullSyncSource>(engine, options_.data_dir + "/replication")) {
   engine_.SetCommitListener([this](std::uint64_t seq) { OnCommit(seq); });
   engine_.SetRetentionPin([this] { return RetentionPin(); });
+  // A full resync killed part-way leaves its snapshot; the next one writes it anew. The engine
+  // holds the data directory's lock by now, so the file is no other process's.
+  std::error_code ignored;
+  std::filesystem::remove(IncomingSnapshotPath(options_.data_dir), ignored);
 }
 
 ReplicationManager::~ReplicationManager() {
