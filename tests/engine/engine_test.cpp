@@ -1005,17 +1005,22 @@ TEST_CASE("an install only into an empty key space refuses one that got a write"
   CHECK(Render(*engine) == "k=v;");
 }
 
+// Puts until more than half of the map is in use, without a growth yet (values of 4 KiB take a
+// page each).
+void FillPastHalf(Engine& engine) {
+  const std::uint64_t map_bytes = engine.Stats().storage.map_bytes;
+  for (int i = 0; engine.Stats().storage.used_bytes * 2 <= map_bytes; ++i) {
+    REQUIRE(Put(engine, "key" + std::to_string(i), std::string(4096, 'v')).ok());
+  }
+}
+
 TEST_CASE("a map more than half used grows ahead of a snapshot, a roomier one does not") {
   TempDir dir;
   auto engine = OpenEngine(Options(dir.path()));
   const std::uint64_t initial = engine->Stats().storage.map_bytes;
   REQUIRE(engine->GrowAheadOfSnapshot().ok());
   CHECK(engine->Stats().storage.map_bytes == initial);  // nearly empty: nothing to do
-  // Fill past half of the map (values of 4 KiB take a page each) without a growth yet.
-  int i = 0;
-  while (engine->Stats().storage.used_bytes * 2 <= initial) {
-    REQUIRE(Put(*engine, "key" + std::to_string(i++), std::string(4096, 'v')).ok());
-  }
+  FillPastHalf(*engine);
   REQUIRE(engine->Stats().storage.map_bytes == initial);
   {
     // Another snapshot is live (a backup being written): no growth, and no wait for it.
@@ -1032,9 +1037,7 @@ TEST_CASE("a map more than half used grows ahead of a snapshot, a roomier one do
   small.initial_map_bytes = small.max_map_bytes = 2 << 20;
   auto limited = OpenEngine(small);
   const std::uint64_t limit = limited->Stats().storage.map_bytes;
-  for (int k = 0; limited->Stats().storage.used_bytes * 2 <= limit; ++k) {
-    REQUIRE(Put(*limited, "key" + std::to_string(k), std::string(4096, 'v')).ok());
-  }
+  FillPastHalf(*limited);
   CHECK(limited->GrowAheadOfSnapshot().ok());
   CHECK(limited->Stats().storage.map_bytes == limit);
 }
