@@ -1,4 +1,4 @@
-"""`kvstore restore` (the StatefulSet's restore init container) when the restore does not finish:
+"""`kvstore restore` (offline, e.g. by hand on a mounted volume) when the restore does not finish:
 a restore that fails, or is killed, into an empty data directory must not leave a store behind
 that the next `--if-empty` run takes for live data (the master would then start empty), nor one
 that a server starts on."""
@@ -42,7 +42,7 @@ def test_a_failed_restore_leaves_no_store_and_the_next_run_restores(make_server,
     assert failed.returncode == 1, failed
     assert b"nothing changed" in failed.stderr, failed.stderr
     assert not (data / "db").exists() and not (data / "log").exists()
-    # The pod restarts with its init container again (here with room enough): it restores.
+    # The same restore runs again (here with room enough): it restores.
     again = init_container(data, file)
     assert again.returncode == 0 and b"restored" in again.stdout, again
     restored = make_server(data_dir=data, env=MASTER)
@@ -76,7 +76,7 @@ def test_a_killed_restore_is_not_a_store(make_server, tmp_path):
                            "--data-dir", str(data)], env=MASTER, timeout=30)
     assert refused.returncode == 1, refused
     assert b"offline restore" in refused.stderr and b"did not finish" in refused.stderr, refused
-    # The init container's next run restores from scratch.
+    # The next run restores from scratch.
     again = init_container(data, file)
     assert again.returncode == 0, again
     assert b"interrupted restore" in again.stdout and b"restored" in again.stdout, again.stdout

@@ -1,17 +1,18 @@
-"""The backup manifests (k8s/base/cronjob-backup.yaml, backup-pvc.yaml, the StatefulSet's
-restore init container and k8s/overlays/restore), offline: what the CronJob must guarantee,
-that its command line parses with the real kvctl, and that the init container is a no-op unless
-RESTORE_FROM names a file."""
+"""The backup manifests (k8s/base/cronjob-backup.yaml, backup-pvc.yaml, the restore component
+k8s/components/restore and k8s/overlays/restore), offline: what the CronJob must guarantee, that
+its command line parses with the real kvctl, and that the restore Job's command restores a real
+backup into an empty server and never into one that holds keys."""
 import re
 import os
 import subprocess
+import time
 
 import pytest
 
 import yaml
 
-from conftest import (HERE, K8S, KVCTL_BIN, KVSTORE_BIN, OVERLAYS, TARGETS, clean_env, find, kubectl,
-                      objects)
+from conftest import (HERE, K8S, KVCTL_BIN, KVSTORE_BIN, OVERLAYS, TARGETS, clean_env, find,
+                      free_port, kubectl, objects)
 
 
 def cronjob(target):
@@ -83,65 +84,146 @@ def test_cronjob_command_parses_with_the_real_kvctl(tmp_path):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_restore_init_container_is_a_no_op_by_default(target, tmp_path):
-    init = {c["name"]: c for c in find(objects(target), "StatefulSet", "kvstore")["spec"]
-            ["template"]["spec"]["initContainers"]}
-    restore = init["restore"]
-    assert restore["command"][:3] == ["kvstore", "restore", "--if-empty"]
-    env = {e["name"]: e.get("value") for e in restore["env"]}
-    assert env["RESTORE_FROM"] == ""
-    assert {"name": "data", "mountPath": "/data"} in restore["volumeMounts"]
-    data = find(objects(target), "ConfigMap", "kvstore-config")["data"]
-    result = subprocess.run(
-        [KVSTORE_BIN, *restore["command"][1:], "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=20,
-        env=clean_env({**data, "POD_NAME": "kvstore-0", "RESTORE_FROM": ""}))
-    assert result.returncode == 0, result.stderr
-    assert "nothing to restore" in result.stdout
-    assert not (tmp_path / "data" / "db").exists()
+def test_the_pods_never_mount_the_backup_volume(target):
+    """The backup volume is ReadWriteOnce: referenced by the pod template, it would pin all
+    three pods to one node, which the production overlay's required anti-affinity forbids, so
+    two pods (maybe the master) would never start. Only Jobs mount it."""
+    spec = find(objects(target), "StatefulSet", "kvstore")["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])
+              if "persistentVolumeClaim" in v]
+    assert "kvstore-backup" not in claims
 
 
-def test_restore_overlay_mounts_the_backup_and_names_a_file(tmp_path):
-    out = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / "restore")],
-                         capture_output=True, text=True, timeout=120)
+def restore_objects(overlay, workdir):
+    """The objects of an overlay with the restore component added, as docs/BACKUP.md says."""
+    def relative(path):  # kustomize takes no absolute paths
+        return os.path.relpath(path, workdir)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {relative(K8S / 'overlays' / overlay)}\n"
+        f"components:\n  - {relative(K8S / 'components' / 'restore')}\n")
+    out = subprocess.run([kubectl(), "kustomize", str(workdir)], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
-    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    spec = find(objs, "StatefulSet", "kvstore")["spec"]["template"]["spec"]
-    restore = {c["name"]: c for c in spec["initContainers"]}["restore"]
-    env = {e["name"]: e.get("value") for e in restore["env"]}
-    assert env["RESTORE_FROM"].startswith("/backup/") and env["RESTORE_FROM"].endswith(".kvbackup")
-    assert {"name": "backup", "mountPath": "/backup", "readOnly": True} in restore["volumeMounts"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["backup"]["persistentVolumeClaim"]["claimName"] == "kvstore-backup"
+    return out.stdout, [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def restore_container(objs):
+    job = find(objs, "Job", "kvstore-restore")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    return job, container
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS + ["restore"])
+def test_the_restore_component_adds_only_a_job_that_restores_into_the_master(overlay, tmp_path):
+    """docs/BACKUP.md restores a cluster with the overlay of its environment plus the restore
+    component, so that the volumes (which a StatefulSet cannot resize later) are that overlay's.
+    The component adds one Job and changes nothing else."""
+    if overlay == "restore":  # the base with the component
+        out = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / "restore")],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        text, objs = out.stdout, [d for d in yaml.safe_load_all(out.stdout) if d]
+        plain = objects("base")
+    else:
+        text, objs = restore_objects(overlay, tmp_path / "kustomization")
+        plain = objects(overlay)
+    assert [o for o in objs if o["kind"] != "Job"] == plain
+    job, container = restore_container(objs)
+    pod = job["spec"]["template"]["spec"]
+    sts = find(objs, "StatefulSet", "kvstore")
+    assert job["metadata"]["namespace"] == sts["metadata"]["namespace"]
+    assert container["image"] == sts["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert "--host=kvstore-master" in container["command"]
+    assert find(objs, "Service", "kvstore-master")
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RESTORE_FROM"]["value"].startswith("/backup/")
+    assert env["RESTORE_FROM"]["value"].endswith(".kvbackup")
+    assert env["KVSTORE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kvstore-auth"
+    assert container["volumeMounts"] == [{"name": "backup", "mountPath": "/backup",
+                                          "readOnly": True}]
+    [volume] = pod["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "kvstore-backup"
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] >= 5
+    # The NetworkPolicy admits the Job's pods to 5555, and no Service selects them.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    policy = find(objs, "NetworkPolicy", "kvstore")
+    sources = [s.get("podSelector", {}).get("matchLabels") for rule in policy["spec"]["ingress"]
+               if {"port": 5555, "protocol": "TCP"} in rule["ports"] for s in rule["from"]]
+    assert labels in sources
+    for service in (o for o in objs if o["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        assert not all(labels.get(k) == v for k, v in selector.items()), service["metadata"]
     path = tmp_path / "restore.yaml"
-    path.write_text(out.stdout)
+    path.write_text(text)
     result = subprocess.run(["node", str(HERE / "validate.mjs"), str(path)], capture_output=True,
                             text=True, timeout=120, cwd=HERE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_restore_component_adds_to_any_overlay(overlay, tmp_path):
-    """docs/BACKUP.md restores a cluster with the overlay of its environment plus the restore
-    component, so that the volumes (which a StatefulSet cannot resize later) are that overlay's."""
-    def relative(path):  # kustomize takes no absolute paths
-        return os.path.relpath(path, tmp_path)
+def start_server(data_dir):
+    port = free_port()
+    log = open(str(data_dir) + ".log", "wb")
+    proc = subprocess.Popen([KVSTORE_BIN, "--bind", "127.0.0.1", "--port", str(port),
+                             "--admin-port", "0", "--data-dir", str(data_dir),
+                             "--max-map-bytes", "64MiB"],
+                            stdout=log, stderr=subprocess.STDOUT, env=clean_env({}))
+    deadline = time.monotonic() + 20
+    while kvctl(port, "ping").returncode != 0:
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            open(log.name, errors="replace").read()
+        time.sleep(0.1)
+    return proc, port
 
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {relative(K8S / 'overlays' / overlay)}\n"
-        f"components:\n  - {relative(K8S / 'components' / 'restore')}\n")
-    out = subprocess.run([kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    with_restore = find([d for d in yaml.safe_load_all(out.stdout) if d], "StatefulSet", "kvstore")
-    plain = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
-                           capture_output=True, text=True, timeout=120)
-    without = find([d for d in yaml.safe_load_all(plain.stdout) if d], "StatefulSet", "kvstore")
-    assert with_restore["spec"]["volumeClaimTemplates"] == without["spec"]["volumeClaimTemplates"]
-    restore = {c["name"]: c for c in with_restore["spec"]["template"]["spec"]["initContainers"]}
-    env = {e["name"]: e.get("value") for e in restore["restore"]["env"]}
-    assert env["RESTORE_FROM"].startswith("/backup/")
+
+def kvctl(port, *args):
+    return subprocess.run([KVCTL_BIN, "--host", "127.0.0.1", "--port", str(port), *args],
+                          capture_output=True, text=True, timeout=60, env=clean_env({}))
+
+
+def test_the_restore_job_command_restores_into_an_empty_master_only(tmp_path):
+    """The Job's command line, run as its pod would (Kubernetes expands $(VAR) from the env),
+    loads a real backup into an empty server; run again (a re-created Job) it is refused and
+    changes nothing."""
+    _, objs = restore_objects("production", tmp_path / "kustomization")
+    _, container = restore_container(objs)
+    source, port = start_server(tmp_path / "source")
+    try:
+        for i in range(50):
+            assert kvctl(port, "put", f"key{i}", f"value{i}").returncode == 0
+        (tmp_path / "backups").mkdir()
+        backup = kvctl(port, "backup", "--out", str(tmp_path / "backups"))
+        assert backup.returncode == 0, backup.stderr
+    finally:
+        source.terminate()
+        assert source.wait(timeout=20) == 0
+    [file] = (tmp_path / "backups").glob("*.kvbackup")
+    target, port = start_server(tmp_path / "target")
+    try:
+        env = {e["name"]: e.get("value", "") for e in container["env"]}
+        assert env["RESTORE_FROM"].startswith("/backup/")
+        env["RESTORE_FROM"] = str(file)  # the volume is mounted at /backup in the Job's pod
+        args = []
+        for arg in container["command"][1:]:
+            for name, value in env.items():
+                arg = arg.replace(f"$({name})", value)
+            args.append(arg.replace("--host=kvstore-master", "--host=127.0.0.1")
+                        .replace("--port=5555", f"--port={port}"))
+        first = subprocess.run([KVCTL_BIN, *args], capture_output=True, text=True, timeout=60,
+                               env=clean_env({}))
+        assert first.returncode == 0, first.stderr
+        assert kvctl(port, "read", "key7").stdout == "value7"
+        assert kvctl(port, "put", "later", "kept").returncode == 0
+        again = subprocess.run([KVCTL_BIN, *args], capture_output=True, text=True, timeout=60,
+                               env=clean_env({}))
+        assert again.returncode == 1, again.stderr
+        assert "force" in again.stderr.lower(), again.stderr
+        assert kvctl(port, "read", "later").stdout == "kept"
+    finally:
+        target.terminate()
+        assert target.wait(timeout=20) == 0
 
 
 def selects(selector, labels):

@@ -242,7 +242,7 @@ def test_the_backups_fit_the_backup_volume(target):
 @pytest.mark.parametrize("target", TARGETS)
 def test_init_container_runs_kvstore_role_and_it_accepts_the_configmap(target):
     init = pod_spec(target)["initContainers"]
-    assert [c["name"] for c in init] == ["role", "restore"]  # restore: test_backup_manifests
+    assert [c["name"] for c in init] == ["role"]
     assert init[0]["command"] == ["kvstore", "role"]
     assert init[0]["image"] == main_container(target)["image"]
     data = configmap(target)
