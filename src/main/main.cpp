@@ -126,7 +126,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   if (std::error_code ec; std::filesystem::exists(RestoreMarkerPath(config.data_dir), ec)) {
     std::cerr << "kvstore: the data directory " << config.data_dir
               << " holds a partial store: an offline restore into it did not finish; run "
-                 "`kvstore restore` again (the restore init container does), or remove the "
+                 "`kvstore restore` again, or remove the "
                  "directory's db/, log/ and restore-in-progress to start empty\n";
     return kExitRuntimeError;
   }

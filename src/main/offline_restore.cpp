@@ -125,7 +125,7 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
 
   // Into a directory without a store, the engine creates one before the install fills it. Until
   // the install is durable a marker says that store is not a store: the server refuses to start
-  // on it, and the next restore (the init container, after a crash or a kill) starts over,
+  // on it, and the next restore (after a crash or a kill) starts over,
   // where it would otherwise find "a store" and leave the master empty.
   if (!has_store) {
     if (Status s = WriteMarker(marker); !s.ok()) return Refuse(s.message());

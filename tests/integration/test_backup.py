@@ -1,6 +1,6 @@
 """Backups end to end with the real binaries: `kvctl backup` (SNAPSHOT) while writes run,
 `kvctl backup verify`, `kvctl restore` (RESTORE-SNAPSHOT) and `kvstore restore` (offline and
-init-container mode). Key spaces are compared by DIGEST, and a backup's content is checked
+--if-empty). Key spaces are compared by DIGEST, and a backup's content is checked
 against the exact state the source had at the snapshot's sequence.
 """
 import os
@@ -255,14 +255,14 @@ def test_a_lying_client_cannot_damage_the_server(make_server, tmp_path):
     assert target.client().ping()
 
 
-def test_offline_restore_and_the_init_container_path(make_server, tmp_path):
+def test_offline_restore_and_if_empty(make_server, tmp_path):
     source = make_server(env=master_env())
     preload(source, 400)
     file = tmp_path / "dr.kvbackup"
     backup(source, file)
     source_digest = digest(source)
 
-    # Init-container mode: nothing to do without RESTORE_FROM, and on a replica.
+    # --if-empty: nothing to do without RESTORE_FROM, and on a replica.
     data = tmp_path / "restored"
     noop = run_kvstore(["restore", "--if-empty", "--data-dir", str(data)], env=master_env())
     assert noop.returncode == 0 and b"nothing to restore" in noop.stdout, noop
