@@ -55,8 +55,9 @@ struct ReplicationStatus {
   std::uint64_t full_resyncs = 0;
   std::uint64_t partial_resyncs = 0;
   std::string last_error;  // why the link is down, or why the master refused us
-  // The link to this master has attached (a handshake succeeded) since it was made: the data
-  // here follows this master's history, maybe behind it.
+  // The link to this master has attached (a handshake succeeded) since it was made, or the pod
+  // stopped cleanly while attached to it and its link has not attached since the restart: the
+  // data here follows this master's history, maybe behind it.
   bool link_attached = false;
   // The master answered a full resync that has not been installed yet: the data here is not on
   // its history (a restore on the master, a demoted old master, a replica past the backlog).

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <random>
 #include <thread>
@@ -43,6 +44,11 @@ const char* LinkStateName(LinkState state) {
   return "connect";
 }
 
+// Where a replica that stopped cleanly while attached records its master (RecordCleanStop).
+std::string CleanStopPath(const std::string& data_dir) {
+  return data_dir + "/replication/replica-stopped-attached";
+}
+
 }  // namespace
 
 ReplicationManager::ReplicationManager(asio::io_context& io, Engine& engine,
@@ -73,6 +79,9 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     target_ = role;
     standalone_ = role.standalone;
   }
+  // Every start takes the record away, a master's too: a pod promoted since, then demoted to
+  // follow the same master again, holds writes that master never had.
+  ResumeCleanStop(role.master ? std::string() : role.master_address);
   if (role.master) {
     if (Status s = OpenEpoch(); !s.ok()) return s;
     {
@@ -107,8 +116,58 @@ void ReplicationManager::Shutdown() {
     role_timer_.cancel();
     SettleWaiters(true);
   });
-  StopLink();
+  if (std::shared_ptr<ReplicaLink> link = StopLink()) RecordCleanStop(link->Snapshot());
   CloseFeeds();
+}
+
+void ReplicationManager::RecordCleanStop(const LinkStatus& last) {
+  std::uint64_t master_seq = last.master_seq;
+  bool attached = last.attached;
+  {
+    std::lock_guard lock(mu_);
+    if (role_ != Role::kReplica) return;
+    if (resumed_ && resumed_->master_address == last.master_address) {
+      attached = true;  // restarted during the same outage, and not detached since
+      master_seq = std::max(master_seq, resumed_->master_seq);
+    }
+  }
+  if (!attached || last.full_resync_pending || last.state == LinkState::kSync) return;
+  const std::string path = CleanStopPath(options_.data_dir);
+  const std::string temporary = path + ".tmp";
+  std::error_code ec;
+  std::filesystem::create_directories(options_.data_dir + "/replication", ec);
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << last.master_address << "\n" << master_seq << "\n";
+    out.close();
+    if (!out) ec = std::make_error_code(std::errc::io_error);
+  }
+  if (!ec) std::filesystem::rename(temporary, path, ec);
+  if (ec) {
+    std::filesystem::remove(temporary, ec);
+    logging::Warn(
+        "replication: could not record the clean stop; after the restart this replica "
+        "is not ready until its master is back",
+        {{"path", path}});
+  }
+}
+
+void ReplicationManager::ResumeCleanStop(const std::string& master_address) {
+  const std::string path = CleanStopPath(options_.data_dir);
+  CleanStop record;
+  std::ifstream in(path);
+  const bool read = static_cast<bool>(std::getline(in, record.master_address) >> record.master_seq);
+  in.close();
+  // Used once: a crash after this start must not find it again.
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+  if (!read || master_address.empty() || record.master_address != master_address) return;
+  logging::Info(
+      "replication: stopped cleanly while attached to this master; ready with its "
+      "data until the link attaches again",
+      {{"master", master_address}, {"master_seq", std::to_string(record.master_seq)}});
+  std::lock_guard lock(mu_);
+  resumed_ = std::move(record);
 }
 
 void ReplicationManager::DrainReplicas(std::chrono::milliseconds wait) {
@@ -282,6 +341,7 @@ ReplicationStatus ReplicationManager::LiveStatus() const {
   status.mode = options_.mode;
   status.seq = engine_.committed_seq();
   std::shared_ptr<ReplicaLink> link;
+  std::optional<CleanStop> resumed;
   {
     std::lock_guard lock(mu_);
     status.role = role_ == Role::kMaster ? ReplicationStatus::Role::kMaster
@@ -296,6 +356,7 @@ ReplicationStatus ReplicationManager::LiveStatus() const {
     }
     link = link_;
     if (!link) status.master_host = master_address_;
+    resumed = resumed_;
   }
   if (link) {
     const LinkStatus l = link->Snapshot();
@@ -319,6 +380,10 @@ ReplicationStatus ReplicationManager::LiveStatus() const {
     status.last_error = l.last_error;
     status.link_attached = l.attached;
     status.full_resync_pending = l.full_resync_pending;
+    if (!l.attached && resumed && resumed->master_address == l.master_address) {
+      status.link_attached = true;  // stopped cleanly while attached (RecordCleanStop)
+      status.master_seq = std::max(status.master_seq, resumed->master_seq);
+    }
   }
   return status;
 }

@@ -97,6 +97,7 @@ struct ReplicationOptions {
 
 class ReplicaFeed;
 class ReplicaLink;
+struct LinkStatus;
 class FullSyncSource;
 
 class ReplicationManager final : public ReplicationContext {
@@ -198,6 +199,17 @@ class ReplicationManager final : public ReplicationContext {
   void CloseFeeds();
   void PollRole();
   void ApplyRole(const RoleTarget& target);
+  // A replica that stops cleanly while attached to its master (and not in a full resync) records
+  // so in its data directory; the next start, following the same master, counts as attached
+  // until its link attaches again. So a replica restarted while its master is away (a node
+  // failure) stays ready and serves its stale reads, as it did before the restart. A kill -9
+  // leaves no record: that replica waits for its master, as a demoted master does.
+  struct CleanStop {
+    std::string master_address;
+    std::uint64_t master_seq = 0;  // the newest master sequence it had heard of
+  };
+  void RecordCleanStop(const LinkStatus& last);
+  void ResumeCleanStop(const std::string& master_address);
   asio::awaitable<void> Promote(std::string old_master);
   asio::awaitable<void> CatchUpWith(std::uint64_t final_seq);
   void Announce(const std::string& role);
@@ -225,6 +237,7 @@ class ReplicationManager final : public ReplicationContext {
   std::string failover_state_ = "no-failover";    // GUARDED_BY(mu_)
   std::string master_address_;                    // GUARDED_BY(mu_)
   std::shared_ptr<ReplicaLink> link_;             // GUARDED_BY(mu_)
+  std::optional<CleanStop> resumed_;              // GUARDED_BY(mu_) (ResumeCleanStop)
   std::map<std::uint64_t, FeedInfo> feeds_;       // GUARDED_BY(mu_)
   std::uint64_t next_feed_id_ = 1;                // GUARDED_BY(mu_)
   std::vector<std::shared_ptr<Waiter>> waiters_;  // GUARDED_BY(mu_)
