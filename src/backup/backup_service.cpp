@@ -240,14 +240,20 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
     Close(socket);
     co_return;
   }
+  // Frees the restore slot once: at the end, or before draining a refused client (a retry at
+  // once must not find "another restore" running).
   struct Done {
     std::atomic<bool>& flag;
     std::string path;
-    ~Done() {
+    bool released = false;
+    void Release() {
+      if (released) return;
+      released = true;
       std::error_code ignored;
       std::filesystem::remove(path, ignored);
       flag.store(false);
     }
+    ~Done() { Release(); }
   } done{restoring_, RestorePath(options_.data_dir)};
   const std::string& path = done.path;
 
@@ -321,6 +327,7 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
   if (!status.ok()) {
     logging::Warn("restore refused; nothing changed", {{"error", status.ToString()}});
     std::string reply = ErrorReply("ERR restore refused, nothing changed: " + status.message());
+    done.Release();
     if (co_await Send(socket, watchdog, std::move(reply))) co_await DrainThenClose(socket);
     Close(socket);
     co_return;
