@@ -37,7 +37,9 @@ bool MatchOne(std::string_view pattern, std::size_t* p, char c) {
     if (pattern[i] == '\\' && i + 1 < pattern.size()) {
       if (pattern[i + 1] == c) matched = true;
       i += 2;
-    } else if (i + 2 < pattern.size() && pattern[i + 1] == '-' && pattern[i + 2] != ']') {
+    } else if (i + 2 < pattern.size() && pattern[i + 1] == '-') {
+      // As in Redis, a range takes the character after '-' even when it is ']': "[a-]" is the
+      // range from ']' to 'a', and the class runs on to the next ']'.
       char low = pattern[i], high = pattern[i + 2];
       if (low > high) std::swap(low, high);
       if (c >= low && c <= high) matched = true;

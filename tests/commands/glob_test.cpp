@@ -33,6 +33,12 @@ TEST_CASE("glob: classes and escapes") {
   CHECK(GlobMatch("a\\*b", "a*b"));
   CHECK_FALSE(GlobMatch("a\\*b", "aXb"));
   CHECK(GlobMatch("[\\]]", "]"));
+  // A range ending in ']' (redis-server 7.0: "[a-]" is the range ']'..'a').
+  for (const char* key : {"]", "^", "_", "`", "a"}) CHECK(GlobMatch("[a-]", key));
+  CHECK_FALSE(GlobMatch("[a-]", "-"));
+  CHECK_FALSE(GlobMatch("[a-]", "b"));
+  CHECK(GlobMatch("[a-]]", "_"));
+  CHECK_FALSE(GlobMatch("[a-]]", "a]"));
 }
 
 TEST_CASE("glob: pathological patterns stay fast") {
