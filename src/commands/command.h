@@ -21,6 +21,10 @@
 
 namespace kvstore {
 
+// The Redis version we claim (INFO's redis_version, HELLO's version): redis-cli and client
+// libraries gate features on it.
+inline constexpr std::string_view kRedisCompatVersion = "7.0.0";
+
 struct DispatcherOptions {
   std::string requirepass;
   std::uint64_t max_value_bytes = 512ull << 20;

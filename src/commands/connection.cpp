@@ -134,7 +134,7 @@ Outcome Hello(CommandContext& c) {
   resp::AppendBulkString(c.out, "server");
   resp::AppendBulkString(c.out, "kvstore");
   resp::AppendBulkString(c.out, "version");
-  resp::AppendBulkString(c.out, c.options.version);
+  resp::AppendBulkString(c.out, kRedisCompatVersion);  // clients read features from it
   resp::AppendBulkString(c.out, "proto");
   resp::AppendInteger(c.out, 2);
   resp::AppendBulkString(c.out, "id");

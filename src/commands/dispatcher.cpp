@@ -198,7 +198,14 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
                             ClientState& client, SnapshotLender& reads, std::string* out) {
   const bool auth_required = !options_.requirepass.empty() && !client.authenticated;
   if (auth_required && (spec == nullptr || !(spec->flags & kFlagNoAuth))) {
-    resp::AppendError(out, "NOAUTH Authentication required.");
+    // In Redis' order: an unknown command or a wrong arity is reported before the missing login.
+    if (spec == nullptr) {
+      ReplyUnknownCommand(args, out);
+    } else if (!ArityOk(spec->arity, args.size())) {
+      ReplyWrongArity(spec->name, out);
+    } else {
+      resp::AppendError(out, "NOAUTH Authentication required.");
+    }
     return Outcome::Replied();
   }
   if (client.transaction.open && !ControlsTransaction(spec)) {

@@ -17,9 +17,6 @@
 namespace kvstore {
 namespace {
 
-// The Redis version we claim: redis-cli and client libraries gate features on it.
-constexpr std::string_view kRedisCompatVersion = "7.0.0";
-
 std::uint64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
   std::uint64_t pages_total = 0, pages_resident = 0;
@@ -216,7 +213,7 @@ Outcome Command(CommandContext& c) {
     resp::AppendArrayHeader(c.out, c.args.size() - 2);
     for (std::size_t i = 2; i < c.args.size(); ++i) {
       const CommandSpec* spec = FindCommand(c.args[i]);
-      spec ? AppendCommandInfo(*spec, c.out) : resp::AppendNullArray(c.out);
+      spec ? AppendCommandInfo(*spec, c.out) : resp::AppendNullBulkString(c.out);  // as Redis
     }
   } else {  // docs
     resp::AppendArrayHeader(c.out, 0);

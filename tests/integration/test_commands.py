@@ -412,6 +412,9 @@ def test_hello(raw):
     assert fields[b"proto"] == 2
     assert fields[b"role"] == b"master"
     assert isinstance(fields[b"id"], int)
+    # The Redis version INFO claims too: clients that read HELLO's gate features on it.
+    info = raw.call("INFO", "server").decode()
+    assert f"redis_version:{fields[b'version'].decode()}\r\n" in info, (fields, info)
     assert raw.call("PING") == "PONG", "the connection still speaks RESP2 after HELLO"
     reply = raw.call("HELLO", "2", "SETNAME", "hello-name")
     assert isinstance(reply, list)
