@@ -158,13 +158,26 @@ inline bool QueueableInTransaction(std::uint32_t flags) {
 
 using Handler = Outcome (*)(CommandContext&);
 
+// A check kvstore adds to Redis' on a command's arguments alone: a key LMDB cannot store, an
+// expiry kvstore does not keep. Redis would run such a command, so it is refused before it runs
+// and also when MULTI queues it: a transaction holding one is refused whole (EXECABORT), rather
+// than run without it. Returns false with the error appended to *out.
+using ArgumentCheck = bool (*)(const CommandSpec& spec, const std::vector<std::string>& args,
+                               std::string* out);
+
 struct CommandSpec {
   std::string_view name;  // lower case
   int arity;              // Redis convention: N exact, -N at least N (the name counts)
   std::uint32_t flags;
   Handler handler;
   int first_key, last_key, key_step;  // for COMMAND INFO
+  ArgumentCheck check = nullptr;      // run by Dispatcher::Admits
 };
+
+// ArgumentCheck: every key (first_key, last_key, key_step) is one LMDB can store
+// (ValidateKeyForWrite), for the commands that store their keys.
+bool CheckKeysStorable(const CommandSpec& spec, const std::vector<std::string>& args,
+                       std::string* out);
 
 // One subcommand of a container command (CLIENT ID, CONFIG GET, ...).
 struct SubcommandSpec {

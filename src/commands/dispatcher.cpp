@@ -92,6 +92,18 @@ bool ValidateKeyForWrite(std::string_view key, std::string* out) {
   return true;
 }
 
+bool CheckKeysStorable(const CommandSpec& spec, const std::vector<std::string>& args,
+                       std::string* out) {
+  const std::size_t last = spec.last_key < 0
+                               ? args.size() - static_cast<std::size_t>(-spec.last_key)
+                               : static_cast<std::size_t>(spec.last_key);
+  for (std::size_t i = static_cast<std::size_t>(spec.first_key); i <= last && i < args.size();
+       i += static_cast<std::size_t>(spec.key_step)) {
+    if (!ValidateKeyForWrite(args[i], out)) return false;
+  }
+  return true;
+}
+
 bool ValidateValueSize(std::size_t size, const DispatcherOptions& options, std::string* out) {
   if (size <= options.max_value_bytes) return true;
   resp::AppendError(out, "ERR string exceeds maximum allowed size (max_value_bytes is " +
@@ -271,7 +283,7 @@ bool Dispatcher::Admits(const CommandSpec* spec, const std::vector<std::string>&
       return false;
     }
   }
-  return true;
+  return spec->check == nullptr || spec->check(*spec, args, out);
 }
 
 }  // namespace kvstore

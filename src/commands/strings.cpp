@@ -31,8 +31,34 @@ Outcome Get(CommandContext& c) {
   return Outcome::Replied();
 }
 
+void ReplyNoExpiry(const std::string& what, std::string* out) {
+  resp::AppendError(out, "ERR " + what + " is not supported: kvstore keys do not expire");
+}
+
+bool IsExpiryOption(const std::string& lower_case) {
+  return lower_case == "ex" || lower_case == "px" || lower_case == "exat" || lower_case == "pxat";
+}
+
+// ArgumentCheck of SET (and GETSET): a storable key, and no expiry option, refused rather than
+// ignored: kvstore keys never expire.
+bool CheckSet(const CommandSpec& spec, const std::vector<std::string>& args, std::string* out) {
+  for (std::size_t i = 3; i < args.size(); ++i) {
+    if (const std::string option = ToLower(args[i]); IsExpiryOption(option)) {
+      ReplyNoExpiry("SET " + option, out);
+      return false;
+    }
+  }
+  return CheckKeysStorable(spec, args, out);
+}
+
+// ArgumentCheck of EXPIRE, SETEX and the other commands that would give a key a TTL: refused, so
+// an application never believes a key will expire when it will not (as SET ... EX).
+bool RefuseExpiry(const CommandSpec&, const std::vector<std::string>& args, std::string* out) {
+  ReplyNoExpiry(ToUpper(args[0]), out);
+  return false;
+}
+
 // SET key value [NX | XX] [GET] [KEEPTTL]
-// Expiry options are refused rather than ignored: kvstore keys never expire.
 Outcome Set(CommandContext& c) {
   bool nx = false, xx = false, get = false;
   for (std::size_t i = 3; i < c.args.size(); ++i) {
@@ -45,9 +71,8 @@ Outcome Set(CommandContext& c) {
       get = true;
     } else if (option == "keepttl") {
       // No key has a TTL, so keeping it is what already happens.
-    } else if (option == "ex" || option == "px" || option == "exat" || option == "pxat") {
-      resp::AppendError(
-          c.out, "ERR SET " + ToLower(option) + " is not supported: kvstore keys do not expire");
+    } else if (IsExpiryOption(option)) {  // CheckSet refuses it first; never ignored
+      ReplyNoExpiry("SET " + option, c.out);
       return Outcome::Replied();
     } else {
       ReplySyntaxError(c.out);
@@ -58,10 +83,7 @@ Outcome Set(CommandContext& c) {
     ReplySyntaxError(c.out);
     return Outcome::Replied();
   }
-  if (!ValidateKeyForWrite(c.args[1], c.out) ||
-      !ValidateValueSize(c.args[2].size(), c.options, c.out)) {
-    return Outcome::Replied();
-  }
+  if (!ValidateValueSize(c.args[2].size(), c.options, c.out)) return Outcome::Replied();
   return MakeWrite([key = std::move(c.args[1]), value = std::move(c.args[2]), nx, xx, get](
                        WriteContext& db, std::string* reply) -> Status {
     std::string old;
@@ -126,10 +148,7 @@ Outcome SetPairs(CommandContext& c, bool only_if_none_exists) {
     return Outcome::Replied();
   }
   for (std::size_t i = 1; i < c.args.size(); i += 2) {
-    if (!ValidateKeyForWrite(c.args[i], c.out) ||
-        !ValidateValueSize(c.args[i + 1].size(), c.options, c.out)) {
-      return Outcome::Replied();
-    }
+    if (!ValidateValueSize(c.args[i + 1].size(), c.options, c.out)) return Outcome::Replied();
   }
   std::vector<std::string> pairs(std::make_move_iterator(c.args.begin() + 1),
                                  std::make_move_iterator(c.args.end()));
@@ -158,7 +177,6 @@ Outcome MSetNx(CommandContext& c) { return SetPairs(c, true); }
 
 // Adds delta to the integer stored at key (absent counts as 0), like Redis' incrDecrCommand.
 Outcome IncrementBy(CommandContext& c, std::int64_t delta) {
-  if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
   return MakeWrite(
       [key = std::move(c.args[1]), delta](WriteContext& db, std::string* reply) -> Status {
         std::string old;
@@ -212,7 +230,6 @@ Outcome DecrBy(CommandContext& c) {
 }
 
 Outcome Append(CommandContext& c) {
-  if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
   return MakeWrite(
       [key = std::move(c.args[1]), suffix = std::move(c.args[2]),
        limit = c.options.max_value_bytes](WriteContext& db, std::string* reply) -> Status {
@@ -292,7 +309,6 @@ Outcome SetRange(CommandContext& c) {
     resp::AppendError(c.out, "ERR offset is out of range");
     return Outcome::Replied();
   }
-  if (!ValidateKeyForWrite(c.args[1], c.out)) return Outcome::Replied();
   if (!c.args[3].empty() &&
       !ValidateValueSize(static_cast<std::uint64_t>(offset) + c.args[3].size(), c.options, c.out)) {
     return Outcome::Replied();
@@ -328,41 +344,39 @@ Outcome Persist(CommandContext& c) {
   return Outcome::Replied();
 }
 
-// EXPIRE, SETEX and the other commands that would give a key a TTL: refused, so an application
-// never believes a key will expire when it will not (as SET ... EX).
-Outcome RefuseExpiry(CommandContext& c) {
-  resp::AppendError(c.out,
-                    "ERR " + ToUpper(c.args[0]) + " is not supported: kvstore keys do not expire");
+// The handler of the commands RefuseExpiry refuses before they run or are queued.
+Outcome Refused(CommandContext& c) {
+  RefuseExpiry(CommandSpec{}, c.args, c.out);
   return Outcome::Replied();
 }
 
 constexpr CommandSpec kCommands[] = {
     {"get", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Get, 1, 1, 1},
-    {"set", -3, kFlagWrite, Set, 1, 1, 1},
+    {"set", -3, kFlagWrite, Set, 1, 1, 1, CheckSet},
     {"getdel", 2, kFlagWrite | kFlagFast, GetDel, 1, 1, 1},
     {"mget", -2, kFlagRead | kFlagFast | kFlagSnapshotRead, MGet, 1, -1, 1},
-    {"mset", -3, kFlagWrite, MSet, 1, -1, 2},
-    {"incr", 2, kFlagWrite | kFlagFast, Incr, 1, 1, 1},
-    {"incrby", 3, kFlagWrite | kFlagFast, IncrBy, 1, 1, 1},
-    {"decr", 2, kFlagWrite | kFlagFast, Decr, 1, 1, 1},
-    {"decrby", 3, kFlagWrite | kFlagFast, DecrBy, 1, 1, 1},
-    {"append", 3, kFlagWrite, Append, 1, 1, 1},
+    {"mset", -3, kFlagWrite, MSet, 1, -1, 2, CheckKeysStorable},
+    {"incr", 2, kFlagWrite | kFlagFast, Incr, 1, 1, 1, CheckKeysStorable},
+    {"incrby", 3, kFlagWrite | kFlagFast, IncrBy, 1, 1, 1, CheckKeysStorable},
+    {"decr", 2, kFlagWrite | kFlagFast, Decr, 1, 1, 1, CheckKeysStorable},
+    {"decrby", 3, kFlagWrite | kFlagFast, DecrBy, 1, 1, 1, CheckKeysStorable},
+    {"append", 3, kFlagWrite, Append, 1, 1, 1, CheckKeysStorable},
     {"strlen", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, StrLen, 1, 1, 1},
-    {"setnx", 3, kFlagWrite | kFlagFast, SetNx, 1, 1, 1},
-    {"getset", 3, kFlagWrite | kFlagFast, GetSet, 1, 1, 1},
-    {"msetnx", -3, kFlagWrite, MSetNx, 1, -1, 2},
+    {"setnx", 3, kFlagWrite | kFlagFast, SetNx, 1, 1, 1, CheckKeysStorable},
+    {"getset", 3, kFlagWrite | kFlagFast, GetSet, 1, 1, 1, CheckKeysStorable},
+    {"msetnx", -3, kFlagWrite, MSetNx, 1, -1, 2, CheckKeysStorable},
     {"getrange", 4, kFlagRead | kFlagSnapshotRead, GetRange, 1, 1, 1},
     {"substr", 4, kFlagRead | kFlagSnapshotRead, GetRange, 1, 1, 1},
-    {"setrange", 4, kFlagWrite, SetRange, 1, 1, 1},
+    {"setrange", 4, kFlagWrite, SetRange, 1, 1, 1, CheckKeysStorable},
     {"ttl", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Ttl, 1, 1, 1},
     {"pttl", 2, kFlagRead | kFlagFast | kFlagSnapshotRead, Ttl, 1, 1, 1},
     {"persist", 2, kFlagWrite | kFlagFast, Persist, 1, 1, 1},
-    {"expire", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
-    {"pexpire", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
-    {"expireat", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
-    {"pexpireat", -3, kFlagWrite | kFlagFast, RefuseExpiry, 1, 1, 1},
-    {"setex", 4, kFlagWrite, RefuseExpiry, 1, 1, 1},
-    {"psetex", 4, kFlagWrite, RefuseExpiry, 1, 1, 1},
+    {"expire", -3, kFlagWrite | kFlagFast, Refused, 1, 1, 1, RefuseExpiry},
+    {"pexpire", -3, kFlagWrite | kFlagFast, Refused, 1, 1, 1, RefuseExpiry},
+    {"expireat", -3, kFlagWrite | kFlagFast, Refused, 1, 1, 1, RefuseExpiry},
+    {"pexpireat", -3, kFlagWrite | kFlagFast, Refused, 1, 1, 1, RefuseExpiry},
+    {"setex", 4, kFlagWrite, Refused, 1, 1, 1, RefuseExpiry},
+    {"psetex", 4, kFlagWrite, Refused, 1, 1, 1, RefuseExpiry},
 };
 
 }  // namespace

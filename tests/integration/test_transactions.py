@@ -26,6 +26,30 @@ def test_redis_py_pipeline_is_a_transaction(server):
     assert client.get("a") == b"2" and client.exists("text") == 0
 
 
+def test_what_kvstore_cannot_store_discards_the_whole_transaction(server):
+    """An expiry, or a key LMDB cannot hold: redis-server would run the command, so running the
+    rest of the transaction without it would half-apply what the application meant. It is
+    refused while queuing, and EXEC writes nothing (it used to run the other writes and answer
+    the refusal in EXEC's reply)."""
+    refused = [("EXPIRE", "a", "10"), ("SET", "a", "2", "EX", "10"), ("SET", "a", "2", "px", "5"),
+               ("SETEX", "a", "10", "v"), ("PSETEX", "a", "10", "v"), ("PEXPIREAT", "a", "1"),
+               ("SET", "", "v"), ("INCR", "k" * 512), ("MSET", "ok", "1", "", "2"),
+               ("APPEND", "", "x"), ("SETRANGE", "", "0", "x"), ("GETSET", "", "x")]
+    with RespConn(server.port) as conn:
+        for command in refused:
+            assert conn.call("MULTI") == "OK"
+            assert conn.call("SET", "a", "1") == "QUEUED"
+            reply = conn.call(*command)
+            assert isinstance(reply, RespError), (command, reply)
+            assert "do not expire" in str(reply) or "keys are" in str(reply), (command, reply)
+            reply = conn.call("EXEC")
+            assert isinstance(reply, RespError) and str(reply).startswith("EXECABORT"), reply
+            assert conn.call("EXISTS", "a", "ok") == 0, command
+            # Outside a transaction: the same refusal, nothing written.
+            assert isinstance(conn.call(*command), RespError), command
+            assert conn.call("EXISTS", "a", "ok") == 0, command
+
+
 def test_a_refused_command_discards_the_whole_transaction(server):
     with RespConn(server.port) as conn:
         assert conn.call("MULTI") == "OK"
