@@ -54,6 +54,13 @@ class RequestParser {
   std::size_t buffered_bytes() const { return buffer_.size() - consumed_; }
   // True when part of a request has arrived but not all of it (used for the frame timeout).
   bool mid_frame() const { return buffered_bytes() > 0; }
+  // While a password is required and the client has not given it, requests are held to what
+  // AUTH and HELLO need, as in Redis: at most kMaxUnauthenticatedArgs arguments of at most
+  // kMaxUnauthenticatedBulkBytes each. A client without the password cannot make the server
+  // buffer a large request.
+  static constexpr std::size_t kMaxUnauthenticatedArgs = 10;
+  static constexpr std::size_t kMaxUnauthenticatedBulkBytes = 16 * 1024;
+  void set_unauthenticated(bool unauthenticated) { unauthenticated_ = unauthenticated; }
 
  private:
   enum class LineEnd { kFound, kNeedMore, kTooLong };
@@ -66,6 +73,7 @@ class RequestParser {
   void ResetFrame();
 
   ParserLimits limits_;
+  bool unauthenticated_ = false;
   std::string buffer_;
   std::size_t consumed_ = 0;  // bytes of buffer_ already parsed into returned requests
   std::string error_;

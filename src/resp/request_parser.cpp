@@ -213,6 +213,9 @@ RequestParser::ParseStatus RequestParser::ParseMultibulk(std::vector<std::string
             limits_.max_multibulk_count) {
       return Fail("invalid multibulk length");
     }
+    if (unauthenticated_ && static_cast<std::uint64_t>(count) > kMaxUnauthenticatedArgs) {
+      return Fail("unauthenticated multibulk length");
+    }
     if (count <= 0) {  // Redis ignores "*0" and "*-1" without replying
       consumed_ += cr + 2;
       return ParseStatus::kNeedMore;
@@ -242,6 +245,9 @@ RequestParser::ParseStatus RequestParser::ParseMultibulk(std::vector<std::string
           frame[cr + 1] != '\n' || length < 0 ||
           static_cast<std::uint64_t>(length) > limits_.max_bulk_bytes) {
         return Fail("invalid bulk length");
+      }
+      if (unauthenticated_ && static_cast<std::uint64_t>(length) > kMaxUnauthenticatedBulkBytes) {
+        return Fail("unauthenticated bulk length");
       }
       bulk_len_ = length;
       frame_pos_ = cr + 2;

@@ -336,6 +336,9 @@ asio::awaitable<bool> Session::ProcessBuffered() {
 }
 
 resp::RequestParser::ParseStatus Session::NextRequest() {
+  // Before AUTH, requests are held to what AUTH needs. Set per request: the AUTH just run may
+  // have lifted it (a read run's further requests cannot change it).
+  parser_.set_unauthenticated(!dispatcher_.options().requirepass.empty() && !client_.authenticated);
   if (!lookahead_) return parser_.Next(&args_);
   const auto status = *lookahead_;
   lookahead_.reset();

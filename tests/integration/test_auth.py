@@ -31,6 +31,30 @@ def test_unauthenticated_commands_are_refused(secured):
     assert client.get("k") == b"v", "a refused SET must not have written"
 
 
+@pytest.mark.parametrize("header, error", [
+    (b"*11\r\n", b"-ERR Protocol error: unauthenticated multibulk length\r\n"),
+    (b"*2\r\n$4\r\nAUTH\r\n$100000000\r\n", b"-ERR Protocol error: unauthenticated bulk length\r\n"),
+])
+def test_an_unauthenticated_client_cannot_send_a_large_request(secured, header, error):
+    """As redis-server (CVE-2021-32675): without the password a request is refused on its
+    header, before its body is buffered, so that nobody can make the server hold up to
+    max_query_buffer_bytes per connection without logging in."""
+    import socket
+    from conftest import read_until_closed
+    with socket.create_connection(("127.0.0.1", secured.port), timeout=10) as sock:
+        sock.sendall(header)
+        data, closed = read_until_closed(sock, timeout=5)
+    assert data == error and closed, (data, closed)
+    # Logged in, the same sizes are fine.
+    with RespConn(secured.port) as conn:
+        assert conn.call("AUTH", PASSWORD) == "OK"
+        assert conn.call("MSET", *[f"k{i}" for i in range(12)]) == "OK"
+        assert conn.call("SET", "big", "x" * 100000) == "OK"
+    # A password of up to 16 KiB still logs in (the bulk limit is Redis' too).
+    with RespConn(secured.port) as conn:
+        assert str(conn.call("AUTH", "p" * 16384)).startswith("WRONGPASS")
+
+
 def test_auth_wrong_then_right(secured):
     with RespConn(secured.port) as conn:
         reply = conn.call("AUTH", "wrong")

@@ -93,6 +93,32 @@ TEST_CASE("multibulk request", "[resp][request]") {
   CHECK(Parse("*1\r\n$0\r\n\r\n") == "[]\nneed-more");
 }
 
+TEST_CASE("unauthenticated requests are held to what AUTH needs, as in Redis", "[resp][request]") {
+  RequestParser parser;
+  parser.set_unauthenticated(true);
+  parser.Feed("*2\r\n$4\r\nAUTH\r\n$16384\r\n" + std::string(16384, 'p') + "\r\n");
+  std::vector<std::string> args;
+  REQUIRE(parser.Next(&args) == Status::kCommand);
+  CHECK(args[1].size() == 16384);
+  // The header alone is refused: nothing of the announced bulk needs to arrive.
+  parser.Feed("*1\r\n$16385\r\n");
+  CHECK(Drain(&parser) == "error: Protocol error: unauthenticated bulk length");
+
+  RequestParser many;
+  many.set_unauthenticated(true);
+  many.Feed("*11\r\n");
+  CHECK(Drain(&many) == "error: Protocol error: unauthenticated multibulk length");
+
+  // Logged in, the usual limits apply again.
+  RequestParser after;
+  after.set_unauthenticated(true);
+  after.Feed("*10\r\n");
+  CHECK(Drain(&after) == "need-more");
+  after.set_unauthenticated(false);
+  after.Feed("$20000\r\n");
+  CHECK(Drain(&after) == "need-more");
+}
+
 TEST_CASE("pipelined multibulk and inline requests", "[resp][request]") {
   const std::string stream =
       "*1\r\n$4\r\nPING\r\n"
