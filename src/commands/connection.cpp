@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <set>
 #include <string_view>
 
 #include "commands/command.h"
@@ -187,7 +188,8 @@ constexpr SubcommandSpec kClientSubcommands[] = {
     {"setname", 3, "<name>", "Assign the name <name> to the current connection."},
     {"setinfo", 4, "<LIB-NAME|LIB-VER> <value>",
      "Set client meta attr. Options are LIB-NAME and LIB-VER."},
-    {"list", 2, "", "Return information about all client connections."},
+    {"list", -2, "[TYPE (NORMAL|MASTER|REPLICA|PUBSUB)] [ID id [id ...]]",
+     "Return information about client connections: all, those of a type, or those of the IDs."},
     {"info", 2, "", "Return information about the current client connection."},
 };
 
@@ -228,8 +230,36 @@ Outcome Client(CommandContext& c) {
       resp::AppendError(c.out, "ERR Unrecognized option '" + c.args[2] + "'");
     }
   } else if (sub == "list") {
+    // As Redis 7.0: TYPE t, or ID id..., or nothing. Every client on the client port is of type
+    // normal (replicas and the master link are not listed).
+    std::optional<std::set<std::int64_t>> ids;
+    bool none = false;
+    const std::string option = c.args.size() > 2 ? ToLower(c.args[2]) : "";
+    if (c.args.size() == 4 && option == "type") {
+      const std::string type = ToLower(c.args[3]);
+      if (type != "normal" && type != "master" && type != "replica" && type != "slave" &&
+          type != "pubsub") {
+        resp::AppendError(c.out, "ERR Unknown client type '" + c.args[3] + "'");
+        return Outcome::Replied();
+      }
+      none = type != "normal";
+    } else if (c.args.size() > 3 && option == "id") {
+      ids.emplace();
+      for (std::size_t i = 3; i < c.args.size(); ++i) {
+        std::int64_t id = 0;
+        if (!resp::ParseInteger(c.args[i], &id)) {
+          resp::AppendError(c.out, "ERR Invalid client ID");
+          return Outcome::Replied();
+        }
+        ids->insert(id);  // as Redis, 0 or -1 matches no client
+      }
+    } else if (c.args.size() != 2) {
+      ReplySyntaxError(c.out);
+      return Outcome::Replied();
+    }
     std::string list;
     for (const ClientInfo& info : c.server.ListClients()) {
+      if (none || (ids && !ids->contains(static_cast<std::int64_t>(info.id)))) continue;
       // This client's own entry is fresher than the registry copy.
       list += FormatClient(info.id == c.client.info.id ? c.client.info : info, now);
     }

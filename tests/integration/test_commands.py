@@ -388,6 +388,11 @@ def test_client_commands(module_server, raw):
         other_id = other.call("CLIENT", "ID")
         assert other_id != client_id
         listing = raw.call("CLIENT", "LIST").decode()
+        # The filters of Redis 7.0: by ID (several), by TYPE (every client here is normal).
+        by_id = raw.call("CLIENT", "LIST", "ID", str(other_id), "999999").decode()
+        assert by_id.startswith(f"id={other_id} ") and by_id.count("\n") == 1, by_id
+        assert raw.call("CLIENT", "LIST", "TYPE", "NORMAL").decode().count("\n") >= 2
+        assert raw.call("CLIENT", "LIST", "TYPE", "replica") == b""
     lines = [line for line in listing.split("\n") if line]
     mine = [line for line in lines if line.startswith(f"id={client_id} ")]
     assert len(mine) == 1, listing
