@@ -47,7 +47,8 @@ Outcome Role(CommandContext& c) {
 }
 
 // WAIT numreplicas timeout_ms -> the number of replicas that acknowledged this client's last
-// write, once numreplicas have or the timeout passed (0 waits forever), as in Redis.
+// write, once numreplicas have or the timeout passed, as in Redis: 0 waits forever, and so does
+// a timeout too long for a timer (Redis' deadline overflows).
 Outcome Wait(CommandContext& c) {
   std::int64_t replicas = 0, timeout = 0;
   if (!resp::ParseInteger(c.args[1], &replicas)) {

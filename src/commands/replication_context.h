@@ -75,7 +75,8 @@ class ReplicationContext {
   // for it: for health probes.
   virtual ReplicationStatus LiveStatus() const { return CurrentStatus(); }
   // Calls done with the number of replicas that acknowledged seq, as soon as `replicas` have
-  // or when timeout passes (0: wait forever, as Redis' WAIT). Runs done exactly once.
+  // or when timeout passes (0, or one too long for a timer: wait forever, as Redis' WAIT). Runs
+  // done exactly once.
   virtual void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,
                            std::function<void(int acked)> done) = 0;
   // Sync mode: how many acknowledgements a write needs and how long to wait (0 in async mode).

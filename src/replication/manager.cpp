@@ -408,6 +408,12 @@ int ReplicationManager::AckedLocked(std::uint64_t seq) const {
 void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
                                      std::chrono::milliseconds timeout,
                                      std::function<void(int)> done) {
+  // The timer counts nanoseconds in 64 bits: a longer timeout (past 292 years) overflowed when
+  // converted, into a deadline in the past, and WAIT 1 9223372036854775807 answered at once.
+  // It waits forever instead, as in Redis (whose deadline, now + timeout, overflows too).
+  constexpr auto kLongestTimeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(asio::steady_timer::duration::max());
+  if (timeout > kLongestTimeout) timeout = std::chrono::milliseconds(0);
   int acked = 0;
   {
     std::lock_guard lock(mu_);
