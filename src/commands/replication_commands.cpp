@@ -48,7 +48,8 @@ Outcome Role(CommandContext& c) {
 
 // WAIT numreplicas timeout_ms -> the number of replicas that acknowledged this client's last
 // write, once numreplicas have or the timeout passed, as in Redis: 0 waits forever, and so does
-// a timeout too long for a timer (Redis' deadline overflows).
+// a timeout too long for a timer (Redis' deadline overflows). The client is blocked meanwhile;
+// when its connection closes, its session cancels the wait (ReplicationContext::CancelWaits).
 Outcome Wait(CommandContext& c) {
   std::int64_t replicas = 0, timeout = 0;
   if (!resp::ParseInteger(c.args[1], &replicas)) {
@@ -76,11 +77,13 @@ Outcome Wait(CommandContext& c) {
   outcome.kind = Outcome::Kind::kDeferred;
   ReplicationContext* replication = c.replication;
   const std::uint64_t seq = c.client.last_write_seq;
+  const std::uint64_t client = c.client.info.id;
   const int wanted =
       static_cast<int>(std::min<std::int64_t>(std::max<std::int64_t>(replicas, 0), 1 << 20));
   const auto wait = std::chrono::milliseconds(timeout);
-  outcome.deferred = [replication, seq, wanted, wait](std::function<void(std::string)> deliver) {
-    replication->WaitForAcks(seq, wanted, wait, [deliver = std::move(deliver)](int acked) {
+  outcome.deferred = [replication, seq, wanted, wait,
+                      client](std::function<void(std::string)> deliver) {
+    replication->WaitForAcks(seq, wanted, wait, client, [deliver = std::move(deliver)](int acked) {
       std::string reply;
       resp::AppendInteger(&reply, acked);
       deliver(std::move(reply));

@@ -76,9 +76,15 @@ class ReplicationContext {
   virtual ReplicationStatus LiveStatus() const { return CurrentStatus(); }
   // Calls done with the number of replicas that acknowledged seq, as soon as `replicas` have
   // or when timeout passes (0, or one too long for a timer: wait forever, as Redis' WAIT). Runs
-  // done exactly once.
+  // done exactly once, unless CancelWaits(client) drops the wait first. client: the connection
+  // that waits (its session id), 0 for none.
   virtual void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,
-                           std::function<void(int acked)> done) = 0;
+                           std::uint64_t client, std::function<void(int acked)> done) = 0;
+  // Drops the waits of a client whose connection closed, without running their done (so
+  // nothing waits on its behalf any more).
+  virtual void CancelWaits(std::uint64_t client) = 0;
+  // Clients waiting in WaitForAcks now (WAIT, a sync-mode write): INFO's blocked_clients.
+  virtual std::uint64_t BlockedClients() const = 0;
   // Sync mode: how many acknowledgements a write needs and how long to wait (0 in async mode).
   virtual int SyncReplicasRequired() const = 0;
   virtual std::chrono::milliseconds SyncTimeout() const = 0;

@@ -59,7 +59,9 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
     text += "# Clients\r\n";
     Field(&text, "connected_clients", counters.connected_clients);
     Field(&text, "maxclients", c.options.max_clients);
-    Field(&text, "blocked_clients", 0);
+    // Clients waiting for replica acknowledgements (WAIT, a sync-mode write).
+    Field(&text, "blocked_clients",
+          c.replication != nullptr ? c.replication->BlockedClients() : std::uint64_t{0});
     text += "\r\n";
   }
   if (want("memory")) {

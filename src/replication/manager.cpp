@@ -2,6 +2,7 @@
 // acknowledgement waiters (see replication.h for the design).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -406,7 +407,7 @@ int ReplicationManager::AckedLocked(std::uint64_t seq) const {
 }
 
 void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
-                                     std::chrono::milliseconds timeout,
+                                     std::chrono::milliseconds timeout, std::uint64_t client,
                                      std::function<void(int)> done) {
   // The timer counts nanoseconds in 64 bits: a longer timeout (past 292 years) overflowed when
   // converted, into a deadline in the past, and WAIT 1 9223372036854775807 answered at once.
@@ -422,6 +423,7 @@ void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
       auto waiter = std::make_shared<Waiter>();
       waiter->seq = seq;
       waiter->replicas = replicas;
+      waiter->client = client;
       waiter->done = std::move(done);
       waiters_.push_back(waiter);
       RequestAcks();
@@ -446,6 +448,31 @@ void ReplicationManager::WaitForAcks(std::uint64_t seq, int replicas,
     }
   }
   done(acked);
+}
+
+void ReplicationManager::CancelWaits(std::uint64_t client) {
+  if (client == 0) return;
+  std::vector<std::shared_ptr<Waiter>> cancelled;
+  {
+    std::lock_guard lock(mu_);
+    auto from = std::stable_partition(waiters_.begin(), waiters_.end(),
+                                      [client](const auto& w) { return w->client != client; });
+    cancelled.assign(std::make_move_iterator(from), std::make_move_iterator(waiters_.end()));
+    waiters_.erase(from, waiters_.end());
+  }
+  if (cancelled.empty()) return;
+  // Their timers are created and cancelled on strand_ (after the creation WaitForAcks posted
+  // there); a timer that fires first finds its waiter gone. done is dropped unrun.
+  asio::post(strand_, [cancelled = std::move(cancelled)] {
+    for (const auto& waiter : cancelled) {
+      if (waiter->timer) waiter->timer->cancel();
+    }
+  });
+}
+
+std::uint64_t ReplicationManager::BlockedClients() const {
+  std::lock_guard lock(mu_);
+  return waiters_.size();
 }
 
 void ReplicationManager::SettleWaiters(bool all) {

@@ -133,7 +133,9 @@ class ReplicationManager final : public ReplicationContext {
   // the storage, so the admin port's probes answer while a map growth waits for a long snapshot.
   ReplicationStatus LiveStatus() const override;
   void WaitForAcks(std::uint64_t seq, int replicas, std::chrono::milliseconds timeout,
-                   std::function<void(int acked)> done) override;
+                   std::uint64_t client, std::function<void(int acked)> done) override;
+  void CancelWaits(std::uint64_t client) override;
+  std::uint64_t BlockedClients() const override;
   int SyncReplicasRequired() const override;
   std::chrono::milliseconds SyncTimeout() const override;
   void Fence(std::string requester, std::function<void(std::string reply)> done) override;
@@ -173,6 +175,7 @@ class ReplicationManager final : public ReplicationContext {
   struct Waiter {
     std::uint64_t seq;
     int replicas;
+    std::uint64_t client;  // for CancelWaits; 0: none
     std::function<void(int)> done;
     std::unique_ptr<asio::steady_timer> timer;
   };

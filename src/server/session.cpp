@@ -2,7 +2,8 @@
 //   read -> parse every complete request -> run reads at once, queue writes -> flush writes as
 //   one engine batch -> write all replies -> read again.
 // Writing replies before reading more is the backpressure: a client that does not read its
-// replies stops being read, so buffers stay bounded.
+// replies stops being read, so buffers stay bounded. The exception is a client blocked in a
+// deferred command (WAIT): it is read while it waits, to notice when it goes (AwaitDeferred).
 #include "server/session.h"
 
 #include <algorithm>
@@ -95,15 +96,17 @@ auto AsyncDeferred(std::function<void(std::function<void(std::string)>)> deferre
       token, std::move(deferred));
 }
 
-// Waits for replica acknowledgements (sync mode) without blocking the event loop.
+// Waits for replica acknowledgements (sync mode) without blocking the event loop. The wait is
+// bounded by sync_timeout_ms, so unlike WAIT it does not watch the connection meanwhile.
 template <typename CompletionToken>
 auto AsyncWaitForAcks(ReplicationContext& replication, std::uint64_t seq, int replicas,
-                      std::chrono::milliseconds timeout, CompletionToken&& token) {
+                      std::chrono::milliseconds timeout, std::uint64_t client,
+                      CompletionToken&& token) {
   return AsyncDeferred(
-      [&replication, seq, replicas, timeout](std::function<void(std::string)> deliver) {
-        replication.WaitForAcks(seq, replicas, timeout, [deliver = std::move(deliver)](int acked) {
-          deliver(std::to_string(acked));
-        });
+      [&replication, seq, replicas, timeout, client](std::function<void(std::string)> deliver) {
+        replication.WaitForAcks(
+            seq, replicas, timeout, client,
+            [deliver = std::move(deliver)](int acked) { deliver(std::to_string(acked)); });
       },
       std::forward<CompletionToken>(token));
 }
@@ -129,6 +132,7 @@ Session::Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server,
       engine_(engine),
       replication_(replication),
       options_(options),
+      read_buffer_(kReadChunkBytes),
       parser_(options.parser_limits),
       reads_(engine) {
   client_.info.id = id;
@@ -195,11 +199,10 @@ void Session::ArmFrameTimer() {
 }
 
 asio::awaitable<void> Session::Run() {
-  std::vector<char> buffer(kReadChunkBytes);
   while (!stopping_) {
     state_ = State::kReading;
     ArmFrameTimer();
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer), kUseTuple);
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(read_buffer_), kUseTuple);
     ++read_generation_;
     frame_timer_.cancel();
     state_ = State::kExecuting;
@@ -213,13 +216,8 @@ asio::awaitable<void> Session::Run() {
       break;
     }
     server_.CountTraffic(n, 0, 0);
-    parser_.Feed(std::string_view(buffer.data(), n));
-    if (parser_.buffered_bytes() > options_.max_query_buffer_bytes) {
-      logging::Warn("closing client: query buffer limit exceeded",
-                    {{"client", client_.info.addr},
-                     {"limit_bytes", std::to_string(options_.max_query_buffer_bytes)}});
-      resp::AppendError(&out_, "ERR Protocol error: query buffer limit exceeded (" +
-                                   std::to_string(options_.max_query_buffer_bytes) + " bytes)");
+    parser_.Feed(std::string_view(read_buffer_.data(), n));
+    if (QueryBufferOverLimit()) {
       co_await WriteOut();
       break;
     }
@@ -308,10 +306,15 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     }
     if (outcome.kind == Outcome::Kind::kDeferred) {
       co_await FlushWrites();
-      const std::string reply =
-          co_await AsyncDeferred(std::move(outcome.deferred), asio::use_awaitable);
-      RecordCommand(spec, !IsErrorReply(reply, 0), started);
-      out_ += reply;
+      // The client blocks: what it has been answered so far goes out now, as Redis sends it,
+      // and CLIENT LIST shows the blocking command.
+      client_.info.last_active = std::chrono::steady_clock::now();
+      Publish();
+      if (!co_await WriteOut()) co_return false;
+      const std::optional<std::string> reply = co_await AwaitDeferred(std::move(outcome.deferred));
+      if (!reply) co_return false;
+      RecordCommand(spec, !IsErrorReply(*reply, 0), started);
+      out_ += *reply;
     } else if (outcome.kind == Outcome::Kind::kHandoff) {
       RecordCommand(spec, true, started);
       co_await FlushWrites();
@@ -333,6 +336,59 @@ asio::awaitable<bool> Session::ProcessBuffered() {
   server_.CountTraffic(0, 0, commands);
   if (!co_await WriteOut()) co_return false;
   co_return keep_open;
+}
+
+// A deferred command may block for as long as its timeout, forever with WAIT's 0. Redis notices
+// at once that a blocked client closed its connection and frees it; a session that only awaited
+// the reply kept its connection, its max_clients slot and its memory until the reply came: for
+// WAIT 1 0 without acknowledging replicas, never. So the session goes on reading while it waits,
+// as Redis does: the bytes go to the parser, to run after the reply in order (bounded by
+// max_query_buffer_bytes, Redis' query buffer limit), and EOF or an error ends the session at
+// once, cancelling its wait in replication.
+//
+// The reply may be delivered on any thread, at any time: the delivery posts to this loop, stores
+// the reply in `delivered` and cancels the pending read, the only operation on the socket while
+// blocked. A read that completed just before still finds the reply stored when it resumes. Once
+// the session is gone the delivery only fills `delivered` (its own, shared) and finds no session
+// to wake. (Asio's awaitable operator || would need the deferred operation to support
+// cancellation and runs both sides as child coroutines; a read loop is simpler.)
+asio::awaitable<std::optional<std::string>> Session::AwaitDeferred(
+    std::function<void(std::function<void(std::string)>)> deferred) {
+  auto delivered = std::make_shared<std::optional<std::string>>();
+  deferred(
+      [delivered, executor = socket_.get_executor(), weak = weak_from_this()](std::string reply) {
+        asio::post(executor, [delivered, weak, reply = std::move(reply)]() mutable {
+          *delivered = std::move(reply);
+          if (auto self = weak.lock()) {
+            std::error_code ignored;
+            self->socket_.cancel(ignored);
+          }
+        });
+      });
+  while (!*delivered) {
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(read_buffer_), kUseTuple);
+    if (!ec) {
+      server_.CountTraffic(n, 0, 0);
+      parser_.Feed(std::string_view(read_buffer_.data(), n));
+    }
+    if (*delivered) break;
+    if (!ec && !QueryBufferOverLimit()) continue;
+    // The client went (EOF, reset, ForceClose) or sent too much: nothing waits for it any more.
+    if (replication_ != nullptr) replication_->CancelWaits(client_.info.id);
+    if (!ec) co_await WriteOut();  // the query buffer error
+    co_return std::nullopt;
+  }
+  co_return std::move(*delivered);
+}
+
+bool Session::QueryBufferOverLimit() {
+  if (parser_.buffered_bytes() <= options_.max_query_buffer_bytes) return false;
+  logging::Warn("closing client: query buffer limit exceeded",
+                {{"client", client_.info.addr},
+                 {"limit_bytes", std::to_string(options_.max_query_buffer_bytes)}});
+  resp::AppendError(&out_, "ERR Protocol error: query buffer limit exceeded (" +
+                               std::to_string(options_.max_query_buffer_bytes) + " bytes)");
+  return true;
 }
 
 resp::RequestParser::ParseStatus Session::NextRequest() {
@@ -500,8 +556,8 @@ asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
   for (std::size_t i = 0; i < results->size(); ++i) any = any || waits(i);
   if (!any) co_return;
   const auto timeout = replication_->SyncTimeout();
-  const std::string acked_text =
-      co_await AsyncWaitForAcks(*replication_, seq, required, timeout, asio::use_awaitable);
+  const std::string acked_text = co_await AsyncWaitForAcks(*replication_, seq, required, timeout,
+                                                           client_.info.id, asio::use_awaitable);
   const int acked = std::atoi(acked_text.c_str());
   if (acked >= required) co_return;
   const Status refused = Status::Unavailable(

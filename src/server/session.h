@@ -6,6 +6,7 @@
 
 #include <asio.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,6 +48,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // replies and adding to *commands how many ran; a long run executes on the server's read
   // pool. False when the connection must close.
   asio::awaitable<bool> RunReads(const CommandSpec* first, std::uint64_t* commands);
+  // Runs a deferred command (WAIT, REPLFAILOVER) and returns its reply once delivered, reading
+  // the connection meanwhile into the parser; nullopt when the connection must close instead
+  // (the peer closed it, an error, the query buffer limit).
+  asio::awaitable<std::optional<std::string>> AwaitDeferred(
+      std::function<void(std::function<void(std::string)>)> deferred);
+  // Whether the unparsed input passed max_query_buffer_bytes; if so, logs it and appends the
+  // error the client gets before the connection closes.
+  bool QueryBufferOverLimit();
   // Submits the queued writes as one engine batch and appends their replies.
   asio::awaitable<void> FlushWrites();
   // Whether the replies pending exceed the client output buffer limit; if so, logs that the
@@ -74,6 +83,7 @@ class Session : public std::enable_shared_from_this<Session> {
   ReplicationManager* replication_;
   const ServerOptions& options_;
 
+  std::vector<char> read_buffer_;  // what the socket's reads land in (one read at a time)
   resp::RequestParser parser_;
   std::vector<std::string> args_;
   std::string out_;
