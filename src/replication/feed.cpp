@@ -80,7 +80,18 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
     co_return;
   }
   Lineage lineage = CompareLineage(*history, committed, *token, replica_seq);
-  if (lineage == Lineage::kNewerEpoch && manager_.IsMaster()) {
+  if (lineage == Lineage::kNewerEpoch && manager_.CatchUpWithNewerReplica(who)) {
+    // This pod handed the master role over (REPLFAILOVER) and its configuration names it the
+    // master again (or still): the replica with the newer epoch is most likely the pod it
+    // handed over to, holding the writes taken since. Resyncing it from here would erase them,
+    // so this pod catches up with it first, as a promotion does, then serves it.
+    std::string reply;
+    resp::AppendError(&reply, "NOTMASTER this pod was fenced and is catching up with " + who +
+                                  " (a newer epoch) before it takes the master role back");
+    co_await Send(std::move(reply));
+    co_return;
+  }
+  if (lineage == Lineage::kNewerEpoch && manager_.IsUnfencedMaster()) {
     // The configuration makes this pod the master, but the replica has seen a newer epoch
     // number: typically an old master that restarted (opening epochs) while this pod was down.
     // Epoch numbers of separate histories do not order them, so rather than refuse it forever,

@@ -1,12 +1,15 @@
 // ReplicationManager: the pod's role, the feeds it serves, the link it follows, and the
 // acknowledgement waiters (see replication.h for the design).
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -45,9 +48,57 @@ const char* LinkStateName(LinkState state) {
   return "connect";
 }
 
-// Where a replica that stopped cleanly while attached records its master (RecordCleanStop).
-std::string CleanStopPath(const std::string& data_dir) {
-  return data_dir + "/replication/replica-stopped-attached";
+// Small records of this pod's role history in <data_dir>/replication, each one line or two:
+// - replica-stopped-attached: "<master address>\n<master seq>", a replica's clean stop while
+//   attached (RecordCleanStop), used once by the next start;
+// - last-role: "master", or "replica\n<master address>" once a link attached: what this pod was
+//   last, so that a start under another role first secures what it held (Start);
+// - fenced: "<requester>", written before this pod answers REPLFAILOVER, removed once it is a
+//   master of a new epoch or a replica attached to a master: a fenced master that restarts with
+//   a configuration that still names it stays fenced.
+std::string RecordPath(const std::string& data_dir, std::string_view name) {
+  return data_dir + "/replication/" + std::string(name);
+}
+constexpr std::string_view kCleanStopRecord = "replica-stopped-attached";
+constexpr std::string_view kLastRoleRecord = "last-role";
+constexpr std::string_view kFencedRecord = "fenced";
+
+// Replaces the record durably (temporary file, fsync, rename, fsync of the directory).
+bool WriteRecord(const std::string& data_dir, std::string_view name, const std::string& content) {
+  const std::string dir = data_dir + "/replication";
+  const std::string path = RecordPath(data_dir, name);
+  const std::string temporary = path + ".tmp";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool ok = fd >= 0 &&
+            ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ok = fd >= 0 && ::fsync(fd) == 0 && ok;
+  if (fd >= 0) ::close(fd);
+  ok = ok && ::rename(temporary.c_str(), path.c_str()) == 0;
+  if (ok) {
+    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd >= 0) {
+      ::fsync(dir_fd);
+      ::close(dir_fd);
+    }
+  } else {
+    std::filesystem::remove(temporary, ec);
+    logging::Warn("replication: cannot write a role record", {{"path", path}});
+  }
+  return ok;
+}
+
+std::optional<std::string> ReadRecord(const std::string& data_dir, std::string_view name) {
+  std::ifstream in(RecordPath(data_dir, name));
+  if (!in) return std::nullopt;
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return content;
+}
+
+void RemoveRecord(const std::string& data_dir, std::string_view name) {
+  std::error_code ignored;
+  std::filesystem::remove(RecordPath(data_dir, name), ignored);
 }
 
 }  // namespace
@@ -83,18 +134,59 @@ Status ReplicationManager::Start(const RoleTarget& role) {
   // Every start takes the record away, a master's too: a pod promoted since, then demoted to
   // follow the same master again, holds writes that master never had.
   ResumeCleanStop(role.master ? std::string() : role.master_address);
-  if (role.master) {
+  // What this pod was before this start (the records are written only with replication on).
+  const std::string last_role = ReadRecord(options_.data_dir, kLastRoleRecord).value_or("");
+  const std::optional<std::string> fenced_by = ReadRecord(options_.data_dir, kFencedRecord);
+  const std::string replica_of = "replica\n";
+  const std::string previous_master =
+      last_role.starts_with(replica_of) ? last_role.substr(replica_of.size()) : std::string();
+  if (role.master && !role.standalone && fenced_by) {
+    // It handed the master role over (REPLFAILOVER) and restarted before its configuration
+    // caught up: taking writes again would make two masters. It stays fenced until it is
+    // configured as a replica, or catches up with the pod it handed over to (a replica with
+    // a newer epoch, ReplicaFeed).
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kMaster;
+      fenced_ = true;
+      failover_state_ = "failover-in-progress";
+    }
+    logging::Warn("starting fenced: before its restart this pod handed the master role over",
+                  {{"to", *fenced_by}});
+    RefuseWrites("READONLY this pod handed the master role over to " + *fenced_by +
+                 " before it restarted; MASTER_ORDINAL still names it");
+    Announce("master");
+  } else if (role.master && !role.standalone && !previous_master.empty()) {
+    // It was a replica: the master it followed may hold writes it never received (it was down
+    // or behind when MASTER_ORDINAL changed, or all pods restarted with the change). Opening
+    // an epoch now would make its stale copy the history every other pod resyncs to. So it is
+    // promoted as a live replica is: it follows that master, fences it and catches up first.
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kReplica;
+    }
+    RefuseWrites("READONLY this pod is being promoted to master");
+    logging::Info("starting as master after following " + previous_master +
+                  ": catching up with it first");
+    StartLink(previous_master);
+    asio::co_spawn(strand_, Promote(previous_master), asio::detached);
+  } else if (role.master) {
     if (Status s = OpenEpoch(); !s.ok()) return s;
     {
       std::lock_guard lock(mu_);
       role_ = Role::kMaster;
     }
+    if (!role.standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
     RefuseWrites(std::nullopt);
     Announce("master");
   } else {
     {
       std::lock_guard lock(mu_);
       role_ = Role::kReplica;
+      // A master until its restart: its log is the history the new master must catch up with
+      // (it may hold writes no other pod has), so it serves it, as a master demoted while it
+      // runs does, until it attaches to its new master.
+      demoted_unattached_ = !role.standalone && last_role == "master";
     }
     RefuseWrites(std::string(kReplicaRefusal));
     StartLink(role.master_address);
@@ -133,35 +225,16 @@ void ReplicationManager::RecordCleanStop(const LinkStatus& last) {
     }
   }
   if (!attached || last.full_resync_pending || last.state == LinkState::kSync) return;
-  const std::string path = CleanStopPath(options_.data_dir);
-  const std::string temporary = path + ".tmp";
-  std::error_code ec;
-  std::filesystem::create_directories(options_.data_dir + "/replication", ec);
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << last.master_address << "\n" << master_seq << "\n";
-    out.close();
-    if (!out) ec = std::make_error_code(std::errc::io_error);
-  }
-  if (!ec) std::filesystem::rename(temporary, path, ec);
-  if (ec) {
-    std::filesystem::remove(temporary, ec);
-    logging::Warn(
-        "replication: could not record the clean stop; after the restart this replica "
-        "is not ready until its master is back",
-        {{"path", path}});
-  }
+  WriteRecord(options_.data_dir, kCleanStopRecord,
+              last.master_address + "\n" + std::to_string(master_seq) + "\n");
 }
 
 void ReplicationManager::ResumeCleanStop(const std::string& master_address) {
-  const std::string path = CleanStopPath(options_.data_dir);
   CleanStop record;
-  std::ifstream in(path);
+  std::istringstream in(ReadRecord(options_.data_dir, kCleanStopRecord).value_or(""));
   const bool read = static_cast<bool>(std::getline(in, record.master_address) >> record.master_seq);
-  in.close();
   // Used once: a crash after this start must not find it again.
-  std::error_code ignored;
-  std::filesystem::remove(path, ignored);
+  RemoveRecord(options_.data_dir, kCleanStopRecord);
   if (!read || master_address.empty() || record.master_address != master_address) return;
   logging::Info(
       "replication: stopped cleanly while attached to this master; ready with its "
@@ -639,16 +712,38 @@ std::shared_ptr<ReplicaLink> ReplicationManager::StopLink() {
 
 void ReplicationManager::OnLinkAttached() {
   bool close_feeds = false;
+  std::string master;
   {
     std::lock_guard lock(mu_);
     close_feeds = role_ == Role::kReplica && !feeds_.empty();
     demoted_unattached_ = false;
     fenced_ = false;
     failover_state_ = "no-failover";
+    master = master_address_;
   }
+  WriteRecord(options_.data_dir, kLastRoleRecord, "replica\n" + master);
+  RemoveRecord(options_.data_dir, kFencedRecord);
   // A demoted master served its old replicas until now, so a promoted one could catch up from
   // it; now that it follows the new master, they must re-point there.
   if (close_feeds) CloseFeeds();
+}
+
+bool ReplicationManager::CatchUpWithNewerReplica(const std::string& address) {
+  {
+    std::lock_guard lock(mu_);
+    if (role_ != Role::kMaster || !fenced_ || !target_.master || shut_down_) return false;
+    role_ = Role::kPromoting;  // one catch-up at a time; Promote keeps the role
+  }
+  logging::Warn(
+      "fenced master: a replica has a newer epoch; catching up with it before taking "
+      "the master role back",
+      {{"replica", address}});
+  // Its replicas follow a history that is about to grow from elsewhere: they come back once
+  // this pod is master again, and find their place on that history.
+  CloseFeeds();
+  StartLink(address);
+  asio::co_spawn(strand_, Promote(address), asio::detached);
+  return true;
 }
 
 void ReplicationManager::Fence(std::string requester, std::function<void(std::string)> done) {
@@ -667,6 +762,8 @@ void ReplicationManager::Fence(std::string requester, std::function<void(std::st
     fenced_ = true;
     failover_state_ = "failover-in-progress";
   }
+  // Before the reply: a restart with a configuration that still names this pod stays fenced.
+  WriteRecord(options_.data_dir, kFencedRecord, requester);
   logging::Warn("fenced: writes refused while " + requester + " takes over as master");
   // A demoted master already refuses writes (as a replica); keep its wording then.
   if (writes_open_.load()) {
@@ -826,15 +923,32 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
       if (!client.ok()) return client.status();
       return (*client)->Call({"REPLFAILOVER", me});
     };
-    std::function<void()> nothing_meanwhile;
-    auto reply =
-        co_await RunOffStrand<Result<resp::Value>>(std::move(fence), std::move(nothing_meanwhile));
-    if (!reply.ok()) {
-      why = reply.status().message();
-    } else if (reply->type != resp::Value::Type::kInteger) {
-      why = reply->is_error() ? reply->str : "unexpected reply";
-    } else {
-      final_seq = static_cast<std::uint64_t>(reply->integer);
+    // Tried again until promotion_timeout: after a restart of every pod (a promotion by
+    // restart, all pods started at once) the old master may not listen yet, and it holds the
+    // writes this pod must catch up with.
+    const auto deadline = std::chrono::steady_clock::now() + options_.promotion_timeout;
+    asio::steady_timer pause(strand_);
+    for (;;) {
+      std::function<Result<resp::Value>()> attempt = fence;
+      std::function<void()> nothing_meanwhile;
+      auto reply = co_await RunOffStrand<Result<resp::Value>>(std::move(attempt),
+                                                              std::move(nothing_meanwhile));
+      if (!reply.ok()) {
+        why = reply.status().message();
+      } else if (reply->type != resp::Value::Type::kInteger) {
+        why = reply->is_error() ? reply->str : "unexpected reply";
+      } else {
+        final_seq = static_cast<std::uint64_t>(reply->integer);
+        break;
+      }
+      bool promoting = false;
+      {
+        std::lock_guard lock(mu_);
+        promoting = target_.master && !shut_down_;
+      }
+      if (!promoting || std::chrono::steady_clock::now() >= deadline) break;
+      pause.expires_after(std::chrono::milliseconds(200));
+      co_await pause.async_wait(kUseTuple);
     }
   } else {
     why = "no old master address is known";
@@ -881,6 +995,8 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
     failover_state_ = "no-failover";
     master_address_.clear();
   }
+  WriteRecord(options_.data_dir, kLastRoleRecord, "master");
+  RemoveRecord(options_.data_dir, kFencedRecord);
   RefuseWrites(std::nullopt);
   logging::Info("promotion: this pod is now the master");
   Announce("master");

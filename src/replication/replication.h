@@ -157,13 +157,19 @@ class ReplicationManager final : public ReplicationContext {
   void SetFeedState(std::uint64_t id, const char* state);
   void SetFeedNeeded(std::uint64_t id, std::uint64_t needed_from);
   std::chrono::steady_clock::duration FeedAckAge(std::uint64_t id) const;
-  bool IsMaster() const {
+  // A fenced master never opens an epoch for a replica's sake: that would erase what the pod it
+  // handed over to took since (CatchUpWithNewerReplica instead).
+  bool IsUnfencedMaster() const {
     std::lock_guard lock(mu_);
-    return role_ == Role::kMaster;
+    return role_ == Role::kMaster && !fenced_;
   }
   void UnregisterFeed(std::uint64_t id);
   // Called by the link (its strand) once a handshake succeeded.
   void OnLinkAttached();
+  // Called by a feed when a replica with a newer epoch than ours asks to attach. A fenced
+  // master (it handed the role over, and its configuration names it again) then catches up with
+  // that replica as a promotion does, and returns true; otherwise false.
+  bool CatchUpWithNewerReplica(const std::string& address);
 
   struct FeedInfo {
     std::shared_ptr<ReplicaFeed> feed;

@@ -397,3 +397,104 @@ def test_promotion_gives_up_on_a_catch_up_that_keeps_starting_over(make_cluster)
     assert took < 15, f"the promotion took {took:.1f} s with a 2 s promotion_timeout_ms"
     assert log_lines(cluster, 1, "the catch-up with the old master stalled"), \
         "\n".join(log_lines(cluster, 1, "promotion"))
+
+
+def missing_keys(cluster, n, prefix, count=100):
+    keys = [f"{prefix}{i}" for i in range(count)]
+    values = cluster.client(n).mget(keys)
+    return [k for k, v in zip(keys, values) if v != prefix.encode()]
+
+
+# A pod made master while it was down or behind: its start as master must not make its stale
+# copy the history. It was a replica of kvstore-0, so it catches up with kvstore-0 first.
+def test_promotion_to_a_pod_that_was_down_catches_up_first(make_cluster):
+    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
+    cluster.start_all()
+    fill(cluster, 0, "a")
+    cluster.wait_converged()
+    cluster.kill(2)
+    fill(cluster, 0, "b")  # acknowledged by kvstore-0 only (and kvstore-1)
+    cluster.set_master_ordinal(2)
+    cluster.wait_until(lambda: cluster.role(0)[0] == "slave", 20,
+                       "kvstore-0 to be demoted (following kvstore-2, down)")
+    cluster.start(2)
+    wait_role(cluster, 2, "master")
+    wait_role(cluster, 0, "slave", master=2)
+    wait_role(cluster, 1, "slave", master=2)
+    digest = cluster.wait_converged()
+    for n in range(3):
+        assert cluster.digest(n) == digest
+        assert not missing_keys(cluster, n, "b"), f"kvstore-{n} lost acknowledged writes"
+    for n in (0, 1):
+        assert resync_counters(cluster, n)[0] == 0, f"kvstore-{n} needed a full resync"
+    assert log_lines(cluster, 2, "caught up with the old master's final sequence")
+
+
+# The documented promotion by restart, when the replicas get their SIGTERM before the master:
+# the master acknowledges writes that no replica received, then stops. The new master, a
+# replica of it before, catches up with it when all pods start again.
+def test_promotion_by_restart_loses_nothing_when_the_replicas_stop_first(make_cluster):
+    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
+    cluster.start_all()
+    fill(cluster, 0, "a")
+    cluster.wait_converged()
+    for n in (1, 2):
+        assert cluster.stop(n) == 0
+    fill(cluster, 0, "b")
+    assert cluster.stop(0) == 0
+    cluster.set_master_ordinal(1)
+    for n in (1, 2, 0):  # the new master first: it waits for the old one to listen
+        cluster.start(n)
+    wait_role(cluster, 1, "master")
+    digest = cluster.wait_converged()
+    for n in range(3):
+        assert cluster.digest(n) == digest
+        assert not missing_keys(cluster, n, "b"), f"kvstore-{n} lost acknowledged writes"
+    assert resync_counters(cluster, 0)[0] == 0, "the old master needed a full resync"
+
+
+# MASTER_ORDINAL goes 0 -> 1 -> 0, and kvstore-0's copy of the ConfigMap never shows 1: it is
+# fenced by kvstore-1's promotion, then kvstore-1 (with the writes it took) follows it again.
+# kvstore-0 must catch up with kvstore-1 rather than resync it (which erased those writes).
+def test_a_fenced_master_that_missed_a_change_catches_up_with_its_successor(make_cluster):
+    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
+    cluster.start_all()
+    fill(cluster, 0, "a")
+    cluster.wait_converged()
+    cluster.set_master_ordinal(1, pods=[1, 2])
+    wait_role(cluster, 1, "master")
+    assert str(cluster.call(0, "SET", "x", "1")).startswith("READONLY"), "kvstore-0 not fenced"
+    fill(cluster, 1, "c")  # acknowledged by kvstore-1
+    cluster.set_master_ordinal(0, pods=[1, 2])
+    wait_role(cluster, 1, "slave", master=0)
+    wait_role(cluster, 2, "slave", master=0)
+    cluster.wait_until(lambda: cluster.call(0, "SET", "d", "d") == "OK", 20,
+                       "kvstore-0 to take writes again")
+    digest = cluster.wait_converged()
+    for n in range(3):
+        assert cluster.digest(n) == digest
+        assert not missing_keys(cluster, n, "c"), f"kvstore-{n} lost kvstore-1's writes"
+    assert log_lines(cluster, 0, "catching up with it before taking the master role back")
+    assert resync_counters(cluster, 1)[0] == 0, "kvstore-1 was resynced"
+
+
+# A fenced master killed and restarted while its ConfigMap copy still names it: it must not take
+# writes beside the new master (two masters), until its copy names the new master.
+def test_a_fenced_master_stays_fenced_across_a_restart(make_cluster):
+    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
+    cluster.start_all()
+    fill(cluster, 0, "a")
+    cluster.wait_converged()
+    cluster.set_master_ordinal(1, pods=[1, 2])
+    wait_role(cluster, 1, "master")
+    fill(cluster, 1, "c")
+    cluster.kill(0)
+    cluster.start(0)
+    reply = str(cluster.call(0, "SET", "x", "1"))
+    assert reply.startswith("READONLY") and "handed the master role over" in reply, reply
+    cluster.set_master_ordinal(1, pods=[0])
+    wait_role(cluster, 0, "slave", master=1)
+    digest = cluster.wait_converged()
+    assert cluster.digest(0) == digest
+    assert not missing_keys(cluster, 0, "c")
+    assert resync_counters(cluster, 0)[0] == 0

@@ -105,7 +105,8 @@ def test_a_clean_stop_counts_only_for_the_next_start_as_a_replica_of_that_master
     """The record of a clean stop while attached (the replica stays ready across a restart
     while its master is away) must not outlive a start as master: a pod promoted, then demoted
     to follow the same master again, holds writes that master never had."""
-    cluster = make_cluster(size=2, admin=True)
+    # The promotion at its start tries to fence kvstore-0 (down) for promotion_timeout.
+    cluster = make_cluster(size=2, admin=True, extra_args=["--promotion-timeout-ms", "300"])
     cluster.start_all()
     cluster.client(0).mset({f"k{i}": "v" for i in range(20)})
     cluster.wait_converged()
@@ -115,7 +116,7 @@ def test_a_clean_stop_counts_only_for_the_next_start_as_a_replica_of_that_master
     cluster.stop(1)
     cluster.write_master_ordinal(cluster.pods[1], 1)
     cluster.start(1)
-    assert cluster.info(1)["role"] == "master"
+    cluster.wait_until(lambda: cluster.info(1)["role"] == "master", 10, "kvstore-1 to take over")
     cluster.client(1).set("only-on-1", "x")
     cluster.stop(1)
     cluster.write_master_ordinal(cluster.pods[1], 0)
