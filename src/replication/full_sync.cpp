@@ -107,6 +107,20 @@ void FullSyncSource::Release(const std::shared_ptr<FullSyncFile>& file) {
     std::error_code ec;
     std::filesystem::remove(file->path, ec);
   }
+  if (file == current_ && sharing_ == Sharing::kCurrentOnly) DropCurrentLocked(/*now=*/true);
+}
+
+void FullSyncSource::DropExpired() {
+  std::lock_guard lock(mu_);
+  DropCurrentLocked(/*now=*/false);
+}
+
+void FullSyncSource::DropCurrentLocked(bool now) {
+  if (!current_ || current_->users != 0 || !current_->ready.load()) return;
+  if (!now && std::chrono::steady_clock::now() - current_->started < reuse_window_) return;
+  std::error_code ec;
+  std::filesystem::remove(current_->path, ec);
+  current_.reset();
 }
 
 std::uint64_t FullSyncSource::PinnedSeq() const {
@@ -182,12 +196,14 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (status.ok()) {
-    logging::Info("full resync: snapshot written", {{"seq", std::to_string(seq)},
-                                                    {"keys", std::to_string(keys)},
-                                                    {"bytes", std::to_string(bytes)},
-                                                    {"seconds", fmt::format("{:.3f}", seconds)}});
+    // "snapshot": the same files serve full resyncs and backups (the path says which).
+    logging::Info("snapshot written", {{"file", file->path},
+                                       {"seq", std::to_string(seq)},
+                                       {"keys", std::to_string(keys)},
+                                       {"bytes", std::to_string(bytes)},
+                                       {"seconds", fmt::format("{:.3f}", seconds)}});
   } else {
-    logging::Error("full resync: cannot write the snapshot",
+    logging::Error("cannot write the snapshot",
                    {{"file", file->path}, {"error", status.ToString()}});
   }
   {
@@ -197,8 +213,10 @@ void FullSyncSource::Write(std::shared_ptr<FullSyncFile> file) {
     file->bytes = bytes;
     file->keys = keys;
     file->status = status;
+    file->ready.store(true);
+    // Everyone may have gone while it was written (a client that disconnected).
+    if (file == current_ && sharing_ == Sharing::kCurrentOnly) DropCurrentLocked(/*now=*/true);
   }
-  file->ready.store(true);
 }
 
 }  // namespace kvstore

@@ -59,12 +59,20 @@ class FullSyncSource {
   // is deleted before it is marked ready (status then says why): a full disk stays full
   // otherwise, and the pod's own writes fail.
   std::shared_ptr<FullSyncFile> Acquire();
+  // A file nobody uses is deleted as soon as no later Acquire may share it: at once with
+  // kCurrentOnly, after reuse_window with kRecent (DropExpired). Each is a full copy of the key
+  // space on the data volume.
   void Release(const std::shared_ptr<FullSyncFile>& file);
+  // Deletes the current file once nobody uses it and it is past reuse_window. Call now and then.
+  void DropExpired();
   // The oldest log sequence a file in use (or being written) needs: its seq + 1; 0 for none.
   std::uint64_t PinnedSeq() const;
 
  private:
   void Write(std::shared_ptr<FullSyncFile> file);
+  // REQUIRES: mu_ held. Deletes the current file if nobody uses it and it is done being written,
+  // and (unless now) past reuse_window.
+  void DropCurrentLocked(bool now);
 
   Engine& engine_;
   const std::string dir_;

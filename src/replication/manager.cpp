@@ -786,6 +786,7 @@ void ReplicationManager::PollRole() {
     if (shut_down_) return;
   }
   if (auto target = options_.reread_role()) ApplyRole(*target);
+  full_sync_->DropExpired();  // a full copy of the key space on the volume: not for long
   role_timer_.expires_after(options_.role_poll);
   role_timer_.async_wait([this](std::error_code ec) {
     if (!ec) PollRole();

@@ -403,6 +403,17 @@ def test_a_restore_without_force_never_wipes_an_acknowledged_write(make_server, 
     assert len(outcomes) >= 8 and 0 in outcomes and 1 in outcomes, outcomes
 
 
+def test_a_backup_leaves_no_copy_of_the_key_space_on_the_data_volume(make_server, tmp_path):
+    """The server writes each backup's snapshot to <data_dir>/backup before it streams it: a full
+    copy of the key space, which stayed there until the next backup (a day), on a volume sized
+    for the map and the log only."""
+    server = make_server(env=master_env())
+    preload(server, 300)
+    backup(server, tmp_path / "b1.kvbackup")
+    leftovers = list((server.data_dir / "backup").glob("full-*"))
+    assert not leftovers, leftovers
+
+
 def test_a_backup_right_after_another_holds_the_writes_between(make_server, tmp_path):
     """A second backup within seconds of the first used to get the first's snapshot file."""
     from conftest import RespConn
