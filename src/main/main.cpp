@@ -1,11 +1,14 @@
 // kvstore: the server binary. Parses the command line (CLI11), loads the layered config, picks
 // the role, opens the engine and serves RESP until SIGTERM/SIGINT.
 // Exit codes: 0 clean shutdown, 1 runtime failure (storage corrupt, port in use), 2 bad setting.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -43,14 +46,27 @@ Status CheckDataDir(const std::string& dir) {
                                    "\": cannot create it: " + ec.message());
   }
   const std::string probe = dir + "/.kvstore-write-test";
-  {
-    std::ofstream file(probe);
-    if (!file || !(file << "ok") || !file.flush()) {
-      return Status::InvalidArgument("invalid data_dir \"" + dir +
-                                     "\": the directory is not writable");
-    }
+  int err = 0;
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    err = errno;
+  } else {
+    if (::write(fd, "ok", 2) != 2 || ::fsync(fd) != 0) err = errno != 0 ? errno : EIO;
+    ::close(fd);
+    std::filesystem::remove(probe, ec);
   }
-  std::filesystem::remove(probe, ec);
+  if (err == ENOSPC || err == EDQUOT) {
+    // Writable, but full: that is no bad setting. The server starts and serves reads; writes
+    // fail with "storage full" until space is freed (a master that cannot open its epoch on it
+    // says so and exits with kExitRuntimeError).
+    logging::Warn("the data volume is full: writes will fail until space is freed",
+                  {{"data_dir", dir}, {"error", std::strerror(err)}});
+    return Status::Ok();
+  }
+  if (err != 0) {
+    return Status::InvalidArgument("invalid data_dir \"" + dir +
+                                   "\": the directory is not writable: " + std::strerror(err));
+  }
   return Status::Ok();
 }
 

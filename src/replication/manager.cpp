@@ -171,11 +171,24 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     StartLink(previous_master);
     asio::co_spawn(strand_, Promote(previous_master), asio::detached);
   } else if (role.master) {
-    if (Status s = OpenEpoch(); !s.ok()) return s;
     {
       std::lock_guard lock(mu_);
       role_ = Role::kMaster;
     }
+    Status opened = OpenEpoch();
+    if (opened.IsStorageFull()) {
+      // A full volume is no reason to stop serving reads: the master starts read-only and
+      // opens its epoch once space is freed (OpenEpochWhenSpaceIsFreed).
+      RefuseWrites(
+          "ERR storage full: the master cannot open its epoch until space is freed on "
+          "the data volume (" +
+          opened.message() + ")");
+      Announce("master");
+      epoch_retry_ = std::make_unique<asio::steady_timer>(strand_);
+      asio::post(strand_, [this] { OpenEpochWhenSpaceIsFreed(); });
+      return Status::Ok();
+    }
+    if (!opened.ok()) return opened;
     if (!role.standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
     RefuseWrites(std::nullopt);
     Announce("master");
@@ -207,6 +220,7 @@ void ReplicationManager::Shutdown() {
   asio::post(strand_, [this] {
     std::error_code ignored;
     role_timer_.cancel();
+    if (epoch_retry_) epoch_retry_->cancel();
     SettleWaiters(true);
   });
   if (std::shared_ptr<ReplicaLink> link = StopLink()) RecordCleanStop(link->Snapshot());
@@ -726,6 +740,30 @@ void ReplicationManager::OnLinkAttached() {
   // A demoted master served its old replicas until now, so a promoted one could catch up from
   // it; now that it follows the new master, they must re-point there.
   if (close_feeds) CloseFeeds();
+}
+
+void ReplicationManager::OpenEpochWhenSpaceIsFreed() {
+  epoch_retry_->expires_after(std::chrono::seconds(1));
+  epoch_retry_->async_wait([this](std::error_code ec) {
+    {
+      std::lock_guard lock(mu_);
+      // Shut down, or no longer (or not yet again) a master by configuration: the role change
+      // takes over (a promotion opens its own epoch).
+      if (ec || shut_down_ || role_ != Role::kMaster || !target_.master || fenced_) return;
+    }
+    if (Status s = OpenEpoch(); !s.ok()) {
+      OpenEpochWhenSpaceIsFreed();
+      return;
+    }
+    bool standalone = false;
+    {
+      std::lock_guard lock(mu_);
+      standalone = standalone_;
+    }
+    if (!standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
+    RefuseWrites(std::nullopt);
+    logging::Info("space freed: the master opened its epoch and takes writes");
+  });
 }
 
 bool ReplicationManager::CatchUpWithNewerReplica(const std::string& address) {

@@ -170,6 +170,9 @@ class ReplicationManager final : public ReplicationContext {
   // master (it handed the role over, and its configuration names it again) then catches up with
   // that replica as a promotion does, and returns true; otherwise false.
   bool CatchUpWithNewerReplica(const std::string& address);
+  // A master that could not open its start-up epoch on a full volume tries again every second
+  // (on the strand) and takes writes once it could.
+  void OpenEpochWhenSpaceIsFreed();
 
   struct FeedInfo {
     std::shared_ptr<ReplicaFeed> feed;
@@ -230,6 +233,7 @@ class ReplicationManager final : public ReplicationContext {
   const ReplicationOptions options_;
   asio::strand<asio::io_context::executor_type> strand_;  // role changes, the link, waiters
   asio::steady_timer role_timer_;
+  std::unique_ptr<asio::steady_timer> epoch_retry_;  // OpenEpochWhenSpaceIsFreed
   std::unique_ptr<FullSyncSource> full_sync_;
 
   mutable std::mutex mu_;

@@ -134,3 +134,42 @@ def test_full_disk(make_server, small_tmpfs):
     finally:
         if server.proc and server.proc.poll() is None:
             server.stop()
+
+
+def test_a_restart_on_a_full_disk_serves_reads_and_writes_once_space_is_freed(make_server,
+                                                                              small_tmpfs):
+    """A pod restarted while its volume is full (a crash, a node drain) crash-looped: the data
+    directory check took the full disk for a read-only one (exit 2, a bad setting), and a master
+    could not open its start-up epoch (exit 1). Now it starts, serves reads, refuses writes
+    with "storage full", and takes them once space is freed."""
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (4 << 20))
+    server = make_server(data_dir=small_tmpfs / "data", args=["--log-segment-bytes", "1mb"],
+                         start=False)
+    server.log_path = small_tmpfs.parent / f"kvstore-{server.port}.log"  # logs off the tmpfs
+    server.start()
+    with RespConn(server.port) as conn:
+        acked, error = fill_until_full(conn, "full", random.Random(7))
+    assert "storage full" in error, error
+    server.kill9()
+    server.start()
+    assert server.proc.poll() is None, server.logs()
+    client = server.client()
+    assert_all_present(client, acked, "after a restart on a full volume")
+    with RespConn(server.port) as conn:
+        reply = conn.call("SET", "new", "x" * VALUE_BYTES)
+        assert isinstance(reply, RespError) and "storage full" in str(reply), reply
+    assert "not writable" not in server.logs()
+    filler.unlink()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if client.set("new", "x") is True:
+                break
+        except Exception as e:  # still refused
+            assert "storage full" in str(e), e
+        assert time.monotonic() < deadline, "writes did not resume after freeing space"
+        time.sleep(0.2)
+    assert_all_present(client, acked, "after freeing space")
+    client.close()
+    assert server.stop() == 0, server.logs()
