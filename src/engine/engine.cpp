@@ -52,6 +52,13 @@ constexpr std::string_view kEpochsMeta = "epochs";
 // Set, in the same transaction, by a snapshot install: the log must restart at this sequence.
 // Cleared once it has; found at Open, the restart is done then (a crash in between).
 constexpr std::string_view kLogRestartMeta = "log_restart";
+// Set by a chunked snapshot install (Engine::Impl::Install) in the transaction that clears the
+// key space, to the snapshot file's path; deleted by its final commit. While it is present the
+// key space is partial: Open installs the file again (or, without it, starts empty and without
+// history) before anything reads the store.
+constexpr std::string_view kInstallMeta = "install_pending";
+// A chunked install commits about this many bytes of pairs at a time (less on a small map).
+constexpr std::uint64_t kInstallChunkBytes = 4 << 20;
 
 Result<EpochHistory> ReadEpochs(const Storage::WriteTxn& txn) {
   std::string bytes;
@@ -336,6 +343,231 @@ Status FinishLogRestart(Storage& storage, Log& log) {
   return storage.Sync();
 }
 
+using FillTxn = std::function<Status(Storage::WriteTxn&)>;
+
+// Runs fill in a write transaction and commits it; a transaction that fill or the commit finds
+// full is aborted and runs once more in the storage's reserve (for small bookkeeping commits).
+Status CommitSmall(Storage& storage, const FillTxn& fill) {
+  auto once = [&]() {
+    auto begun = storage.BeginWrite();
+    if (!begun.ok()) return begun.status();
+    Storage::WriteTxn txn = std::move(begun).value();
+    Status s = fill(txn);
+    return s.ok() ? txn.Commit() : s;
+  };
+  Status s = once();
+  if (!s.IsStorageFull()) return s;
+  if (Status open = storage.OpenReserve(); open.ok()) s = once();
+  if (Status close = storage.CloseReserve(); !close.ok()) {
+    logging::Warn(
+        fmt::format("engine: cannot shrink the map back to its limit: {}", close.ToString()));
+  }
+  return s;
+}
+
+// Runs fill in a write transaction and commits it. A full map is grown; at its limit, two
+// commits of touch first make the pages freed by earlier commits reusable (LMDB reuses what
+// transaction T freed only from T+2 on), and fill runs once more. Bounded: the map grows a
+// few times at most, and the freed pages are made reusable once.
+Status CommitWithRoom(Storage& storage, const FillTxn& fill, const FillTxn& touch) {
+  bool advanced = false;
+  for (;;) {
+    Status s;
+    {
+      auto begun = storage.BeginWrite();
+      if (!begun.ok()) return begun.status();
+      Storage::WriteTxn txn = std::move(begun).value();
+      s = fill(txn);
+      if (s.ok()) s = txn.Commit();
+    }
+    if (!s.IsStorageFull()) return s;
+    Status g = storage.Grow();
+    if (g.ok()) continue;
+    if (!g.IsStorageFull()) return g;
+    if (advanced) return g;
+    for (int i = 0; i < 2; ++i) {
+      if (Status t = CommitSmall(storage, touch); !t.ok()) return t;
+    }
+    advanced = true;
+  }
+}
+
+// Streams a snapshot's pairs into the storage in commits of about chunk_bytes (see
+// LoadSnapshotChunked). The pairs of the current chunk are kept until it commits, so that a
+// chunk that meets a full map runs again after a growth.
+class ChunkedInstallVisitor : public SnapshotVisitor {
+ public:
+  ChunkedInstallVisitor(Storage* storage, FillTxn touch, std::uint64_t chunk_bytes)
+      : storage_(storage), touch_(std::move(touch)), chunk_bytes_(chunk_bytes) {}
+  Status OnHeader(std::uint64_t applied_seq, std::string_view meta) override {
+    applied_seq_ = applied_seq;
+    meta_.assign(meta);
+    if (auto history = DecodeEpochHistory(meta); !history.ok()) return history.status();
+    return Status::Ok();
+  }
+  Status OnPair(std::string_view key, std::string_view value) override {
+    coding::PutFixed64(&pending_, key.size());
+    coding::PutFixed64(&pending_, value.size());
+    pending_.append(key);
+    pending_.append(value);
+    return pending_.size() >= chunk_bytes_ ? Flush() : Status::Ok();
+  }
+  Status OnEnd(std::uint64_t) override { return Status::Ok(); }
+
+  // Commits the pairs not committed yet.
+  Status Flush() {
+    if (pending_.empty()) return Status::Ok();
+    Status s = CommitWithRoom(
+        *storage_,
+        [this](Storage::WriteTxn& txn) {
+          std::string_view rest(pending_);
+          while (!rest.empty()) {
+            const std::uint64_t key_size = coding::DecodeFixed64(rest.data());
+            const std::uint64_t value_size = coding::DecodeFixed64(rest.data() + 8);
+            rest.remove_prefix(16);
+            Status put = txn.Put(rest.substr(0, key_size), rest.substr(key_size, value_size));
+            if (!put.ok()) return put;
+            rest.remove_prefix(key_size + value_size);
+          }
+          return Status::Ok();
+        },
+        touch_);
+    if (s.ok()) pending_.clear();
+    return s;
+  }
+
+  std::uint64_t applied_seq() const { return applied_seq_; }
+  const std::string& meta() const { return meta_; }
+
+ private:
+  Storage* storage_;
+  FillTxn touch_;
+  std::uint64_t chunk_bytes_;
+  std::string pending_;  // (fixed64 key size, fixed64 value size, key, value)*
+  std::uint64_t applied_seq_ = 0;
+  std::string meta_;
+};
+
+// The install for a snapshot that does not fit beside the data it replaces: one commit clears
+// the key space and sets the install mark (kInstallMeta: the path), commits of about
+// kInstallChunkBytes load the pairs (reusing the pages the clear freed), and the final commit
+// sets applied_seq, the epochs and the log restart mark and deletes the install mark. Until
+// that commit the store is partial, and only the install mark says so (Engine::Read refuses
+// meanwhile; Open installs again). *cleared: whether the clear committed (if not, nothing
+// changed: only_into_empty refused, or the clear itself failed). Ok: *applied is the
+// snapshot's sequence and the log restart is left to the caller (as for the one-transaction
+// install).
+Status LoadSnapshotChunked(Storage& storage, const std::string& path, bool only_into_empty,
+                           std::uint64_t* applied, bool* cleared) {
+  *cleared = false;
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return Status::IOError(fmt::format("cannot open snapshot file {}", path));
+  const FillTxn touch = [&path](Storage::WriteTxn& txn) { return txn.PutMeta(kInstallMeta, path); };
+  Status s = CommitSmall(storage, [&](Storage::WriteTxn& txn) {
+    if (const std::uint64_t keys = txn.KeyCount(); only_into_empty && keys > 0) {
+      return Status::InvalidArgument(fmt::format(
+          "the target received writes during the restore and holds {} keys now; restore only "
+          "into an empty master, or add FORCE to replace them",
+          keys));
+    }
+    Status c = txn.Clear();
+    return c.ok() ? touch(txn) : c;
+  });
+  if (!s.ok()) return s;
+  *cleared = true;
+  logging::Info(fmt::format(
+      "engine: the old key space is cleared; loading the snapshot in chunks (after a crash, the "
+      "next start installs {} again)",
+      path));
+  // So that the first chunk may use the pages the clear freed.
+  for (int i = 0; i < 2 && s.ok(); ++i) s = CommitSmall(storage, touch);
+  if (!s.ok()) return s;
+
+  const std::uint64_t max_map = storage.Stats().max_map_bytes;
+  ChunkedInstallVisitor visitor(
+      &storage, touch, std::clamp<std::uint64_t>(max_map / 16, 256 << 10, kInstallChunkBytes));
+  SnapshotDecoder decoder;
+  std::string chunk(1 << 20, '\0');
+  while (s.ok() && file) {
+    file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    s = decoder.Feed(std::string_view(chunk.data(), static_cast<std::size_t>(file.gcount())),
+                     visitor);
+  }
+  if (s.ok() && file.bad()) s = Status::IOError(fmt::format("cannot read snapshot file {}", path));
+  if (s.ok()) s = decoder.CheckFinished();
+  if (s.ok()) s = visitor.Flush();
+  if (!s.ok()) return s;
+  s = CommitWithRoom(
+      storage,
+      [&visitor](Storage::WriteTxn& txn) {
+        Status f = txn.SetAppliedSeq(visitor.applied_seq());
+        if (f.ok()) f = txn.PutMeta(kEpochsMeta, visitor.meta());
+        std::string restart;
+        coding::PutFixed64(&restart, visitor.applied_seq() + 1);
+        if (f.ok()) f = txn.PutMeta(kLogRestartMeta, restart);
+        if (f.ok()) f = txn.DeleteMeta(kInstallMeta);
+        return f;
+      },
+      touch);
+  if (s.ok()) *applied = visitor.applied_seq();
+  return s;
+}
+
+// After a chunked install that cannot complete: an empty key space without epoch history at a
+// sequence past everything the storage and the log have seen (so that nothing is replayed onto
+// it, and a replica's handshake, without an epoch, gets a full resync), with the log restart
+// mark set for just after it. *applied: that sequence.
+Status ResetToEmpty(Storage& storage, const Log& log, std::uint64_t* applied) {
+  std::uint64_t seq = log.last_seq();
+  {
+    auto snapshot = storage.Read();
+    if (!snapshot.ok()) return snapshot.status();
+    seq = std::max(seq, snapshot->AppliedSeq()) + 1;
+  }
+  Status s = CommitSmall(storage, [seq](Storage::WriteTxn& txn) {
+    Status f = txn.Clear();
+    if (f.ok()) f = txn.DeleteMeta(kEpochsMeta);
+    if (f.ok()) f = txn.SetAppliedSeq(seq);
+    std::string restart;
+    coding::PutFixed64(&restart, seq + 1);
+    if (f.ok()) f = txn.PutMeta(kLogRestartMeta, restart);
+    if (f.ok()) f = txn.DeleteMeta(kInstallMeta);
+    return f;
+  });
+  if (s.ok()) *applied = seq;
+  return s;
+}
+
+// At Open, before FinishLogRestart: completes a chunked install that a crash interrupted, from
+// its snapshot file (still present: nothing removes it before the engine is open). Without a
+// usable file, the store becomes empty and without history (ResetToEmpty) rather than serve
+// the partial key space or refuse to start for good.
+Status ResumeInstall(Storage& storage, const Log& log) {
+  std::string path;
+  {
+    auto snapshot = storage.Read();
+    if (!snapshot.ok()) return snapshot.status();
+    Status s = snapshot->GetMeta(kInstallMeta, &path);
+    if (s.IsNotFound()) return Status::Ok();
+    if (!s.ok()) return s;
+  }
+  logging::Warn(
+      fmt::format("engine: a snapshot install was interrupted; installing {} again", path));
+  std::uint64_t applied = 0;
+  bool cleared = false;
+  Status s = LoadSnapshotChunked(storage, path, /*only_into_empty=*/false, &applied, &cleared);
+  if (!s.ok()) {
+    logging::Error(fmt::format(
+        "engine: cannot finish the interrupted snapshot install from {}: {}; starting with an "
+        "empty store without history instead (a replica full-resyncs; on a master, restore the "
+        "backup again)",
+        path, s.ToString()));
+    s = ResetToEmpty(storage, log, &applied);
+  }
+  if (!s.ok()) return s;
+  return storage.Sync();
+}
+
 }  // namespace
 
 Status ApplyLoggedRecords(WriteContext& db, std::string_view records) {
@@ -424,6 +656,9 @@ struct Engine::Impl {
   std::atomic<bool> poisoned{false};
   std::atomic<std::uint64_t> visible_seq{0};  // committed_seq, for other threads
   std::atomic<std::uint64_t> durable_seq{0};  // see Engine::durable_seq()
+  // A chunked snapshot install has begun and not ended: the key space is partial, reads are
+  // refused (Engine::Read).
+  std::atomic<bool> installing{false};
   // Lock-free: observed by the writer role's holder, read by Stats() from any thread.
   metrics::Histogram fsync_seconds{metrics::Histogram::LatencyBounds()};
   metrics::Histogram batch_writes{metrics::Histogram::SizeBounds()};
@@ -443,6 +678,8 @@ struct Engine::Impl {
   void SyncAwaiting();
   void PublishCommitted();
   Status Install(const std::string& path, bool only_into_empty);
+  Status InstallInOneTxn(const std::string& path, bool only_into_empty, std::uint64_t* applied);
+  Status FinishInstall(std::uint64_t applied);
   Attempt TryGroup();
   Status RunOne(const WriteFn& fn, bool* put_attempted);
   void RunAlone(const Status& full_status);
@@ -799,10 +1036,77 @@ class InstallVisitor : public SnapshotVisitor {
 
 // Writer thread only, between batches. The storage commit (with the new applied_seq, epochs and
 // the log restart mark) is the atomic switch; the log restart follows, and Open redoes it if a
-// crash comes in between.
+// crash comes in between. A snapshot that does not fit in the map beside the data it replaces
+// (LMDB does not reuse the pages a transaction frees within that transaction) is installed in
+// chunks instead (LoadSnapshotChunked): no longer atomic, so reads are refused until it ends,
+// and a crash meanwhile makes Open install the file again.
 Status Engine::Impl::Install(const std::string& path, bool only_into_empty) {
   if (poisoned.load()) return PoisonStatus();
   std::uint64_t applied = 0;
+  Status s = InstallInOneTxn(path, only_into_empty, &applied);
+  if (!s.IsStorageFull()) {
+    if (!s.ok()) return s;
+    return FinishInstall(applied);
+  }
+  // Hopeless (the pairs alone exceed the map): refused while nothing has changed yet.
+  std::error_code ec;
+  const std::uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  if (const std::uint64_t max_map = storage->Stats().max_map_bytes; !ec && file_bytes > max_map) {
+    return Status::StorageFull(fmt::format(
+        "storage full: the snapshot ({} bytes) does not fit in max_map_bytes ({} bytes); raise "
+        "max_map_bytes",
+        file_bytes, max_map));
+  }
+  logging::Info(fmt::format(
+      "engine: the snapshot does not fit beside the data it replaces ({}); installing it in "
+      "chunks",
+      s.message()));
+  // Set before anything is cleared: readers are refused from now on. The snapshots taken
+  // before (a backup's, a full resync's) are waited for: while one is live LMDB cannot reuse
+  // the pages the clear frees, and the chunks would not fit.
+  installing.store(true);
+  if (Status w = storage->WaitForSnapshots(); !w.ok()) {
+    installing.store(false);
+    return w;
+  }
+  bool cleared = false;
+  s = LoadSnapshotChunked(*storage, path, only_into_empty, &applied, &cleared);
+  if (!s.ok() && !cleared) {
+    installing.store(false);
+    return s;  // nothing changed
+  }
+  if (!s.ok()) {
+    // The old data is gone and the new one does not fit (or the file failed now): an empty
+    // store, never a partial one.
+    logging::Error(fmt::format(
+        "engine: the snapshot install failed after the old data was cleared: {}; the store is "
+        "now empty and without history",
+        s.ToString()));
+    if (Status r = ResetToEmpty(*storage, *log, &applied); !r.ok()) {
+      Poison("a failed snapshot install", r);  // reads stay refused too (installing)
+      return PoisonStatus();
+    }
+    if (Status f = FinishInstall(applied); !f.ok()) return f;
+    installing.store(false);
+    const std::string after =
+        "; the old data was cleared first, and the store is now empty and without history";
+    if (s.IsStorageFull()) {
+      return Status::StorageFull(fmt::format(
+          "storage full: the snapshot does not fit in max_map_bytes even alone{} (raise "
+          "max_map_bytes and install again)",
+          after));
+    }
+    return Status::IOError(s.message() + after);
+  }
+  s = FinishInstall(applied);
+  if (s.ok()) installing.store(false);
+  return s;
+}
+
+// Writer thread only. The install in one transaction: atomic, and on any error nothing changes.
+// StorageFull when the snapshot and the data it replaces do not fit in the map together.
+Status Engine::Impl::InstallInOneTxn(const std::string& path, bool only_into_empty,
+                                     std::uint64_t* applied) {
   for (;;) {
     std::ifstream file(path, std::ios::binary);
     if (!file) return Status::IOError(fmt::format("cannot open snapshot file {}", path));
@@ -834,6 +1138,7 @@ Status Engine::Impl::Install(const std::string& path, bool only_into_empty) {
     std::string restart;
     coding::PutFixed64(&restart, visitor.applied_seq() + 1);
     if (s.ok()) s = txn.PutMeta(kLogRestartMeta, restart);
+    if (s.ok()) s = txn.DeleteMeta(kInstallMeta);
     if (s.ok()) s = txn.Commit();
     if (s.IsStorageFull()) {
       txn.Abort();
@@ -843,9 +1148,14 @@ Status Engine::Impl::Install(const std::string& path, bool only_into_empty) {
           fmt::format("storage full: the snapshot does not fit: {}", g.message()));
     }
     if (!s.ok()) return s;
-    applied = visitor.applied_seq();
-    break;
+    *applied = visitor.applied_seq();
+    return Status::Ok();
   }
+}
+
+// Writer thread only, once an install's storage commit (with the log restart mark) is done:
+// syncs it, restarts the log after applied and deletes the mark.
+Status Engine::Impl::FinishInstall(std::uint64_t applied) {
   if (Status s = storage->Sync(); !s.ok()) {
     Poison("a failed fsync after a snapshot install", s);
     return PoisonStatus();
@@ -1107,6 +1417,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   auto log = Log::Open(log_options);
   if (!log.ok()) return log.status();
 
+  if (Status s = ResumeInstall(**storage, **log); !s.ok()) return s;
   if (Status s = FinishLogRestart(**storage, **log); !s.ok()) return s;
   if (Status s = Recover(**storage, **log); !s.ok()) return s;
 
@@ -1233,8 +1544,21 @@ Result<EpochHistory> Engine::EpochsOf(const Storage::Snapshot& snapshot) {
   return DecodeEpochHistory(bytes);
 }
 
+Result<Storage::Snapshot> Engine::Read() {
+  // Checked after the snapshot is taken: a snapshot taken before a chunked install cleared the
+  // key space holds the old data, one taken after it sees installing set (it is set first).
+  auto snapshot = storage_->Read();
+  if (snapshot.ok() && impl_->installing.load()) {
+    return Status::Unavailable(
+        "a snapshot install is in progress (a full resync or a restore); try again when it is "
+        "done");
+  }
+  return snapshot;
+}
+
 Result<EpochHistory> Engine::Epochs() {
-  auto snapshot = Read();
+  // Not refused during a chunked install: the history is only replaced by its final commit.
+  auto snapshot = storage_->Read();
   if (!snapshot.ok()) return snapshot.status();
   return EpochsOf(*snapshot);
 }

@@ -154,8 +154,9 @@ class Engine {
   // client write can commit any more (a fenced old master, a replica). Any thread.
   void SetClientWriteRefusal(std::optional<std::string> refusal);
 
-  // A read snapshot of the latest committed state.
-  Result<Storage::Snapshot> Read() { return storage_->Read(); }
+  // A read snapshot of the latest committed state. Unavailable while a snapshot install that
+  // does not fit in one transaction loads in chunks (the key space is partial meanwhile).
+  Result<Storage::Snapshot> Read();
 
   // The newest sequence that is committed (durable per the fsync mode, and visible). Only
   // entries up to here may be shipped to replicas. On a replica with replicated_sync_delay, the
@@ -190,6 +191,12 @@ class Engine {
   // the file at path (snapshot_format.h), atomically: the file is checked while it is loaded
   // into one LMDB transaction, and on any error nothing changes. Afterwards the log restarts at
   // the snapshot's sequence + 1. Blocks until done; runs on the writer thread between batches.
+  // When the snapshot and the data it replaces do not fit in the map together, the install
+  // clears the key space and loads the snapshot in several commits instead, refusing reads
+  // until it ends; an install mark in the storage makes Open install the file again after a
+  // crash (nothing may remove the file before Open), or, without the file, start empty and
+  // without history. If such an install fails after the clear (the snapshot does not fit even
+  // alone), the store is left empty and without history, and the error says so.
   // only_into_empty (an online restore without FORCE): refuses (InvalidArgument, nothing
   // changed) a key space that holds any key, checked in the install's own write transaction just
   // before it clears the key space, so that no write can commit between the check and the

@@ -581,6 +581,20 @@ Status Storage::CloseReserve() {
   return impl.Remap(impl.put_limit_bytes);
 }
 
+Status Storage::WaitForSnapshots() {
+  Impl& impl = *impl_;
+  if (impl.write_open) {
+    return Status::InvalidArgument("WaitForSnapshots() called with a write transaction open");
+  }
+  impl.grow_pending.store(true, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> gate(impl.grow_gate);
+    std::unique_lock<std::shared_mutex> exclusive(impl.map_mutex);
+  }
+  impl.grow_pending.store(false, std::memory_order_release);
+  return Status::Ok();
+}
+
 Status Storage::Sync() {
   // Shared, like a snapshot: a Grow() must not remap the file under the sync.
   std::shared_lock<std::shared_mutex> map(impl_->map_mutex);

@@ -143,6 +143,12 @@ class Storage {
   Status OpenReserve();
   Status CloseReserve();
 
+  // Returns once no snapshot taken before the call is live (new readers wait behind it, as for
+  // Grow()). LMDB reuses a page freed by a commit only once no snapshot older than that commit
+  // is live: a large rewrite that depends on that reuse (a snapshot install in chunks) waits
+  // here first. Must not be called with a WriteTxn open, nor by a thread holding a snapshot.
+  Status WaitForSnapshots();
+
   // Flushes everything committed so far to disk (the checkpoint). IOError on failure. May run
   // on any thread while the writer commits (LMDB's sync takes no lock); a Grow() waits for it.
   Status Sync();

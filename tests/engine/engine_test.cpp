@@ -12,6 +12,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -1693,6 +1694,246 @@ TEST_CASE("without a delay, or in fsync interval, a replica's batch completes in
   applies.Apply(*engine, "b");
   CHECK(applies.completed() == 2);
   if (options.fsync == FsyncMode::kAlways) CHECK(engine->Stats().fsyncs == fsyncs + 2);
+}
+
+// ---- Installs that do not fit beside the data they replace -------------------------------------
+
+// A map of 4 MiB (3.75 MiB for puts); values of 3000 bytes take a page (4 KiB) each.
+EngineOptions SmallMapOptions(const std::string& dir) {
+  EngineOptions options = Options(dir);
+  options.max_map_bytes = 4 << 20;
+  return options;
+}
+
+std::vector<std::pair<std::string, std::string>> PagePairs(std::string_view prefix, int count) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int i = 0; i < count; ++i) {
+    pairs.emplace_back(fmt::format("{}{:05}", prefix, i), std::string(3000, prefix[0]));
+  }
+  return pairs;
+}
+
+void PutPairs(Engine& engine, const std::vector<std::pair<std::string, std::string>>& pairs) {
+  std::vector<WriteFn> writes;
+  for (const auto& [k, v] : pairs) writes.push_back(PutFn(k, v));
+  for (const Status& s : Run(engine, std::move(writes))) REQUIRE(s.ok());
+}
+
+// The key space in brief: "<keys> keys, <first key>..<last key>, <hash of Render>".
+std::string Summary(Engine& engine) {
+  const std::string all = Render(engine);
+  auto snap = engine.Read();
+  REQUIRE(snap.ok());
+  std::string first;
+  std::string last;
+  REQUIRE(snap->Scan("", false,
+                     [&](std::string_view k, std::string_view) {
+                       if (first.empty()) first = k;
+                       last = k;
+                       return true;
+                     })
+              .ok());
+  return fmt::format("{} keys, {}..{}, {:016x}", snap->KeyCount(), first, last,
+                     std::hash<std::string>{}(all));
+}
+
+std::string SummaryOf(const std::vector<std::pair<std::string, std::string>>& pairs) {
+  std::string all;
+  for (const auto& [k, v] : pairs) all.append(k).append("=").append(v).append(";");
+  return fmt::format("{} keys, {}..{}, {:016x}", pairs.size(), pairs.front().first,
+                     pairs.back().first, std::hash<std::string>{}(all));
+}
+
+TEST_CASE("a snapshot that fits only without the data it replaces is installed in chunks") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  const auto snapshot = PagePairs("n", 400);  // 1.6 MiB
+  WriteSnapshot(path, 500, EncodeEpochHistory({{2, 0x2, 40}}), snapshot, 64 << 10);
+  {
+    auto engine = OpenEngine(SmallMapOptions(dir.path()));
+    PutPairs(*engine, PagePairs("o", 600));  // 2.4 MiB: with the snapshot's, over 3.75 MiB
+    REQUIRE(engine->Stats().storage.keys == 600);
+
+    // Readers during the install see the old or the new key space, or are refused: never a
+    // part of the new one.
+    std::atomic<bool> stop{false};
+    std::atomic<int> partial{0};
+    std::atomic<int> other_errors{0};
+    std::thread reader([&] {  // no Catch2 assertions here: they are not thread-safe
+      while (!stop.load()) {
+        auto snap = engine->Read();
+        if (!snap.ok()) {
+          if (snap.status().code() != Status::Code::kUnavailable) other_errors.fetch_add(1);
+          continue;
+        }
+        const std::uint64_t keys = snap->KeyCount();
+        if (keys != 600 && keys != 400) partial.fetch_add(1);
+      }
+    });
+    Status s = engine->InstallSnapshot(path);
+    stop.store(true);
+    reader.join();
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    CHECK(partial.load() == 0);
+    CHECK(other_errors.load() == 0);
+    CHECK(Summary(*engine) == SummaryOf(snapshot));
+    CHECK(engine->committed_seq() == 500);
+    CHECK(RenderEpochs(*engine) == "2:0000000000000002@40,");
+    CHECK(RenderLog(*engine, 1).rfind("NotFound", 0) == 0);
+    CHECK_FALSE(engine->Stats().poisoned);
+    auto done = RunWithSeq(*engine, {PutFn("after", "1")});
+    CHECK(Codes(done.statuses) == "OK,");
+    CHECK(done.committed_seq == 501);
+  }
+  auto engine = OpenEngine(SmallMapOptions(dir.path()));
+  auto expected = snapshot;
+  expected.insert(expected.begin(), {"after", "1"});
+  CHECK(Summary(*engine) == SummaryOf(expected));
+  CHECK(engine->committed_seq() == 501);
+  CHECK(RenderEpochs(*engine) == "2:0000000000000002@40,");
+}
+
+TEST_CASE("a chunked install into a non-empty key space is refused when only_into_empty") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  WriteSnapshot(path, 500, "", PagePairs("n", 400), 64 << 10);
+  auto engine = OpenEngine(SmallMapOptions(dir.path()));
+  const auto old = PagePairs("o", 600);
+  PutPairs(*engine, old);
+  Status s = engine->InstallSnapshot(path, /*only_into_empty=*/true);
+  CHECK(s.code() == Status::Code::kInvalidArgument);
+  CHECK(Summary(*engine) == SummaryOf(old));
+}
+
+TEST_CASE("a snapshot too large for the map even alone leaves an empty store without history") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  WriteSnapshot(path, 5000, EncodeEpochHistory({{2, 0x2, 40}}), PagePairs("n", 1100), 64 << 10);
+  std::uint64_t seq = 0;
+  {
+    auto engine = OpenEngine(SmallMapOptions(dir.path()));
+    PutPairs(*engine, PagePairs("o", 300));
+    Epoch local;
+    REQUIRE(Codes(Run(*engine, {OpenEpochFn(0x99, &local)})) == "OK,");
+    const std::uint64_t before = engine->committed_seq();
+    Status s = engine->InstallSnapshot(path);
+    INFO(s.ToString());
+    CHECK(s.IsStorageFull());
+    CHECK(s.message().find("even alone") != std::string::npos);
+    CHECK(s.message().find("empty and without history") != std::string::npos);
+    CHECK(Render(*engine).empty());
+    CHECK(RenderEpochs(*engine).empty());
+    CHECK(engine->committed_seq() > before);  // past the old log: nothing is replayed onto it
+    CHECK_FALSE(engine->Stats().poisoned);
+    auto done = RunWithSeq(*engine, {PutFn("after", "1")});
+    CHECK(Codes(done.statuses) == "OK,");
+    seq = done.committed_seq;
+  }
+  auto engine = OpenEngine(SmallMapOptions(dir.path()));
+  CHECK(Render(*engine) == "after=1;");
+  CHECK(engine->committed_seq() == seq);
+  CHECK(RenderEpochs(*engine).empty());
+}
+
+TEST_CASE("a snapshot larger than the whole map is refused before anything changes") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  WriteSnapshot(path, 5000, "", PagePairs("n", 1500), 64 << 10);  // 4.5 MB
+  auto engine = OpenEngine(SmallMapOptions(dir.path()));
+  const auto old = PagePairs("o", 300);
+  PutPairs(*engine, old);
+  Status s = engine->InstallSnapshot(path);
+  INFO(s.ToString());
+  CHECK(s.IsStorageFull());
+  CHECK(s.message().find("does not fit in max_map_bytes") != std::string::npos);
+  CHECK(Summary(*engine) == SummaryOf(old));
+}
+
+TEST_CASE("a chunked install waits for the snapshots taken before it") {
+  // A live snapshot keeps LMDB from reusing the pages the clear frees: without the wait, the
+  // chunks would not fit and the store would end up empty.
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  const auto snapshot = PagePairs("n", 400);
+  WriteSnapshot(path, 500, "", snapshot, 64 << 10);
+  auto engine = OpenEngine(SmallMapOptions(dir.path()));
+  const auto old = PagePairs("o", 600);
+  PutPairs(*engine, old);
+  std::optional<Storage::Snapshot> backup;
+  {
+    auto taken = engine->Read();
+    REQUIRE(taken.ok());
+    backup.emplace(std::move(taken).value());
+  }
+  auto install = std::async(std::launch::async, [&] { return engine->InstallSnapshot(path); });
+  CHECK(install.wait_for(std::chrono::milliseconds(500)) == std::future_status::timeout);
+  CHECK(backup->KeyCount() == 600);  // the old data, as of the snapshot
+  backup.reset();
+  Status s = install.get();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  CHECK(Summary(*engine) == SummaryOf(snapshot));
+}
+
+// The storage as a chunked install leaves it when a crash comes before its final commit: the
+// key space cleared and partly loaded, and the engine's install mark naming the file (the
+// mark's name is the engine's, see kInstallMeta in engine.cpp).
+void SeedInterruptedInstall(const std::string& data_dir, const std::string& path,
+                            const std::vector<std::pair<std::string, std::string>>& loaded) {
+  StorageOptions so;
+  so.dir = data_dir + "/db";
+  so.max_map_bytes = 4 << 20;
+  auto storage = Storage::Open(so);
+  REQUIRE(storage.ok());
+  auto txn = (*storage)->BeginWrite();
+  REQUIRE(txn.ok());
+  REQUIRE(txn->Clear().ok());
+  REQUIRE(txn->PutMeta("install_pending", path).ok());
+  for (const auto& [key, value] : loaded) REQUIRE(txn->Put(key, value).ok());
+  REQUIRE(txn->Commit().ok());
+  REQUIRE((*storage)->Sync().ok());
+}
+
+TEST_CASE("a chunked install interrupted by a crash is finished at the next open") {
+  TempDir dir;
+  testing::TempDir files("kvstore_engine_test_snapshot");
+  const std::string path = files.path() + "/snapshot";
+  const auto snapshot = PagePairs("n", 400);
+  WriteSnapshot(path, 500, EncodeEpochHistory({{2, 0x2, 40}}), snapshot, 64 << 10);
+  std::uint64_t old_seq = 0;
+  {
+    auto engine = OpenEngine(SmallMapOptions(dir.path()));
+    PutPairs(*engine, PagePairs("o", 600));
+    old_seq = engine->committed_seq();
+  }
+  SeedInterruptedInstall(dir.path(), path, {snapshot.begin(), snapshot.begin() + 100});
+
+  SECTION("from the snapshot file, still there") {
+    auto engine = OpenEngine(SmallMapOptions(dir.path()));
+    CHECK(Summary(*engine) == SummaryOf(snapshot));
+    CHECK(engine->committed_seq() == 500);
+    CHECK(RenderEpochs(*engine) == "2:0000000000000002@40,");
+    CHECK(RenderLog(*engine, 1).rfind("NotFound", 0) == 0);
+    auto done = RunWithSeq(*engine, {PutFn("after", "1")});
+    CHECK(done.committed_seq == 501);
+    CHECK(RenderLog(*engine, 501) == "501:put:after=1;");
+  }
+  SECTION("without the file: an empty store without history, past the old log") {
+    fs::remove(path);
+    auto engine = OpenEngine(SmallMapOptions(dir.path()));
+    CHECK(Render(*engine).empty());
+    CHECK(RenderEpochs(*engine).empty());
+    CHECK(engine->committed_seq() == old_seq + 1);
+    auto done = RunWithSeq(*engine, {PutFn("after", "1")});
+    CHECK(done.committed_seq == old_seq + 2);
+    CHECK(RenderLog(*engine, old_seq + 2) == fmt::format("{}:put:after=1;", old_seq + 2));
+  }
 }
 
 }  // namespace
