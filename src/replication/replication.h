@@ -37,8 +37,10 @@
 // 4. Full resync. The master writes one snapshot file (a read transaction while writes go on)
 //    that every replica asking meanwhile shares, and pins its log from the snapshot's sequence
 //    until the replicas caught up. The replica stores the stream in a file aside, checks it, and
-//    only then installs it in one atomic transaction (Engine::InstallSnapshot): a master dying
-//    mid-sync leaves the replica's old data intact.
+//    only then installs it (Engine::InstallSnapshot): a master dying mid-sync leaves the
+//    replica's old data intact. The install is one atomic transaction, or, when the new data
+//    fits the map only without the old, chunks under an install mark that the next start
+//    resumes from the same file.
 //
 // 5. Promotion. When MASTER_ORDINAL names this pod, a replica asks its master to fence
 //    (REPLFAILOVER: stop taking writes, report the final sequence), catches up to it, then opens
