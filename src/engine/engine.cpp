@@ -165,8 +165,13 @@ class BatchContext : public WriteContext {
 
   Status ApplyLogged(const LogRecordView& record) override {
     if (record.seq != NextSeq()) {
-      return Status::Corruption(
-          fmt::format("replicated entry {} would be applied as {}", record.seq, NextSeq()));
+      // Seen after an earlier apply of the same stream failed (a full map, say): the applies
+      // queued behind it no longer follow on. The link reconnects and resumes from what was
+      // applied; nothing stored is damaged.
+      return Status::Corruption(fmt::format(
+          "replicated entry {} does not follow this pod's last entry (the next here is {}; an "
+          "earlier apply failed?)",
+          record.seq, NextSeq()));
     }
     if (record.type == LogEntry::Type::kPut) put_attempted_ = true;
     Status s = ApplyEntry(*txn_, record.seq, record.type, record.key, record.value);
