@@ -57,8 +57,8 @@ Status CheckDataDir(const std::string& dir) {
   }
   if (err == ENOSPC || err == EDQUOT) {
     // Writable, but full: that is no bad setting. The server starts and serves reads; writes
-    // fail with "storage full" until space is freed (a master that cannot open its epoch on it
-    // says so and exits with kExitRuntimeError).
+    // fail with "storage full" until space is freed (a master that cannot open its epoch yet
+    // opens it then: ReplicationManager::OpenEpochWhenSpaceIsFreed).
     logging::Warn("the data volume is full: writes will fail until space is freed",
                   {{"data_dir", dir}, {"error", std::strerror(err)}});
     return Status::Ok();

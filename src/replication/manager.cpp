@@ -98,7 +98,13 @@ std::optional<std::string> ReadRecord(const std::string& data_dir, std::string_v
 
 void RemoveRecord(const std::string& data_dir, std::string_view name) {
   std::error_code ignored;
-  std::filesystem::remove(RecordPath(data_dir, name), ignored);
+  if (!std::filesystem::remove(RecordPath(data_dir, name), ignored)) return;
+  const std::string dir = data_dir + "/replication";
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);  // removed for good before what follows it
+    ::close(dir_fd);
+  }
 }
 
 }  // namespace
@@ -168,8 +174,10 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     RefuseWrites("READONLY this pod is being promoted to master");
     logging::Info("starting as master after following " + previous_master +
                   ": catching up with it first");
-    StartLink(previous_master);
-    asio::co_spawn(strand_, Promote(previous_master), asio::detached);
+    // As patient as a live promotion (promotion_timeout_ms): the old master may be restarting
+    // too. A longer wait would hold the master role back as long whenever the old master is
+    // gone for good, the usual reason to move it.
+    asio::co_spawn(strand_, Promote(previous_master, options_.promotion_timeout), asio::detached);
   } else if (role.master) {
     {
       std::lock_guard lock(mu_);
@@ -186,12 +194,13 @@ Status ReplicationManager::Start(const RoleTarget& role) {
       Announce("master");
       epoch_retry_ = std::make_unique<asio::steady_timer>(strand_);
       asio::post(strand_, [this] { OpenEpochWhenSpaceIsFreed(); });
-      return Status::Ok();
+    } else if (!opened.ok()) {
+      return opened;
+    } else {
+      if (!role.standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
+      RefuseWrites(std::nullopt);
+      Announce("master");
     }
-    if (!opened.ok()) return opened;
-    if (!role.standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
-    RefuseWrites(std::nullopt);
-    Announce("master");
   } else {
     {
       std::lock_guard lock(mu_);
@@ -200,6 +209,7 @@ Status ReplicationManager::Start(const RoleTarget& role) {
       // (it may hold writes no other pod has), so it serves it, as a master demoted while it
       // runs does, until it attaches to its new master.
       demoted_unattached_ = !role.standalone && last_role == "master";
+      attached_master_ = previous_master;
     }
     RefuseWrites(std::string(kReplicaRefusal));
     StartLink(role.master_address);
@@ -708,6 +718,8 @@ void ReplicationManager::StartLink(const std::string& address) {
     link = std::make_shared<ReplicaLink>(io_, *this, address, previous);
     master_address_ = address;
     link_ = link;
+    // The clean-stop record vouches for this pod's data against one master only.
+    if (resumed_ && resumed_->master_address != address) resumed_.reset();
   }
   if (previous) previous->Stop();
   logging::Info("replication link: following " + address);
@@ -734,9 +746,12 @@ void ReplicationManager::OnLinkAttached() {
     fenced_ = false;
     failover_state_ = "no-failover";
     master = master_address_;
+    attached_master_ = master_address_;
+    resumed_.reset();  // attached for real: the clean-stop record has served
   }
-  WriteRecord(options_.data_dir, kLastRoleRecord, "replica\n" + master);
+  // The fence first: a crash in between must not leave a stale fence on a pod that follows.
   RemoveRecord(options_.data_dir, kFencedRecord);
+  WriteRecord(options_.data_dir, kLastRoleRecord, "replica\n" + master);
   // A demoted master served its old replicas until now, so a promoted one could catch up from
   // it; now that it follows the new master, they must re-point there.
   if (close_feeds) CloseFeeds();
@@ -779,8 +794,7 @@ bool ReplicationManager::CatchUpWithNewerReplica(const std::string& address) {
   // Its replicas follow a history that is about to grow from elsewhere: they come back once
   // this pod is master again, and find their place on that history.
   CloseFeeds();
-  StartLink(address);
-  asio::co_spawn(strand_, Promote(address), asio::detached);
+  asio::co_spawn(strand_, Promote(address, options_.promotion_timeout), asio::detached);
   return true;
 }
 
@@ -788,24 +802,43 @@ void ReplicationManager::Fence(std::string requester, std::function<void(std::st
   {
     std::lock_guard lock(mu_);
     // A standalone server has no replica to hand over to: nothing would ever lift the fence.
-    const char* refusal = standalone_              ? "replication is disabled on this server"
-                          : !ServesHistoryLocked() ? "this pod is not the master"
-                                                   : nullptr;
-    if (refusal != nullptr) {
+    std::string refusal =
+        standalone_ ? "replication is disabled on this server"
+        : !ServesHistoryLocked()
+            ? std::string("this pod is not the master") +
+                  (role_ == Role::kReplica && !master_address_.empty()
+                       // Promote follows it to the master of the history:
+                       // the one it last attached to, else the one it follows.
+                       ? " (it is a replica of " + master_address_ +
+                             (attached_master_.empty() ? std::string()
+                                                       : ", last attached to " + attached_master_) +
+                             ")"
+                       : std::string())
+            : std::string();
+    if (!refusal.empty()) {
       std::string reply;
-      resp::AppendError(&reply, std::string("ERR REPLFAILOVER: ") + refusal);
+      resp::AppendError(&reply, "ERR REPLFAILOVER: " + refusal);
       done(reply);
       return;
     }
     fenced_ = true;
     failover_state_ = "failover-in-progress";
   }
-  // Before the reply: a restart with a configuration that still names this pod stays fenced.
-  WriteRecord(options_.data_dir, kFencedRecord, requester);
   logging::Warn("fenced: writes refused while " + requester + " takes over as master");
   // A demoted master already refuses writes (as a replica); keep its wording then.
   if (writes_open_.load()) {
     RefuseWrites("READONLY this pod is handing over the master role to " + requester);
+  }
+  // Before the reply: a restart with a configuration that still names this pod stays fenced.
+  // Not recorded (a full volume), the fence would hold only until a restart: the promoting pod
+  // gets an error instead of the final sequence, and tries again.
+  if (!WriteRecord(options_.data_dir, kFencedRecord, requester)) {
+    std::string reply;
+    resp::AppendError(&reply,
+                      "ERR REPLFAILOVER: cannot record the fence on this pod's volume; writes "
+                      "stay refused here, try again");
+    done(reply);
+    return;
   }
   // The barrier: once it completes, every client write that will ever commit here has.
   engine_.Submit(
@@ -845,7 +878,7 @@ void ReplicationManager::ApplyRole(const RoleTarget& target) {
                 {{"target", target.master ? "master" : "replica of " + target.master_address}});
   if (target.master) {
     if (role == Role::kReplica) {
-      asio::co_spawn(strand_, Promote(old_master), asio::detached);
+      asio::co_spawn(strand_, Promote(old_master, options_.promotion_timeout), asio::detached);
     }
     return;
   }
@@ -936,21 +969,34 @@ asio::awaitable<void> ReplicationManager::CatchUpWith(std::uint64_t final_seq) {
   }
 }
 
-asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
+asio::awaitable<void> ReplicationManager::Promote(std::string old_master,
+                                                  std::chrono::milliseconds fence_patience) {
+  bool need_link = false;
   {
     std::lock_guard lock(mu_);
     role_ = Role::kPromoting;
     failover_state_ = "waiting-for-sync";
+    need_link = !old_master.empty() && (!link_ || link_->master_address() != old_master);
   }
   RefuseWrites("READONLY this pod is being promoted to master");
   logging::Info("promotion: fencing the old master and catching up",
                 {{"old_master", old_master.empty() ? "(none)" : old_master}});
-  std::string host, port;
+  // The catch-up runs on a link to the old master (a live promotion has it already).
+  if (need_link) StartLink(old_master);
   std::optional<std::uint64_t> final_seq;
-  std::string why;
-  if (replication_wire::SplitAddress(old_master, &host, &port)) {
-    const std::string me = options_.ordinal >= 0 ? "ordinal " + std::to_string(options_.ordinal)
-                                                 : "a promoted replica";
+  std::string why = "no old master address is known";
+  const std::string me =
+      options_.ordinal >= 0 ? "ordinal " + std::to_string(options_.ordinal) : "a promoted replica";
+  // Tried again until fence_patience: after a restart of every pod (a promotion by restart, all
+  // pods started at once) the old master may not listen yet, and it holds the writes this pod
+  // must catch up with. A pod that answers it is a replica of another master is not the old
+  // master any more: the history moved on there (a chain of promotions), so the fence goes to
+  // that master instead, a few hops at most.
+  const auto deadline = std::chrono::steady_clock::now() + fence_patience;
+  asio::steady_timer pause(strand_);
+  int redirects = 0;
+  std::string host, port;
+  while (replication_wire::SplitAddress(old_master, &host, &port)) {
     ClientOptions client_options;
     client_options.host = host;
     client_options.port = std::atoi(port.c_str());
@@ -962,35 +1008,41 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
       if (!client.ok()) return client.status();
       return (*client)->Call({"REPLFAILOVER", me});
     };
-    // Tried again until promotion_timeout: after a restart of every pod (a promotion by
-    // restart, all pods started at once) the old master may not listen yet, and it holds the
-    // writes this pod must catch up with.
-    const auto deadline = std::chrono::steady_clock::now() + options_.promotion_timeout;
-    asio::steady_timer pause(strand_);
-    for (;;) {
-      std::function<Result<resp::Value>()> attempt = fence;
-      std::function<void()> nothing_meanwhile;
-      auto reply = co_await RunOffStrand<Result<resp::Value>>(std::move(attempt),
-                                                              std::move(nothing_meanwhile));
-      if (!reply.ok()) {
-        why = reply.status().message();
-      } else if (reply->type != resp::Value::Type::kInteger) {
-        why = reply->is_error() ? reply->str : "unexpected reply";
-      } else {
-        final_seq = static_cast<std::uint64_t>(reply->integer);
-        break;
-      }
-      bool promoting = false;
-      {
-        std::lock_guard lock(mu_);
-        promoting = target_.master && !shut_down_;
-      }
-      if (!promoting || std::chrono::steady_clock::now() >= deadline) break;
-      pause.expires_after(std::chrono::milliseconds(200));
-      co_await pause.async_wait(kUseTuple);
+    std::function<void()> nothing_meanwhile;
+    auto reply =
+        co_await RunOffStrand<Result<resp::Value>>(std::move(fence), std::move(nothing_meanwhile));
+    if (reply.ok() && reply->type == resp::Value::Type::kInteger) {
+      final_seq = static_cast<std::uint64_t>(reply->integer);
+      break;
     }
-  } else {
-    why = "no old master address is known";
+    why = !reply.ok() ? reply.status().message()
+                      : (reply->is_error() ? reply->str : std::string("unexpected reply"));
+    auto named_after = [&why](std::string_view label) {
+      const auto at = why.find(label);
+      if (at == std::string::npos) return std::string();
+      std::string name = why.substr(at + label.size());
+      return name.substr(0, name.find_first_of("), "));
+    };
+    std::string next = named_after("last attached to ");
+    if (next.empty() || next == old_master) next = named_after("a replica of ");
+    if (redirects < 3) {
+      if (!next.empty() && next != old_master) {
+        logging::Info("promotion: the old master follows another master now; fencing that one",
+                      {{"old_master", old_master}, {"its_master", next}});
+        old_master = next;
+        ++redirects;
+        StartLink(old_master);
+        continue;
+      }
+    }
+    bool promoting = false;
+    {
+      std::lock_guard lock(mu_);
+      promoting = target_.master && !shut_down_;
+    }
+    if (!promoting || std::chrono::steady_clock::now() >= deadline) break;
+    pause.expires_after(std::chrono::milliseconds(200));
+    co_await pause.async_wait(kUseTuple);
   }
   if (final_seq) {
     co_await CatchUpWith(*final_seq);
@@ -1023,8 +1075,25 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
     co_return;
   }
   if (!OpenEpoch().ok()) {
-    // Stay read-only: taking writes without an epoch would make divergence undetectable.
-    logging::Error("promotion failed: cannot open an epoch; writes stay refused");
+    // Stay read-only: taking writes without an epoch would make divergence undetectable. Try
+    // the whole promotion again in a second (fence, catch-up, epoch) while the configuration
+    // still names this pod; once it names another, follow that one as a replica.
+    logging::Error("promotion failed: cannot open an epoch; writes stay refused, trying again");
+    pause.expires_after(std::chrono::seconds(1));
+    co_await pause.async_wait(kUseTuple);
+    RoleTarget target;
+    {
+      std::lock_guard lock(mu_);
+      if (shut_down_) co_return;
+      target = target_;
+      if (!target.master) role_ = Role::kReplica;
+    }
+    if (target.master) {
+      asio::co_spawn(strand_, Promote(old_master, fence_patience), asio::detached);
+    } else {
+      RefuseWrites(std::string(kReplicaRefusal));
+      if (!target.master_address.empty()) StartLink(target.master_address);
+    }
     co_return;
   }
   {
@@ -1034,8 +1103,8 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
     failover_state_ = "no-failover";
     master_address_.clear();
   }
-  WriteRecord(options_.data_dir, kLastRoleRecord, "master");
   RemoveRecord(options_.data_dir, kFencedRecord);
+  WriteRecord(options_.data_dir, kLastRoleRecord, "master");
   RefuseWrites(std::nullopt);
   logging::Info("promotion: this pod is now the master");
   Announce("master");

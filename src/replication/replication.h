@@ -224,7 +224,9 @@ class ReplicationManager final : public ReplicationContext {
   };
   void RecordCleanStop(const LinkStatus& last);
   void ResumeCleanStop(const std::string& master_address);
-  asio::awaitable<void> Promote(std::string old_master);
+  // Fences old_master (trying for fence_patience, following "a replica of X" answers), catches
+  // up with it, then opens an epoch; again in a second if the epoch cannot open.
+  asio::awaitable<void> Promote(std::string old_master, std::chrono::milliseconds fence_patience);
   asio::awaitable<void> CatchUpWith(std::uint64_t final_seq);
   void Announce(const std::string& role);
   // REQUIRES: mu_ held. Whether this pod's log may be served to replicas.
@@ -245,16 +247,17 @@ class ReplicationManager final : public ReplicationContext {
   bool restoring_ = false;     // GUARDED_BY(mu_) (InstallRestoredSnapshot)
   // A demoted master whose link has not attached yet: its log is still its own history, so it
   // keeps serving replicas and answering REPLFAILOVER (the new master catches up from it).
-  bool demoted_unattached_ = false;               // GUARDED_BY(mu_)
-  RoleTarget target_;                             // GUARDED_BY(mu_) what the config says
-  bool shut_down_ = false;                        // GUARDED_BY(mu_)
-  std::optional<std::string> refusal_;            // GUARDED_BY(mu_)
-  std::string failover_state_ = "no-failover";    // GUARDED_BY(mu_)
-  std::string master_address_;                    // GUARDED_BY(mu_)
-  std::shared_ptr<ReplicaLink> link_;             // GUARDED_BY(mu_)
-  std::optional<CleanStop> resumed_;              // GUARDED_BY(mu_) (ResumeCleanStop)
-  std::map<std::uint64_t, FeedInfo> feeds_;       // GUARDED_BY(mu_)
-  std::uint64_t next_feed_id_ = 1;                // GUARDED_BY(mu_)
+  bool demoted_unattached_ = false;             // GUARDED_BY(mu_)
+  RoleTarget target_;                           // GUARDED_BY(mu_) what the config says
+  bool shut_down_ = false;                      // GUARDED_BY(mu_)
+  std::optional<std::string> refusal_;          // GUARDED_BY(mu_)
+  std::string failover_state_ = "no-failover";  // GUARDED_BY(mu_)
+  std::string master_address_;                  // GUARDED_BY(mu_)
+  std::string attached_master_;              // GUARDED_BY(mu_) the master a link last attached to
+  std::shared_ptr<ReplicaLink> link_;        // GUARDED_BY(mu_)
+  std::optional<CleanStop> resumed_;         // GUARDED_BY(mu_) (ResumeCleanStop)
+  std::map<std::uint64_t, FeedInfo> feeds_;  // GUARDED_BY(mu_)
+  std::uint64_t next_feed_id_ = 1;           // GUARDED_BY(mu_)
   std::vector<std::shared_ptr<Waiter>> waiters_;  // GUARDED_BY(mu_)
   Epoch epoch_;                                   // GUARDED_BY(mu_)
   std::atomic<bool> writes_open_{true};           // fast path of WriteRefusal

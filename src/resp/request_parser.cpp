@@ -213,7 +213,7 @@ RequestParser::ParseStatus RequestParser::ParseMultibulk(std::vector<std::string
             limits_.max_multibulk_count) {
       return Fail("invalid multibulk length");
     }
-    if (unauthenticated_ && static_cast<std::uint64_t>(count) > kMaxUnauthenticatedArgs) {
+    if (unauthenticated_ && count > static_cast<std::int64_t>(kMaxUnauthenticatedArgs)) {
       return Fail("unauthenticated multibulk length");
     }
     if (count <= 0) {  // Redis ignores "*0" and "*-1" without replying

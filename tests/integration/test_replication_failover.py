@@ -498,3 +498,30 @@ def test_a_fenced_master_stays_fenced_across_a_restart(make_cluster):
     assert cluster.digest(0) == digest
     assert not missing_keys(cluster, 0, "c")
     assert resync_counters(cluster, 0)[0] == 0
+
+
+# A chain of promotions 0 -> 1 -> 2 with kvstore-2 down in between: it last followed kvstore-0,
+# which now follows another master. The promotion follows kvstore-0's answer to the pod whose
+# history is newest (kvstore-1, the master it last attached to), instead of taking over with
+# its stale copy (which erased every write of kvstore-1's epoch on all pods).
+def test_a_promotion_follows_a_chain_of_promotions_to_the_newest_history(make_cluster):
+    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
+    cluster.start_all()
+    fill(cluster, 0, "a")
+    cluster.wait_converged()
+    assert cluster.stop(2) == 0
+    cluster.set_master_ordinal(1, pods=[0, 1])
+    wait_role(cluster, 1, "master")
+    wait_role(cluster, 0, "slave", master=1)
+    fill(cluster, 1, "e")  # kvstore-1's epoch: kvstore-2 never saw it
+    cluster.set_master_ordinal(2)
+    cluster.wait_until(lambda: cluster.role(1)[0] == "slave", 20, "kvstore-1 to be demoted")
+    cluster.start(2)
+    wait_role(cluster, 2, "master")
+    wait_role(cluster, 0, "slave", master=2)
+    wait_role(cluster, 1, "slave", master=2)
+    digest = cluster.wait_converged()
+    for n in range(3):
+        assert cluster.digest(n) == digest
+        assert not missing_keys(cluster, n, "e"), f"kvstore-{n} lost kvstore-1's writes"
+    assert log_lines(cluster, 2, "fencing that one")

@@ -104,6 +104,11 @@ TEST_CASE("unauthenticated requests are held to what AUTH needs, as in Redis", "
   parser.Feed("*1\r\n$16385\r\n");
   CHECK(Drain(&parser) == "error: Protocol error: unauthenticated bulk length");
 
+  RequestParser empty;  // "*-1" and "*0" are ignored as always, not taken for 2^64 - 1
+  empty.set_unauthenticated(true);
+  empty.Feed("*-1\r\n*0\r\n");
+  CHECK(Drain(&empty) == "need-more");
+
   RequestParser many;
   many.set_unauthenticated(true);
   many.Feed("*11\r\n");
