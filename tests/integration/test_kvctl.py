@@ -463,18 +463,26 @@ def test_retention_as_pid_1_removes_an_old_tmp_1(module_server, r, tmp_path):
     assert not stale.exists(), result.stdout
 
 
-def test_a_shared_snapshot_keeps_its_own_creation_time(make_server, tmp_path):
-    # With nothing written since, the server hands a second backup the same snapshot: the
-    # header's created is when that snapshot was taken, not when the second backup ran.
+def test_a_backups_creation_time_is_its_snapshots(make_server, tmp_path):
+    # The header's created is when the snapshot was taken. Two backups in a row, with nothing
+    # written between them, each get their own snapshot (a finished backup's file is deleted
+    # at once: a full copy of the key space on the data volume), so each has its own time.
+    from datetime import datetime, timezone
     server = make_server()
     server.client().set("k", "v")
     summaries = []
     for name in ("first", "second"):
+        before = datetime.now(timezone.utc).replace(microsecond=0)
         ok(run_kvctl(server.port, "backup", "--out", tmp_path / f"{name}.kvbackup"))
+        after = datetime.now(timezone.utc)
         result = ok(run_kvctl(server.port, "backup", "verify", tmp_path / f"{name}.kvbackup"))
-        summaries.append(dict(part.split("=", 1) for part in result.stdout.decode().split()
-                              if "=" in part))
+        summary = dict(part.split("=", 1) for part in result.stdout.decode().split() if "=" in part)
+        created = datetime.strptime(summary["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=timezone.utc)
+        assert before <= created <= after, (before, summary, after)
+        summaries.append(summary)
         time.sleep(1.2)  # created has whole seconds
     first, second = summaries
     assert first["seq"] == second["seq"], summaries
-    assert first["created"] == second["created"], summaries
+    assert first["created"] < second["created"], summaries
+    assert not list((server.data_dir / "backup").glob("full-*"))
