@@ -405,6 +405,14 @@ def missing_keys(cluster, n, prefix, count=100):
     return [k for k, v in zip(keys, values) if v != prefix.encode()]
 
 
+def assert_converged_with(cluster, prefix):
+    """Every pod ends with the same key space, holding every write fill() made with prefix."""
+    digest = cluster.wait_converged()
+    for n in range(len(cluster.pods)):
+        assert cluster.digest(n) == digest, f"kvstore-{n} differs"
+        assert not missing_keys(cluster, n, prefix), f"kvstore-{n} lost acknowledged writes"
+
+
 # A pod made master while it was down or behind: its start as master must not make its stale
 # copy the history. It was a replica of kvstore-0, so it catches up with kvstore-0 first.
 def test_promotion_to_a_pod_that_was_down_catches_up_first(make_cluster):
@@ -421,10 +429,7 @@ def test_promotion_to_a_pod_that_was_down_catches_up_first(make_cluster):
     wait_role(cluster, 2, "master")
     wait_role(cluster, 0, "slave", master=2)
     wait_role(cluster, 1, "slave", master=2)
-    digest = cluster.wait_converged()
-    for n in range(3):
-        assert cluster.digest(n) == digest
-        assert not missing_keys(cluster, n, "b"), f"kvstore-{n} lost acknowledged writes"
+    assert_converged_with(cluster, "b")
     for n in (0, 1):
         assert resync_counters(cluster, n)[0] == 0, f"kvstore-{n} needed a full resync"
     assert log_lines(cluster, 2, "caught up with the old master's final sequence")
@@ -446,10 +451,7 @@ def test_promotion_by_restart_loses_nothing_when_the_replicas_stop_first(make_cl
     for n in (1, 2, 0):  # the new master first: it waits for the old one to listen
         cluster.start(n)
     wait_role(cluster, 1, "master")
-    digest = cluster.wait_converged()
-    for n in range(3):
-        assert cluster.digest(n) == digest
-        assert not missing_keys(cluster, n, "b"), f"kvstore-{n} lost acknowledged writes"
+    assert_converged_with(cluster, "b")
     assert resync_counters(cluster, 0)[0] == 0, "the old master needed a full resync"
 
 
@@ -470,10 +472,7 @@ def test_a_fenced_master_that_missed_a_change_catches_up_with_its_successor(make
     wait_role(cluster, 2, "slave", master=0)
     cluster.wait_until(lambda: cluster.call(0, "SET", "d", "d") == "OK", 20,
                        "kvstore-0 to take writes again")
-    digest = cluster.wait_converged()
-    for n in range(3):
-        assert cluster.digest(n) == digest
-        assert not missing_keys(cluster, n, "c"), f"kvstore-{n} lost kvstore-1's writes"
+    assert_converged_with(cluster, "c")
     assert log_lines(cluster, 0, "catching up with it before taking the master role back")
     assert resync_counters(cluster, 1)[0] == 0, "kvstore-1 was resynced"
 
@@ -520,8 +519,5 @@ def test_a_promotion_follows_a_chain_of_promotions_to_the_newest_history(make_cl
     wait_role(cluster, 2, "master")
     wait_role(cluster, 0, "slave", master=2)
     wait_role(cluster, 1, "slave", master=2)
-    digest = cluster.wait_converged()
-    for n in range(3):
-        assert cluster.digest(n) == digest
-        assert not missing_keys(cluster, n, "e"), f"kvstore-{n} lost kvstore-1's writes"
+    assert_converged_with(cluster, "e")
     assert log_lines(cluster, 2, "fencing that one")

@@ -23,6 +23,18 @@ def job_pod(target):
     return cronjob(target)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
+def assert_admitted_not_served(objs, labels):
+    """The NetworkPolicy admits pods with these labels (a Job's) to 5555, and no Service selects
+    them (they are clients, not endpoints)."""
+    policy = find(objs, "NetworkPolicy", "kvstore")
+    sources = [s.get("podSelector", {}).get("matchLabels") for rule in policy["spec"]["ingress"]
+               if {"port": 5555, "protocol": "TCP"} in rule["ports"] for s in rule["from"]]
+    assert labels in sources
+    for service in (o for o in objs if o["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        assert not all(labels.get(k) == v for k, v in selector.items()), service["metadata"]
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_cronjob_is_daily_forbids_overlap_and_limits_retries_and_history(target):
     spec = cronjob(target)["spec"]
@@ -54,16 +66,8 @@ def test_cronjob_uses_the_image_the_secret_and_the_backup_volume(target):
     assert pod["enableServiceLinks"] is False
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
-    # The NetworkPolicy admits the job's pods to 5555.
-    policy = find(objs, "NetworkPolicy", "kvstore")
-    labels = cronjob(target)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-    sources = [s.get("podSelector", {}).get("matchLabels") for rule in policy["spec"]["ingress"]
-               if {"port": 5555, "protocol": "TCP"} in rule["ports"] for s in rule["from"]]
-    assert labels in sources
-    # ...and is not an endpoint of the Services.
-    for service in (o for o in objs if o["kind"] == "Service"):
-        selector = service["spec"]["selector"]
-        assert not all(labels.get(k) == v for k, v in selector.items()), service["metadata"]
+    assert_admitted_not_served(
+        objs, cronjob(target)["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"])
 
 
 def test_cronjob_command_parses_with_the_real_kvctl(tmp_path):
@@ -147,15 +151,7 @@ def test_the_restore_component_adds_only_a_job_that_restores_into_the_master(ove
     [volume] = pod["volumes"]
     assert volume["persistentVolumeClaim"]["claimName"] == "kvstore-backup"
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] >= 5
-    # The NetworkPolicy admits the Job's pods to 5555, and no Service selects them.
-    labels = job["spec"]["template"]["metadata"]["labels"]
-    policy = find(objs, "NetworkPolicy", "kvstore")
-    sources = [s.get("podSelector", {}).get("matchLabels") for rule in policy["spec"]["ingress"]
-               if {"port": 5555, "protocol": "TCP"} in rule["ports"] for s in rule["from"]]
-    assert labels in sources
-    for service in (o for o in objs if o["kind"] == "Service"):
-        selector = service["spec"]["selector"]
-        assert not all(labels.get(k) == v for k, v in selector.items()), service["metadata"]
+    assert_admitted_not_served(objs, job["spec"]["template"]["metadata"]["labels"])
     path = tmp_path / "restore.yaml"
     path.write_text(text)
     result = subprocess.run(["node", str(HERE / "validate.mjs"), str(path)], capture_output=True,
