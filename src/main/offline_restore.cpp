@@ -14,6 +14,7 @@
 #include <filesystem>
 
 #include "engine/engine.h"
+#include "replication/replication.h"
 #include "snapshot/backup_file.h"
 
 namespace kvstore {
@@ -169,6 +170,7 @@ int RunOfflineRestore(const Config& config, const RoleDecision& role,
   if (!has_store) {
     if (Status s = RemoveMarker(marker); !s.ok()) return Refuse(s.message());
   }
+  ReplicationManager::ForgetRoleHistory(dir);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   Say(

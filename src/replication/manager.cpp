@@ -131,6 +131,12 @@ ReplicationManager::~ReplicationManager() {
   engine_.SetRetentionPin(nullptr);
 }
 
+void ReplicationManager::ForgetRoleHistory(const std::string& data_dir) {
+  for (std::string_view record : {kLastRoleRecord, kFencedRecord, kCleanStopRecord}) {
+    RemoveRecord(data_dir, record);
+  }
+}
+
 Status ReplicationManager::Start(const RoleTarget& role) {
   {
     std::lock_guard lock(mu_);

@@ -107,6 +107,11 @@ class ReplicationManager final : public ReplicationContext {
   ReplicationManager(asio::io_context& io, Engine& engine, ReplicationOptions options);
   ~ReplicationManager() override;
 
+  // Removes the role records of the pod whose data directory this is (what it was last, a
+  // fence, a clean stop): after an offline restore they describe a history the store no longer
+  // has, and a start as master would catch up with its old master over the restored data.
+  static void ForgetRoleHistory(const std::string& data_dir);
+
   // Takes the initial role: a master opens a new epoch (blocking until durable), a replica
   // starts following. Then starts watching for role changes. IOError if the epoch cannot open.
   Status Start(const RoleTarget& role);

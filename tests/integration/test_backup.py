@@ -293,6 +293,18 @@ def test_offline_restore_and_if_empty(make_server, tmp_path):
     assert refused.returncode == 1 and b"--force" in refused.stderr, refused
     usage = run_kvstore(["restore", "--data-dir", str(data)])
     assert usage.returncode == 2
+    # With --force, the pod's role records go too: they describe the replaced history (a pod
+    # that was a replica would start as master by catching up with its old master, over the
+    # restored data).
+    records = data / "replication"
+    records.mkdir(exist_ok=True)
+    for name, text in (("last-role", "replica\n127.0.0.1:1\n"), ("fenced", "ordinal 1"),
+                       ("replica-stopped-attached", "127.0.0.1:1\n5\n")):
+        (records / name).write_text(text)
+    forced = run_kvstore(["restore", "--from", str(file), "--data-dir", str(data), "--force"])
+    assert forced.returncode == 0, forced
+    assert not [p.name for p in records.iterdir() if not p.name.startswith("full-")
+                and not p.name.endswith(".kvsnap")], list(records.iterdir())
 
 
 def test_retention_keeps_exactly_n_files(make_server, tmp_path):
