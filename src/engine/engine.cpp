@@ -350,6 +350,47 @@ Status FinishLogRestart(Storage& storage, Log& log) {
 
 using FillTxn = std::function<Status(Storage::WriteTxn&)>;
 
+// A restore without FORCE installs only into an empty key space, checked in the transaction that
+// clears it: a write acknowledged meanwhile is never wiped (the restore is refused instead).
+Status RefuseIfNotEmpty(Storage::WriteTxn& txn, bool only_into_empty) {
+  if (const std::uint64_t keys = txn.KeyCount(); only_into_empty && keys > 0) {
+    return Status::InvalidArgument(fmt::format(
+        "the target received writes during the restore and holds {} keys now; restore only into "
+        "an empty master, or add FORCE to replace them",
+        keys));
+  }
+  return Status::Ok();
+}
+
+// Feeds the whole snapshot file to visitor through a decoder, checking that it ends properly.
+Status FeedSnapshotFile(std::ifstream& file, const std::string& path, SnapshotVisitor& visitor) {
+  SnapshotDecoder decoder;
+  std::string chunk(1 << 20, '\0');
+  Status s;
+  while (s.ok() && file) {
+    file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    s = decoder.Feed(std::string_view(chunk.data(), static_cast<std::size_t>(file.gcount())),
+                     visitor);
+  }
+  if (s.ok() && file.bad()) s = Status::IOError(fmt::format("cannot read snapshot file {}", path));
+  if (s.ok()) s = decoder.CheckFinished();
+  return s;
+}
+
+// The end of an install, in its last transaction: the store is at applied (with that history;
+// none when epochs is null), the log restarts just after it, and no chunked install is pending.
+Status SetInstalledPosition(Storage::WriteTxn& txn, std::uint64_t applied,
+                            const std::string* epochs) {
+  Status s = txn.SetAppliedSeq(applied);
+  if (s.ok())
+    s = epochs != nullptr ? txn.PutMeta(kEpochsMeta, *epochs) : txn.DeleteMeta(kEpochsMeta);
+  std::string restart;
+  coding::PutFixed64(&restart, applied + 1);
+  if (s.ok()) s = txn.PutMeta(kLogRestartMeta, restart);
+  if (s.ok()) s = txn.DeleteMeta(kInstallMeta);
+  return s;
+}
+
 // Runs fill in a write transaction and commits it; a transaction that fill or the commit finds
 // full is aborted and runs once more in the storage's reserve (for small bookkeeping commits).
 Status CommitSmall(Storage& storage, const FillTxn& fill) {
@@ -469,13 +510,8 @@ Status LoadSnapshotChunked(Storage& storage, const std::string& path, bool only_
   if (!file) return Status::IOError(fmt::format("cannot open snapshot file {}", path));
   const FillTxn touch = [&path](Storage::WriteTxn& txn) { return txn.PutMeta(kInstallMeta, path); };
   Status s = CommitSmall(storage, [&](Storage::WriteTxn& txn) {
-    if (const std::uint64_t keys = txn.KeyCount(); only_into_empty && keys > 0) {
-      return Status::InvalidArgument(fmt::format(
-          "the target received writes during the restore and holds {} keys now; restore only "
-          "into an empty master, or add FORCE to replace them",
-          keys));
-    }
-    Status c = txn.Clear();
+    Status c = RefuseIfNotEmpty(txn, only_into_empty);
+    if (c.ok()) c = txn.Clear();
     return c.ok() ? touch(txn) : c;
   });
   if (!s.ok()) return s;
@@ -491,27 +527,13 @@ Status LoadSnapshotChunked(Storage& storage, const std::string& path, bool only_
   const std::uint64_t max_map = storage.Stats().max_map_bytes;
   ChunkedInstallVisitor visitor(
       &storage, touch, std::clamp<std::uint64_t>(max_map / 16, 256 << 10, kInstallChunkBytes));
-  SnapshotDecoder decoder;
-  std::string chunk(1 << 20, '\0');
-  while (s.ok() && file) {
-    file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-    s = decoder.Feed(std::string_view(chunk.data(), static_cast<std::size_t>(file.gcount())),
-                     visitor);
-  }
-  if (s.ok() && file.bad()) s = Status::IOError(fmt::format("cannot read snapshot file {}", path));
-  if (s.ok()) s = decoder.CheckFinished();
+  s = FeedSnapshotFile(file, path, visitor);
   if (s.ok()) s = visitor.Flush();
   if (!s.ok()) return s;
   s = CommitWithRoom(
       storage,
       [&visitor](Storage::WriteTxn& txn) {
-        Status f = txn.SetAppliedSeq(visitor.applied_seq());
-        if (f.ok()) f = txn.PutMeta(kEpochsMeta, visitor.meta());
-        std::string restart;
-        coding::PutFixed64(&restart, visitor.applied_seq() + 1);
-        if (f.ok()) f = txn.PutMeta(kLogRestartMeta, restart);
-        if (f.ok()) f = txn.DeleteMeta(kInstallMeta);
-        return f;
+        return SetInstalledPosition(txn, visitor.applied_seq(), &visitor.meta());
       },
       touch);
   if (s.ok()) *applied = visitor.applied_seq();
@@ -531,13 +553,7 @@ Status ResetToEmpty(Storage& storage, const Log& log, std::uint64_t* applied) {
   }
   Status s = CommitSmall(storage, [seq](Storage::WriteTxn& txn) {
     Status f = txn.Clear();
-    if (f.ok()) f = txn.DeleteMeta(kEpochsMeta);
-    if (f.ok()) f = txn.SetAppliedSeq(seq);
-    std::string restart;
-    coding::PutFixed64(&restart, seq + 1);
-    if (f.ok()) f = txn.PutMeta(kLogRestartMeta, restart);
-    if (f.ok()) f = txn.DeleteMeta(kInstallMeta);
-    return f;
+    return f.ok() ? SetInstalledPosition(txn, seq, /*epochs=*/nullptr) : f;
   });
   if (s.ok()) *applied = seq;
   return s;
@@ -1120,30 +1136,10 @@ Status Engine::Impl::InstallInOneTxn(const std::string& path, bool only_into_emp
     Storage::WriteTxn txn = std::move(begun).value();
     // Every write acknowledged so far is committed (installs run between batches), so this
     // transaction sees it; nothing else commits until this one ends.
-    if (const std::uint64_t keys = txn.KeyCount(); only_into_empty && keys > 0) {
-      return Status::InvalidArgument(fmt::format(
-          "the target received writes during the restore and holds {} keys now; restore only "
-          "into an empty master, or add FORCE to replace them",
-          keys));
-    }
+    if (Status refused = RefuseIfNotEmpty(txn, only_into_empty); !refused.ok()) return refused;
     InstallVisitor visitor(&txn);
-    SnapshotDecoder decoder;
-    std::string chunk(1 << 20, '\0');
-    Status s;
-    while (s.ok() && file) {
-      file.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      s = decoder.Feed(std::string_view(chunk.data(), static_cast<std::size_t>(file.gcount())),
-                       visitor);
-    }
-    if (s.ok() && file.bad())
-      s = Status::IOError(fmt::format("cannot read snapshot file {}", path));
-    if (s.ok()) s = decoder.CheckFinished();
-    if (s.ok()) s = txn.SetAppliedSeq(visitor.applied_seq());
-    if (s.ok()) s = txn.PutMeta(kEpochsMeta, visitor.meta());
-    std::string restart;
-    coding::PutFixed64(&restart, visitor.applied_seq() + 1);
-    if (s.ok()) s = txn.PutMeta(kLogRestartMeta, restart);
-    if (s.ok()) s = txn.DeleteMeta(kInstallMeta);
+    Status s = FeedSnapshotFile(file, path, visitor);
+    if (s.ok()) s = SetInstalledPosition(txn, visitor.applied_seq(), &visitor.meta());
     if (s.ok()) s = txn.Commit();
     if (s.IsStorageFull()) {
       txn.Abort();
