@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/files.h"
 #include "engine/engine.h"
 #include "replication/replication.h"
 #include "snapshot/backup_file.h"
@@ -26,18 +27,6 @@ int Refuse(const std::string& message) {
 }
 
 void Say(const std::string& message) { std::printf("kvstore restore: %s\n", message.c_str()); }
-
-// fsync of a directory, so that a file created or removed in it stays so after a power loss.
-Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int error = errno;
-    if (fd >= 0) ::close(fd);
-    return Status::IOError("cannot sync " + dir + ": " + std::strerror(error));
-  }
-  ::close(fd);
-  return Status::Ok();
-}
 
 Status WriteMarker(const std::string& path) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

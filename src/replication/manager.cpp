@@ -13,6 +13,7 @@
 #include <thread>
 #include <tuple>
 
+#include "common/files.h"
 #include "common/logging.h"
 #include "kvstore/client.h"
 #include "replication/feed.h"
@@ -77,11 +78,7 @@ bool WriteRecord(const std::string& data_dir, std::string_view name, const std::
   if (fd >= 0) ::close(fd);
   ok = ok && ::rename(temporary.c_str(), path.c_str()) == 0;
   if (ok) {
-    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-      ::fsync(dir_fd);
-      ::close(dir_fd);
-    }
+    (void)SyncDirectory(dir);
   } else {
     std::filesystem::remove(temporary, ec);
     logging::Warn("replication: cannot write a role record", {{"path", path}});
@@ -99,12 +96,7 @@ std::optional<std::string> ReadRecord(const std::string& data_dir, std::string_v
 void RemoveRecord(const std::string& data_dir, std::string_view name) {
   std::error_code ignored;
   if (!std::filesystem::remove(RecordPath(data_dir, name), ignored)) return;
-  const std::string dir = data_dir + "/replication";
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);  // removed for good before what follows it
-    ::close(dir_fd);
-  }
+  (void)SyncDirectory(data_dir + "/replication");  // removed for good before what follows it
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <sstream>
 #include <vector>
 
+#include "common/files.h"
 #include "snapshot/backup_file.h"
 
 namespace kvctl {
@@ -347,11 +348,7 @@ int Backup(const kvstore::ClientOptions& options, const std::string& out, int ke
     return kExitFailed;
   }
   // The rename is durable once the directory is synced.
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  if (int dir_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
+  (void)kvstore::SyncDirectory(target.has_parent_path() ? target.parent_path().string() : ".");
   const double seconds = progress.Seconds();
   const std::uint64_t size = fs::file_size(target, ec);
   std::printf(
