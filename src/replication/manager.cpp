@@ -175,7 +175,7 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     // As patient as a live promotion (promotion_timeout_ms): the old master may be restarting
     // too. A longer wait would hold the master role back as long whenever the old master is
     // gone for good, the usual reason to move it.
-    asio::co_spawn(strand_, Promote(previous_master, options_.promotion_timeout), asio::detached);
+    asio::co_spawn(strand_, Promote(previous_master), asio::detached);
   } else if (role.master) {
     {
       std::lock_guard lock(mu_);
@@ -195,8 +195,7 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     } else if (!opened.ok()) {
       return opened;
     } else {
-      if (!role.standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
-      RefuseWrites(std::nullopt);
+      TakeWrites();
       Announce("master");
     }
   } else {
@@ -648,8 +647,16 @@ std::optional<std::string> ReplicationManager::FeedRefusal() const {
   if (restoring_) return std::string("NOTMASTER this pod is restoring a backup; try again");
   if (ServesHistoryLocked()) return std::nullopt;
   // A demoted master keeps serving the replicas it had until it follows its new master.
-  return std::string("NOTMASTER this pod is not the master (it is ") +
-         (role_ == Role::kPromoting ? "being promoted" : "a replica of " + master_address_) + ")";
+  return "NOTMASTER " + NotMasterLocked();
+}
+
+std::string ReplicationManager::NotMasterLocked() const {
+  if (role_ == Role::kPromoting) return "this pod is not the master (it is being promoted)";
+  // Promote follows the addresses to the master of the history: the one it last attached to,
+  // else the one it follows.
+  return "this pod is not the master (it is a replica of " + master_address_ +
+         (attached_master_.empty() ? std::string() : ", last attached to " + attached_master_) +
+         ")";
 }
 
 bool ReplicationManager::RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip,
@@ -755,6 +762,16 @@ void ReplicationManager::OnLinkAttached() {
   if (close_feeds) CloseFeeds();
 }
 
+void ReplicationManager::TakeWrites() {
+  bool standalone = false;
+  {
+    std::lock_guard lock(mu_);
+    standalone = standalone_;
+  }
+  if (!standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
+  RefuseWrites(std::nullopt);
+}
+
 void ReplicationManager::OpenEpochWhenSpaceIsFreed() {
   epoch_retry_->expires_after(std::chrono::seconds(1));
   epoch_retry_->async_wait([this](std::error_code ec) {
@@ -768,13 +785,7 @@ void ReplicationManager::OpenEpochWhenSpaceIsFreed() {
       OpenEpochWhenSpaceIsFreed();
       return;
     }
-    bool standalone = false;
-    {
-      std::lock_guard lock(mu_);
-      standalone = standalone_;
-    }
-    if (!standalone) WriteRecord(options_.data_dir, kLastRoleRecord, "master");
-    RefuseWrites(std::nullopt);
+    TakeWrites();
     logging::Info("space freed: the master opened its epoch and takes writes");
   });
 }
@@ -792,7 +803,7 @@ bool ReplicationManager::CatchUpWithNewerReplica(const std::string& address) {
   // Its replicas follow a history that is about to grow from elsewhere: they come back once
   // this pod is master again, and find their place on that history.
   CloseFeeds();
-  asio::co_spawn(strand_, Promote(address, options_.promotion_timeout), asio::detached);
+  asio::co_spawn(strand_, Promote(address), asio::detached);
   return true;
 }
 
@@ -800,19 +811,9 @@ void ReplicationManager::Fence(std::string requester, std::function<void(std::st
   {
     std::lock_guard lock(mu_);
     // A standalone server has no replica to hand over to: nothing would ever lift the fence.
-    std::string refusal =
-        standalone_ ? "replication is disabled on this server"
-        : !ServesHistoryLocked()
-            ? std::string("this pod is not the master") +
-                  (role_ == Role::kReplica && !master_address_.empty()
-                       // Promote follows it to the master of the history:
-                       // the one it last attached to, else the one it follows.
-                       ? " (it is a replica of " + master_address_ +
-                             (attached_master_.empty() ? std::string()
-                                                       : ", last attached to " + attached_master_) +
-                             ")"
-                       : std::string())
-            : std::string();
+    const std::string refusal = standalone_              ? "replication is disabled on this server"
+                                : !ServesHistoryLocked() ? NotMasterLocked()
+                                                         : std::string();
     if (!refusal.empty()) {
       std::string reply;
       resp::AppendError(&reply, "ERR REPLFAILOVER: " + refusal);
@@ -876,7 +877,7 @@ void ReplicationManager::ApplyRole(const RoleTarget& target) {
                 {{"target", target.master ? "master" : "replica of " + target.master_address}});
   if (target.master) {
     if (role == Role::kReplica) {
-      asio::co_spawn(strand_, Promote(old_master, options_.promotion_timeout), asio::detached);
+      asio::co_spawn(strand_, Promote(old_master), asio::detached);
     }
     return;
   }
@@ -967,8 +968,7 @@ asio::awaitable<void> ReplicationManager::CatchUpWith(std::uint64_t final_seq) {
   }
 }
 
-asio::awaitable<void> ReplicationManager::Promote(std::string old_master,
-                                                  std::chrono::milliseconds fence_patience) {
+asio::awaitable<void> ReplicationManager::Promote(std::string old_master) {
   bool need_link = false;
   {
     std::lock_guard lock(mu_);
@@ -985,12 +985,12 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master,
   std::string why = "no old master address is known";
   const std::string me =
       options_.ordinal >= 0 ? "ordinal " + std::to_string(options_.ordinal) : "a promoted replica";
-  // Tried again until fence_patience: after a restart of every pod (a promotion by restart, all
+  // Tried again until promotion_timeout: after a restart of every pod (a promotion by restart, all
   // pods started at once) the old master may not listen yet, and it holds the writes this pod
   // must catch up with. A pod that answers it is a replica of another master is not the old
   // master any more: the history moved on there (a chain of promotions), so the fence goes to
   // that master instead, a few hops at most.
-  const auto deadline = std::chrono::steady_clock::now() + fence_patience;
+  const auto deadline = std::chrono::steady_clock::now() + options_.promotion_timeout;
   asio::steady_timer pause(strand_);
   int redirects = 0;
   std::string host, port;
@@ -1087,7 +1087,7 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master,
       if (!target.master) role_ = Role::kReplica;
     }
     if (target.master) {
-      asio::co_spawn(strand_, Promote(old_master, fence_patience), asio::detached);
+      asio::co_spawn(strand_, Promote(old_master), asio::detached);
     } else {
       RefuseWrites(std::string(kReplicaRefusal));
       if (!target.master_address.empty()) StartLink(target.master_address);
@@ -1102,8 +1102,7 @@ asio::awaitable<void> ReplicationManager::Promote(std::string old_master,
     master_address_.clear();
   }
   RemoveRecord(options_.data_dir, kFencedRecord);
-  WriteRecord(options_.data_dir, kLastRoleRecord, "master");
-  RefuseWrites(std::nullopt);
+  TakeWrites();
   logging::Info("promotion: this pod is now the master");
   Announce("master");
 }

@@ -159,6 +159,9 @@ class ReplicationManager final : public ReplicationContext {
 
   // Called by feeds (any strand).
   std::optional<std::string> FeedRefusal() const;  // why this pod cannot serve a replica now
+  // REQUIRES: mu_ held, and the pod not serving history. Why, naming its master and the one it
+  // last attached to (FeedRefusal, and Fence's refusal, which Promote follows).
+  std::string NotMasterLocked() const;
   bool RegisterFeed(std::shared_ptr<ReplicaFeed> feed, const std::string& ip, int port, int ordinal,
                     std::uint64_t needed_from, std::uint64_t acked);
   void SetFeedState(std::uint64_t id, const char* state);
@@ -229,9 +232,11 @@ class ReplicationManager final : public ReplicationContext {
   };
   void RecordCleanStop(const LinkStatus& last);
   void ResumeCleanStop(const std::string& master_address);
-  // Fences old_master (trying for fence_patience, following "a replica of X" answers), catches
-  // up with it, then opens an epoch; again in a second if the epoch cannot open.
-  asio::awaitable<void> Promote(std::string old_master, std::chrono::milliseconds fence_patience);
+  // Fences old_master (trying for promotion_timeout, following "a replica of X" answers),
+  // catches up with it, then opens an epoch; again in a second if the epoch cannot open.
+  asio::awaitable<void> Promote(std::string old_master);
+  // A master whose epoch is open: records the role (with replication on) and takes writes.
+  void TakeWrites();
   asio::awaitable<void> CatchUpWith(std::uint64_t final_seq);
   void Announce(const std::string& role);
   // REQUIRES: mu_ held. Whether this pod's log may be served to replicas.
