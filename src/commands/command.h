@@ -38,6 +38,11 @@ struct DispatcherOptions {
   std::uint64_t max_exec_reply_bytes = 1ull << 30;
 };
 
+// Whether the client must still authenticate: a password is set and it has not given it.
+inline bool AuthPending(const DispatcherOptions& options, const ClientState& client) {
+  return !options.requirepass.empty() && !client.authenticated;
+}
+
 class ScanCursors;
 struct CommandSpec;
 

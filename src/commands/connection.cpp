@@ -118,7 +118,7 @@ Outcome Hello(CommandContext& c) {
       return Outcome::Replied();
     }
   }
-  if (!c.options.requirepass.empty() && !c.client.authenticated) {
+  if (AuthPending(c.options, c.client)) {
     resp::AppendError(c.out,
                       "NOAUTH HELLO must be called with the client already authenticated, "
                       "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "

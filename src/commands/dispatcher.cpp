@@ -208,7 +208,7 @@ const CommandSpec* Dispatcher::Lookup(std::string_view command) const {
 
 Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& args,
                             ClientState& client, SnapshotLender& reads, std::string* out) {
-  const bool auth_required = !options_.requirepass.empty() && !client.authenticated;
+  const bool auth_required = AuthPending(options_, client);
   if (auth_required && (spec == nullptr || !(spec->flags & kFlagNoAuth))) {
     // In Redis' order: an unknown command or a wrong arity is reported before the missing login.
     if (spec == nullptr) {

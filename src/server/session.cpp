@@ -394,7 +394,7 @@ bool Session::QueryBufferOverLimit() {
 resp::RequestParser::ParseStatus Session::NextRequest() {
   // Before AUTH, requests are held to what AUTH needs. Set per request: the AUTH just run may
   // have lifted it (a read run's further requests cannot change it).
-  parser_.set_unauthenticated(!dispatcher_.options().requirepass.empty() && !client_.authenticated);
+  parser_.set_unauthenticated(AuthPending(dispatcher_.options(), client_));
   if (!lookahead_) return parser_.Next(&args_);
   const auto status = *lookahead_;
   lookahead_.reset();
