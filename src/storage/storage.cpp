@@ -181,6 +181,19 @@ struct Storage::Impl {
   // Sets the map size once no snapshot is live (LMDB rounds it up to the pages in use). A
   // larger map is reserved on disk first; if that fails the map keeps its size.
   // wait_for_snapshots false: Unavailable, and no change, if a snapshot is live now.
+  // Runs work once every live snapshot has ended, holding new ones back meanwhile (they wait
+  // at the gate while grow_pending is set, so a stream of readers cannot starve it).
+  template <typename Work>
+  void WithSnapshotsDrained(Work work) {
+    grow_pending.store(true, std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> gate(grow_gate);
+      std::unique_lock<std::shared_mutex> exclusive(map_mutex);
+      work();
+    }
+    grow_pending.store(false, std::memory_order_release);
+  }
+
   Status Remap(std::uint64_t bytes, bool wait_for_snapshots = true) {
     if (write_open) return Status::InvalidArgument("cannot resize the map with a write open");
     const auto snapshots_live = [] { return Status::Unavailable("snapshots are open"); };
@@ -195,15 +208,9 @@ struct Storage::Impl {
     }
     int rc;
     if (wait_for_snapshots) {
-      grow_pending.store(true, std::memory_order_release);
-      {
-        std::lock_guard<std::mutex> gate(grow_gate);
-        std::unique_lock<std::shared_mutex> exclusive(map_mutex);
-        // Pooled transactions are reset: they hold no pointer into the map, and renew reads the
-        // meta pages again from the new mapping.
-        rc = mdb_env_set_mapsize(env, bytes);
-      }
-      grow_pending.store(false, std::memory_order_release);
+      // Pooled transactions are reset: they hold no pointer into the map, and renew reads the
+      // meta pages again from the new mapping.
+      WithSnapshotsDrained([&] { rc = mdb_env_set_mapsize(env, bytes); });
     } else {
       std::unique_lock<std::shared_mutex> exclusive(map_mutex, std::try_to_lock);
       if (!exclusive.owns_lock()) return snapshots_live();
@@ -586,12 +593,7 @@ Status Storage::WaitForSnapshots() {
   if (impl.write_open) {
     return Status::InvalidArgument("WaitForSnapshots() called with a write transaction open");
   }
-  impl.grow_pending.store(true, std::memory_order_release);
-  {
-    std::lock_guard<std::mutex> gate(impl.grow_gate);
-    std::unique_lock<std::shared_mutex> exclusive(impl.map_mutex);
-  }
-  impl.grow_pending.store(false, std::memory_order_release);
+  impl.WithSnapshotsDrained([] {});
   return Status::Ok();
 }
 
