@@ -114,17 +114,23 @@ def test_a_replica_killed_during_a_chunked_install_restarts_with_old_or_complete
     assert old != new
 
 
-def test_an_online_restore_larger_than_half_the_targets_map(make_server, tmp_path):
+def backup_and_target_over_half_its_map(make_server, tmp_path):
+    """A backup of a KEYS-key space, and a server (max map 32 MiB) over half full with other
+    keys, to restore it into. Returns (the backup file, its DIGEST, the target)."""
     source = make_server(env=master_env())
     fill(source.client(), b"restored:", fill_byte=b"r")
     backup(source, tmp_path / "b.kvbackup")
     expected = digest(source)
-
     target = make_server(args=MAX_MAP, env=master_env())
     fill(target.client(), b"old:")
     info = target.client().info("memory")
     assert used_fraction(info) > 0.55, info
-    result = kvctl(target.port, "restore", tmp_path / "b.kvbackup", "--force")
+    return tmp_path / "b.kvbackup", expected, target
+
+
+def test_an_online_restore_larger_than_half_the_targets_map(make_server, tmp_path):
+    file, expected, target = backup_and_target_over_half_its_map(make_server, tmp_path)
+    result = kvctl(target.port, "restore", file, "--force")
     assert result.returncode == 0, result.stderr.decode() + target.logs()[-3000:]
     assert digest(target) == expected
     assert target.client().dbsize() == KEYS
@@ -138,17 +144,9 @@ def test_an_online_restore_larger_than_half_the_targets_map(make_server, tmp_pat
 
 
 def test_an_offline_restore_larger_than_half_the_targets_map(make_server, tmp_path):
-    source = make_server(env=master_env())
-    fill(source.client(), b"restored:", fill_byte=b"r")
-    backup(source, tmp_path / "b.kvbackup")
-    expected = digest(source)
-
-    target = make_server(args=MAX_MAP, env=master_env())
-    fill(target.client(), b"old:")
-    info = target.client().info("memory")
-    assert used_fraction(info) > 0.55, info
+    file, expected, target = backup_and_target_over_half_its_map(make_server, tmp_path)
     assert target.stop() == 0
-    result = run_kvstore(["restore", "--from", str(tmp_path / "b.kvbackup"), "--data-dir",
+    result = run_kvstore(["restore", "--from", str(file), "--data-dir",
                           str(target.data_dir), "--force", *MAX_MAP], timeout=120)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"installing it in chunks" in result.stdout + result.stderr

@@ -239,6 +239,15 @@ def fill(cluster, n, prefix, count=100):
     cluster.client(n).mset({f"{prefix}{i}": prefix for i in range(count)})
 
 
+def three_pods_holding_a(make_cluster):
+    """Three pods (kvstore-0 the master), converged on 100 keys a0..a99 written to kvstore-0."""
+    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
+    cluster.start_all()
+    fill(cluster, 0, "a")
+    cluster.wait_converged()
+    return cluster
+
+
 def test_sync_mode_planned_promotion_with_writers_loses_nothing(make_cluster):
     cluster = make_cluster(size=3, extra_args=["--replication-mode", "sync",
                                                "--sync-replicas", "1",
@@ -281,10 +290,7 @@ def test_back_and_forth_planned_promotions(make_cluster):
 
 
 def test_replica_down_during_promotion_resumes_from_the_new_master(make_cluster):
-    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
-    cluster.start_all()
-    fill(cluster, 0, "a")
-    cluster.wait_converged()
+    cluster = three_pods_holding_a(make_cluster)
     assert cluster.stop(2) == 0
     cluster.set_master_ordinal(1)
     wait_role(cluster, 1, "master")
@@ -416,10 +422,7 @@ def assert_converged_with(cluster, prefix):
 # A pod made master while it was down or behind: its start as master must not make its stale
 # copy the history. It was a replica of kvstore-0, so it catches up with kvstore-0 first.
 def test_promotion_to_a_pod_that_was_down_catches_up_first(make_cluster):
-    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
-    cluster.start_all()
-    fill(cluster, 0, "a")
-    cluster.wait_converged()
+    cluster = three_pods_holding_a(make_cluster)
     cluster.kill(2)
     fill(cluster, 0, "b")  # acknowledged by kvstore-0 only (and kvstore-1)
     cluster.set_master_ordinal(2)
@@ -439,10 +442,7 @@ def test_promotion_to_a_pod_that_was_down_catches_up_first(make_cluster):
 # the master acknowledges writes that no replica received, then stops. The new master, a
 # replica of it before, catches up with it when all pods start again.
 def test_promotion_by_restart_loses_nothing_when_the_replicas_stop_first(make_cluster):
-    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
-    cluster.start_all()
-    fill(cluster, 0, "a")
-    cluster.wait_converged()
+    cluster = three_pods_holding_a(make_cluster)
     for n in (1, 2):
         assert cluster.stop(n) == 0
     fill(cluster, 0, "b")
@@ -459,10 +459,7 @@ def test_promotion_by_restart_loses_nothing_when_the_replicas_stop_first(make_cl
 # fenced by kvstore-1's promotion, then kvstore-1 (with the writes it took) follows it again.
 # kvstore-0 must catch up with kvstore-1 rather than resync it (which erased those writes).
 def test_a_fenced_master_that_missed_a_change_catches_up_with_its_successor(make_cluster):
-    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
-    cluster.start_all()
-    fill(cluster, 0, "a")
-    cluster.wait_converged()
+    cluster = three_pods_holding_a(make_cluster)
     cluster.set_master_ordinal(1, pods=[1, 2])
     wait_role(cluster, 1, "master")
     assert str(cluster.call(0, "SET", "x", "1")).startswith("READONLY"), "kvstore-0 not fenced"
@@ -480,10 +477,7 @@ def test_a_fenced_master_that_missed_a_change_catches_up_with_its_successor(make
 # A fenced master killed and restarted while its ConfigMap copy still names it: it must not take
 # writes beside the new master (two masters), until its copy names the new master.
 def test_a_fenced_master_stays_fenced_across_a_restart(make_cluster):
-    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
-    cluster.start_all()
-    fill(cluster, 0, "a")
-    cluster.wait_converged()
+    cluster = three_pods_holding_a(make_cluster)
     cluster.set_master_ordinal(1, pods=[1, 2])
     wait_role(cluster, 1, "master")
     fill(cluster, 1, "c")
@@ -504,10 +498,7 @@ def test_a_fenced_master_stays_fenced_across_a_restart(make_cluster):
 # history is newest (kvstore-1, the master it last attached to), instead of taking over with
 # its stale copy (which erased every write of kvstore-1's epoch on all pods).
 def test_a_promotion_follows_a_chain_of_promotions_to_the_newest_history(make_cluster):
-    cluster = make_cluster(size=3, extra_args=["--promotion-timeout-ms", "5000"])
-    cluster.start_all()
-    fill(cluster, 0, "a")
-    cluster.wait_converged()
+    cluster = three_pods_holding_a(make_cluster)
     assert cluster.stop(2) == 0
     cluster.set_master_ordinal(1, pods=[0, 1])
     wait_role(cluster, 1, "master")

@@ -105,13 +105,20 @@ def small_tmpfs(tmp_path):
         yield mount_point
 
 
-def test_full_disk(make_server, small_tmpfs):
+def server_on_small_disk(make_server, small_tmpfs):
+    """A started server whose data directory is on the 16 MiB tmpfs, beside a 4 MiB file whose
+    removal frees space. Returns (that file, the server)."""
     filler = small_tmpfs / "filler"
     filler.write_bytes(b"\0" * (4 << 20))
     server = make_server(data_dir=small_tmpfs / "data", args=["--log-segment-bytes", "1mb"],
                          start=False)
     server.log_path = small_tmpfs.parent / f"kvstore-{server.port}.log"  # logs off the tmpfs
     server.start()
+    return filler, server
+
+
+def test_full_disk(make_server, small_tmpfs):
+    filler, server = server_on_small_disk(make_server, small_tmpfs)
     rng = random.Random(4)
     try:
         with RespConn(server.port) as conn:
@@ -142,12 +149,7 @@ def test_a_restart_on_a_full_disk_serves_reads_and_writes_once_space_is_freed(ma
     directory check took the full disk for a read-only one (exit 2, a bad setting), and a master
     could not open its start-up epoch (exit 1). Now it starts, serves reads, refuses writes
     with "storage full", and takes them once space is freed."""
-    filler = small_tmpfs / "filler"
-    filler.write_bytes(b"\0" * (4 << 20))
-    server = make_server(data_dir=small_tmpfs / "data", args=["--log-segment-bytes", "1mb"],
-                         start=False)
-    server.log_path = small_tmpfs.parent / f"kvstore-{server.port}.log"  # logs off the tmpfs
-    server.start()
+    filler, server = server_on_small_disk(make_server, small_tmpfs)
     with RespConn(server.port) as conn:
         acked, error = fill_until_full(conn, "full", random.Random(7))
     assert "storage full" in error, error
