@@ -171,11 +171,11 @@ class Cluster:
         kwargs.setdefault("socket_connect_timeout", 5)
         if self.password:
             kwargs.setdefault("password", self.password)
-        return redis.Redis(host="127.0.0.1", port=self.port(n), **kwargs)
+        return redis.Redis(host=self.pods[n].host, port=self.port(n), **kwargs)
 
     def call(self, n, *args, timeout=10.0):
         """One command on a fresh raw connection; error replies come back as RespError."""
-        with RespConn(self.port(n), timeout=timeout) as conn:
+        with RespConn(self.port(n), timeout=timeout, host=self.pods[n].host) as conn:
             if self.password:
                 reply = conn.call("AUTH", self.password)
                 assert reply == "OK", reply
@@ -302,11 +302,12 @@ class Writer(threading.Thread):
     on there; otherwise the writer stops at the first connection error and counts error replies.
     """
 
-    def __init__(self, cluster, writer_id, port=None, stop=None, follow_master=False,
-                 prefix="w", max_writes=100000, max_seconds=30.0, pause=0.0):
+    def __init__(self, cluster, writer_id, port=None, host="127.0.0.1", stop=None,
+                 follow_master=False, prefix="w", max_writes=100000, max_seconds=30.0, pause=0.0):
         super().__init__(daemon=True)
         self.cluster, self.writer_id = cluster, writer_id
         self.port = port
+        self.host = host
         self.stop_event = stop or threading.Event()
         self.follow_master = follow_master
         self.prefix, self.max_writes, self.max_seconds = prefix, max_writes, max_seconds
@@ -321,8 +322,9 @@ class Writer(threading.Thread):
             if n is None:
                 return None
             self.port = self.cluster.port(n)
+            self.host = self.cluster.pods[n].host
         kwargs = {"password": self.cluster.password} if self.cluster.password else {}
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10,
+        return redis.Redis(host=self.host, port=self.port, socket_timeout=10,
                            socket_connect_timeout=2, **kwargs)
 
     def _note(self, error):

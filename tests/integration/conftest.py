@@ -28,7 +28,8 @@ KVCTL_BIN = os.environ.get("KVCTL_BIN", str(ROOT / "build/tools/kvctl/kvctl"))
 def owns_listener(pid, port):
     """True when process pid holds the socket listening on TCP port (Linux /proc)."""
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    # The process's own view: a server started in a network namespace listens in that one's table.
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
         try:
             with open(table) as f:
                 rows = f.read().splitlines()[1:]
@@ -70,9 +71,11 @@ class KvServer:
         self.env = env or {}
         self.proc = None
         self.log_path = self.data_dir.parent / f"kvstore-{self.port}.log"
+        self.bind = "127.0.0.1"  # the address the server listens on
+        self.host = "127.0.0.1"  # the address clients reach it at
 
     def command(self):
-        return [KVSTORE_BIN, "--bind", "127.0.0.1", "--port", str(self.port),
+        return [KVSTORE_BIN, "--bind", self.bind, "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--admin-port", "0", *self.args]
 
     def start(self, timeout=20.0):
@@ -84,7 +87,7 @@ class KvServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kvstore exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     # The answer must come from this process, not one that took the port.
                     if s.recv(64) and owns_listener(self.proc.pid, self.port):
@@ -137,11 +140,11 @@ class KvServer:
         return self.proc.returncode if self.proc else None
 
     def client(self, **kwargs):
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, **kwargs)
+        return redis.Redis(host=self.host, port=self.port, socket_timeout=30, **kwargs)
 
     def cli(self, *args, input=None, check=True):
         """Runs redis-cli against this server; returns stdout as text."""
-        result = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+        result = subprocess.run(["redis-cli", "-h", self.host, "-p", str(self.port), *args],
                                 input=input, capture_output=True, timeout=60)
         if check and result.returncode != 0:
             raise RuntimeError(f"redis-cli {args} failed: {result.stderr!r}")
@@ -241,8 +244,8 @@ class RespConn:
     """A minimal blocking RESP2 client that returns error replies as RespError values instead of
     raising, and leaves their text untouched (redis-py strips the "ERR " prefix)."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=10.0, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
     def close(self):
