@@ -4,6 +4,7 @@ layers (YAML < env < flags) decide the port; the role line; `kvstore role`; SIGT
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -395,6 +396,62 @@ def test_sigterm_on_idle_server(tmp_path):
     assert elapsed < 3, f"an idle server took {elapsed:.1f} s to stop"
     assert "shutdown" in log.lower(), log
     assert len([line for line in log.splitlines() if "shutdown" in line.lower()]) >= 2, log
+
+
+def test_sigterm_during_a_long_replay_exits_0_and_the_next_start_finishes_it(tmp_path):
+    """A start that replays a long log (LMDB is synced at checkpoints; here its files are rolled
+    back to an older copy, as a power cut leaves them) stops at once on SIGTERM with exit 0, and
+    the next start replays everything."""
+    port = free_port()
+    args = base_args(tmp_path, port) + ["--fsync", "never"]
+    data = tmp_path / "data"
+    proc = start_raw(args, {}, tmp_path / "first.log")
+    assert wait_listening(proc, port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    old_db = tmp_path / "db-before"
+    shutil.copytree(data / "db", old_db)
+
+    proc = start_raw(args, {}, tmp_path / "second.log")
+    assert wait_listening(proc, port)
+    result = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "1000000",
+                             "-r", "100000000", "-P", "64", "-c", "4", "-d", "16", "-q"],
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with RespConn(port) as conn:
+        keys = conn.call("DBSIZE")
+    assert keys > 900000, keys
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    shutil.rmtree(data / "db")
+    shutil.copytree(old_db, data / "db")
+
+    log_path = tmp_path / "third.log"
+    proc = start_raw(args, {}, log_path)
+    try:
+        deadline = time.monotonic() + 20
+        while "replaying log entries" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = log_path.read_text()
+    assert code == 0, log
+    assert "stop signal during start-up" in log, log
+    assert "replay done" not in log, "the replay finished before the signal: make it longer"
+
+    proc = start_raw(args, {}, tmp_path / "fourth.log")
+    try:
+        assert wait_listening(proc, port, timeout=60), (tmp_path / "fourth.log").read_text()
+        with RespConn(port) as conn:
+            assert conn.call("DBSIZE") == keys
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_shutdown_command_stops_gracefully_and_keeps_the_data(make_server):
