@@ -201,7 +201,7 @@ class Cluster:
         port = self.pods[n].admin_port
         assert port, "start the cluster with admin=True"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{self.pods[n].host}:{port}/readyz", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
