@@ -232,15 +232,24 @@ def test_sync_mode_write_in_a_partition_gets_noreplicas_then_replicates(netns_cl
     assert time.monotonic() - started < 1.0
 
 
-def test_promotion_while_the_master_is_cut_off_bounds_what_it_loses(netns_cluster):
+SPLIT_BRAIN_SETTINGS = {
+    "async": ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "2"],
+    # Both replicas acknowledge every write: whichever is promoted has them all.
+    "sync": ["--replication-mode", "sync", "--sync-replicas", "2", "--sync-timeout-ms", "500"],
+}
+
+
+@pytest.mark.parametrize("mode", SPLIT_BRAIN_SETTINGS.keys())
+def test_promotion_while_the_master_is_cut_off(netns_cluster, mode):
     """Split brain, as a node partition makes it: kvstore-0 (master) is cut off, and its kubelet
     does not get the ConfigMap change that promotes kvstore-1. kvstore-1 cannot fence it, takes
-    over after promotion_timeout_ms, and kvstore-2 follows. With min_replicas_to_write the old
-    master stops taking writes once its replicas' acknowledgements are min_replicas_max_lag old,
-    so what it acknowledged alone (lost when it rejoins: async mode) is bounded by that window.
-    After the heal and the ConfigMap change, it detects its divergence and resyncs."""
-    cluster = netns_cluster(["--min-replicas-to-write", "1", "--min-replicas-max-lag", "2",
-                             "--promotion-timeout-ms", "2000"])
+    over after promotion_timeout_ms, and kvstore-2 follows. After the heal and the ConfigMap
+    change, kvstore-0 detects its divergence and resyncs.
+    - async: with min_replicas_to_write the old master stops taking writes once its replicas'
+      acknowledgements are min_replicas_max_lag old, so what it acknowledged alone (lost when it
+      rejoins) is bounded by that window; the test reports it.
+    - sync: the old master acknowledges nothing alone (-NOREPLICAS), so nothing is lost."""
+    cluster = netns_cluster(SPLIT_BRAIN_SETTINGS[mode] + ["--promotion-timeout-ms", "2000"])
     stop, old_writers = start_writers(cluster, 2, port=PORT, host=cluster.pods[0].host,
                                       prefix="old", pause=0.002, max_seconds=60)
     time.sleep(1.0)
@@ -256,9 +265,16 @@ def test_promotion_while_the_master_is_cut_off_bounds_what_it_loses(netns_cluste
     refusing = time.monotonic() - cut
     assert refusing < 5, "min_replicas_max_lag is 2 s, heartbeats come every 1 s"
     alone = {writer.writer_id: len(writer.acked) for writer in old_writers}
-    cluster.wait_until(lambda: cluster.role(1)[0] == "master" and
-                       cluster.call(1, "SET", "new-master", "1") == "OK", 30,
-                       "kvstore-1 to take over without the old master", interval=0.1)
+
+    def new_master_serves():
+        # In sync mode with sync_replicas 2, the new master has one replica until the old one
+        # rejoins: its writes are durable on it but answered -NOREPLICAS.
+        reply = cluster.call(1, "SET", "new-master", "1")
+        return cluster.role(1)[0] == "master" and (reply == "OK" or
+                                                   (mode == "sync" and
+                                                    is_refusal(reply, "NOREPLICAS")))
+    cluster.wait_until(new_master_serves, 30, "kvstore-1 to take over without the old master",
+                       interval=0.1)
     took_over = time.monotonic() - cut
     new_stop, new_writers = start_writers(cluster, 1, port=PORT, host=cluster.pods[1].host,
                                           prefix="new", pause=0.002, max_seconds=60)
@@ -272,7 +288,9 @@ def test_promotion_while_the_master_is_cut_off_bounds_what_it_loses(netns_cluste
 
     cluster.network.heal(0)
     cluster.set_master_ordinal(1)  # its kubelet syncs the ConfigMap
-    cluster.wait_until(lambda: cluster.role(0)[0] == "slave", 30, "kvstore-0 to step down")
+    cluster.wait_until(lambda: cluster.info(0)["master_link_status"] == "up", 30,
+                       "kvstore-0 to step down and attach to kvstore-1")
+    time.sleep(1.0)
     new_acked = join_writers(new_stop, new_writers)
     final = cluster.wait_converged(timeout=40)
     assert all(cluster.digest(n) == final for n in range(3))
@@ -283,7 +301,10 @@ def test_promotion_while_the_master_is_cut_off_bounds_what_it_loses(netns_cluste
                   for key in list(writer.acked)[:settled[writer.writer_id]]}
     assert not before_cut & set(lost), "writes replicated before the cut were lost"
     window = len(old_acked) - len(before_cut)
-    print(f"split brain: kvstore-1 took over {took_over:.1f} s after the cut; the cut-off master "
-          f"refused writes {refusing:.1f} s after it; {len(lost)} of the {len(old_acked)} writes "
-          f"it acknowledged were lost, all within its last {window} (the 0.5 s before the cut "
-          f"and the time until it refused)")
+    print(f"split brain ({mode}): kvstore-1 took over {took_over:.1f} s after the cut; the cut-off "
+          f"master refused writes {refusing:.1f} s after it; {len(lost)} of the {len(old_acked)} "
+          f"writes it acknowledged were lost, all within its last {window} (the 0.5 s before the "
+          f"cut and the time until it refused)")
+    if mode == "sync":
+        assert not lost, "sync mode: an acknowledged write is on both replicas"
+        assert len(old_acked) > 100, "the writers ran"
