@@ -481,6 +481,10 @@ std::vector<Setting> BuildTable() {
   table.push_back(MillisSetting("promotion_timeout_ms", &Config::promotion_timeout_ms, 1,
                                 "how long a promoted replica tries to fence and catch up with "
                                 "the old master"));
+  table.push_back(MillisSetting("empty_master_wait_ms", &Config::empty_master_wait_ms, 0,
+                                "how long a master that starts with an empty data directory "
+                                "waits for its replicas to report their data before it takes "
+                                "writes; 0: no wait"));
   table.push_back(UintSetting("ready_max_lag_entries", &Config::ready_max_lag_entries, 1,
                               1000000000000ull, "an integer",
                               "a replica further behind its master than this many log entries "

@@ -225,6 +225,7 @@ int Serve(const Config& config, const RoleDecision& role, const ConfigSources& s
   replication_options.min_replicas_to_write = config.min_replicas_to_write;
   replication_options.min_replicas_max_lag = std::chrono::seconds(config.min_replicas_max_lag);
   replication_options.promotion_timeout = std::chrono::milliseconds(config.promotion_timeout_ms);
+  replication_options.empty_master_wait = std::chrono::milliseconds(config.empty_master_wait_ms);
   replication_options.role_poll = std::chrono::milliseconds(config.config_poll_ms);
   if (role.kind != RoleDecision::Kind::kStandalone) {
     replication_options.reread_role = RoleRereader(sources);

@@ -71,11 +71,33 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
     co_await Send(std::move(reply));
     co_return;
   }
+  if (manager_.AwaitingReplicas()) {
+    // This master started with an empty data directory and waits to hear what its replicas
+    // hold (ReplicationManager::Start).
+    if (replica_seq != 0) {
+      std::string reply;
+      resp::AppendError(&reply, manager_.HoldEmptyStart(
+                                    who, fmt::format("epoch {}, sequence {}", args[3], args[4])));
+      co_await Send(std::move(reply));
+      co_return;
+    }
+    manager_.EndEmptyStart("replica " + who + " has no data either: a new cluster");
+  }
   auto history = manager_.engine_.Epochs();
   std::uint64_t committed = manager_.engine_.committed_seq();
   if (!history.ok()) {
     std::string reply;
     resp::AppendError(&reply, "ERR " + history.status().message());
+    co_await Send(std::move(reply));
+    co_return;
+  }
+  if (history->empty() && replica_seq != 0) {
+    // No epoch here (an empty start held or fenced, a failed install): a full resync would
+    // replace the replica's data with nothing.
+    std::string reply;
+    resp::AppendError(&reply,
+                      "NOTMASTER this pod holds no history yet (an empty store); it will "
+                      "not resync a replica that holds data");
     co_await Send(std::move(reply));
     co_return;
   }

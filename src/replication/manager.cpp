@@ -176,28 +176,38 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     // too. A longer wait would hold the master role back as long whenever the old master is
     // gone for good, the usual reason to move it.
     asio::co_spawn(strand_, Promote(previous_master), asio::detached);
+  } else if (role.master && !role.standalone && options_.empty_master_wait.count() > 0 &&
+             last_role.empty() && StoreIsEmpty()) {
+    // Named master with an empty data directory: a new cluster, or a master whose volume was
+    // lost or replaced while its replicas hold the data. Opening an epoch now would make the
+    // empty store the history every replica resyncs to, erasing the data everywhere. So it
+    // waits for its replicas first (they ask again every few seconds at most): one with no data
+    // either means a new cluster and the epoch opens (EndEmptyStart); one with data holds this
+    // pod read-only until the configuration promotes another (HoldEmptyStart). Nobody within
+    // empty_master_wait_ms: a master alone, and the epoch opens.
+    {
+      std::lock_guard lock(mu_);
+      role_ = Role::kMaster;
+      awaiting_replicas_ = true;
+      failover_state_ = "waiting-for-replicas";
+    }
+    RefuseWrites(fmt::format(
+        "READONLY this master started with an empty data directory; it waits up to {} ms for "
+        "its replicas to report their data before it takes writes",
+        options_.empty_master_wait.count()));
+    Announce("master");
+    logging::Info("empty data directory: waiting for the replicas to report their data",
+                  {{"wait_ms", std::to_string(options_.empty_master_wait.count())}});
+    empty_wait_ = std::make_unique<asio::steady_timer>(strand_, options_.empty_master_wait);
+    empty_wait_->async_wait([this](std::error_code ec) {
+      if (!ec) EndEmptyStart("no replica reported data within empty_master_wait_ms");
+    });
   } else if (role.master) {
     {
       std::lock_guard lock(mu_);
       role_ = Role::kMaster;
     }
-    Status opened = OpenEpoch();
-    if (opened.IsStorageFull()) {
-      // A full volume is no reason to stop serving reads: the master starts read-only and
-      // opens its epoch once space is freed (OpenEpochWhenSpaceIsFreed).
-      RefuseWrites(
-          "ERR storage full: the master cannot open its epoch until space is freed on "
-          "the data volume (" +
-          opened.message() + ")");
-      Announce("master");
-      epoch_retry_ = std::make_unique<asio::steady_timer>(strand_);
-      asio::post(strand_, [this] { OpenEpochWhenSpaceIsFreed(); });
-    } else if (!opened.ok()) {
-      return opened;
-    } else {
-      TakeWrites();
-      Announce("master");
-    }
+    if (Status opened = OpenStartEpoch(); !opened.ok()) return opened;
   } else {
     {
       std::lock_guard lock(mu_);
@@ -216,6 +226,83 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     asio::post(strand_, [this] { PollRole(); });
   }
   return Status::Ok();
+}
+
+Status ReplicationManager::OpenStartEpoch() {
+  Status opened = OpenEpoch();
+  if (opened.IsStorageFull()) {
+    // A full volume is no reason to stop serving reads: the master starts read-only and
+    // opens its epoch once space is freed (OpenEpochWhenSpaceIsFreed).
+    RefuseWrites(
+        "ERR storage full: the master cannot open its epoch until space is freed on "
+        "the data volume (" +
+        opened.message() + ")");
+    Announce("master");
+    epoch_retry_ = std::make_unique<asio::steady_timer>(strand_);
+    asio::post(strand_, [this] { OpenEpochWhenSpaceIsFreed(); });
+    return Status::Ok();
+  }
+  if (!opened.ok()) return opened;
+  TakeWrites();
+  Announce("master");
+  return Status::Ok();
+}
+
+bool ReplicationManager::StoreIsEmpty() const {
+  auto history = engine_.Epochs();
+  return history.ok() && history->empty() && engine_.committed_seq() == 0;
+}
+
+bool ReplicationManager::AwaitingReplicas() const {
+  std::lock_guard lock(mu_);
+  return awaiting_replicas_;
+}
+
+void ReplicationManager::EndEmptyStart(const std::string& why) {
+  {
+    std::lock_guard lock(mu_);
+    if (!awaiting_replicas_ || !held_by_.empty()) return;
+    awaiting_replicas_ = false;
+    failover_state_ = "no-failover";
+    // A fence or a demotion ended the wait already (they clear the flag): only a master that
+    // the configuration still names opens its epoch.
+    if (role_ != Role::kMaster || fenced_ || !target_.master || shut_down_) return;
+  }
+  asio::post(strand_, [this] {
+    if (empty_wait_) empty_wait_->cancel();
+  });
+  logging::Info("empty data directory: opening the first epoch", {{"why", why}});
+  if (Status s = OpenStartEpoch(); !s.ok()) {
+    logging::Error("cannot open the first epoch; writes stay refused", {{"error", s.ToString()}});
+  }
+}
+
+std::string ReplicationManager::HoldEmptyStart(const std::string& replica,
+                                               const std::string& position) {
+  bool first = false;
+  {
+    std::lock_guard lock(mu_);
+    if (held_by_.empty()) {
+      held_by_ = replica;
+      failover_state_ = "empty-master-held";
+      first = true;
+    }
+  }
+  const std::string what = fmt::format(
+      "this master started with an empty data directory and replica {} holds data ({}) it "
+      "never had; it will not erase that data by resyncing it, nor take writes: promote a "
+      "replica that holds the data (set MASTER_ORDINAL to its ordinal), and this pod resyncs "
+      "from it",
+      replica, position);
+  if (first) {
+    asio::post(strand_, [this] {
+      if (empty_wait_) empty_wait_->cancel();
+    });
+    logging::Error("empty data directory, but a replica holds data: staying read-only",
+                   {{"replica", replica}, {"position", position}});
+    RefuseWrites("READONLY " + what);
+  }
+  return "EMPTYMASTER " + what;
 }
 
 void ReplicationManager::Shutdown() {
@@ -329,6 +416,7 @@ Status ReplicationManager::OpenEpoch(std::uint64_t min_number) {
 
 Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool only_into_empty) {
   std::uint64_t previous = 0;
+  bool ends_empty_start = false;
   {
     std::lock_guard lock(mu_);
     if (role_ != Role::kMaster || fenced_) {
@@ -336,6 +424,10 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool
     }
     if (restoring_) return Status::Unavailable("another restore is running");
     previous = epoch_.number;  // raised below to the newest epoch this pod knows
+    // A restore gives an empty start its data: the wait for the replicas' data is over, and
+    // replicas resync to the restored history (what a restore is for).
+    ends_empty_start = std::exchange(awaiting_replicas_, false);
+    held_by_.clear();
     // No replica may attach until the new epoch is open: it would continue on a history the
     // install is about to replace.
     restoring_ = true;
@@ -360,6 +452,16 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool
   if (!s.ok()) {
     logging::Error("restore: cannot open a new epoch", {{"error", s.ToString()}});
     return s;
+  }
+  if (ends_empty_start) {
+    asio::post(strand_, [this] {
+      if (empty_wait_) empty_wait_->cancel();
+    });
+    {
+      std::lock_guard lock(mu_);
+      failover_state_ = "no-failover";
+    }
+    TakeWrites();
   }
   Epoch opened;
   {
@@ -808,6 +910,7 @@ bool ReplicationManager::CatchUpWithNewerReplica(const std::string& address) {
 }
 
 void ReplicationManager::Fence(std::string requester, std::function<void(std::string)> done) {
+  bool was_awaiting = false;
   {
     std::lock_guard lock(mu_);
     // A standalone server has no replica to hand over to: nothing would ever lift the fence.
@@ -822,10 +925,11 @@ void ReplicationManager::Fence(std::string requester, std::function<void(std::st
     }
     fenced_ = true;
     failover_state_ = "failover-in-progress";
+    was_awaiting = std::exchange(awaiting_replicas_, false);
   }
   logging::Warn("fenced: writes refused while " + requester + " takes over as master");
   // A demoted master already refuses writes (as a replica); keep its wording then.
-  if (writes_open_.load()) {
+  if (writes_open_.load() || was_awaiting) {
     RefuseWrites("READONLY this pod is handing over the master role to " + requester);
   }
   // Before the reply: a restart with a configuration that still names this pod stays fenced.
@@ -886,7 +990,11 @@ void ReplicationManager::ApplyRole(const RoleTarget& target) {
       std::lock_guard lock(mu_);
       role_ = Role::kReplica;
       demoted_unattached_ = true;
+      awaiting_replicas_ = false;  // an empty start: nothing to serve, and no epoch to open
+      held_by_.clear();
+      failover_state_ = "no-failover";
     }
+    if (empty_wait_) empty_wait_->cancel();
     RefuseWrites(std::string(kReplicaRefusal));
     logging::Info("demoted: writes refused; following the new master " + target.master_address);
     StartLink(target.master_address);

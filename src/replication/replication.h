@@ -86,6 +86,9 @@ struct ReplicationOptions {
   int min_replicas_to_write = 0;
   std::chrono::seconds min_replicas_max_lag{10};
   std::chrono::milliseconds promotion_timeout{10000};
+  // A master that starts with an empty data directory waits this long for a replica to report
+  // what it holds before it opens its epoch (see Start); 0: it opens at once.
+  std::chrono::milliseconds empty_master_wait{6000};
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
   std::chrono::milliseconds heartbeat{1000};
@@ -183,6 +186,20 @@ class ReplicationManager final : public ReplicationContext {
   // A master that could not open its start-up epoch on a full volume tries again every second
   // (on the strand) and takes writes once it could.
   void OpenEpochWhenSpaceIsFreed();
+  // A master's start-up epoch: opens it and takes writes, or (a full volume) starts read-only
+  // and retries. IOError otherwise.
+  Status OpenStartEpoch();
+  // No epoch history and nothing committed: a data directory that never held anything.
+  bool StoreIsEmpty() const;
+  // A master that started with an empty data directory and waits for its replicas (Start).
+  // Feeds ask before they compare histories: they have none to compare with yet.
+  bool AwaitingReplicas() const;
+  // Ends that wait (a replica with no data either, or none within empty_master_wait): opens
+  // the epoch, unless held, fenced or demoted meanwhile. Blocking until durable; any thread.
+  void EndEmptyStart(const std::string& why);
+  // A replica with data attached during the wait: the pod stays read-only, serving no replica,
+  // until the configuration makes it a replica. Returns the error for that replica.
+  std::string HoldEmptyStart(const std::string& replica, const std::string& position);
 
   struct FeedInfo {
     std::shared_ptr<ReplicaFeed> feed;
@@ -248,6 +265,7 @@ class ReplicationManager final : public ReplicationContext {
   asio::strand<asio::io_context::executor_type> strand_;  // role changes, the link, waiters
   asio::steady_timer role_timer_;
   std::unique_ptr<asio::steady_timer> epoch_retry_;  // OpenEpochWhenSpaceIsFreed
+  std::unique_ptr<asio::steady_timer> empty_wait_;   // empty_master_wait (Start)
   std::unique_ptr<FullSyncSource> full_sync_;
 
   mutable std::mutex mu_;
@@ -255,6 +273,9 @@ class ReplicationManager final : public ReplicationContext {
   bool standalone_ = false;    // GUARDED_BY(mu_)
   bool fenced_ = false;        // GUARDED_BY(mu_) (REPLFAILOVER received)
   bool restoring_ = false;     // GUARDED_BY(mu_) (InstallRestoredSnapshot)
+  // An empty start (Start): waiting for the replicas; held_by_ names a replica with data.
+  bool awaiting_replicas_ = false;  // GUARDED_BY(mu_)
+  std::string held_by_;             // GUARDED_BY(mu_)
   // A demoted master whose link has not attached yet: its log is still its own history, so it
   // keeps serving replicas and answering REPLFAILOVER (the new master catches up from it).
   bool demoted_unattached_ = false;             // GUARDED_BY(mu_)

@@ -124,6 +124,7 @@ TEST_CASE("the setting table covers every field of Config, in order", "[config]"
       "min_replicas_to_write",
       "min_replicas_max_lag",
       "promotion_timeout_ms",
+      "empty_master_wait_ms",
       "ready_max_lag_entries",
   };
   CHECK(names == expected);

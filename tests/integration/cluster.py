@@ -57,8 +57,11 @@ class Pod(KvServer):
         self.log = None
 
     def _env(self):
+        # A master with an empty data directory opens its epoch at once here, as a test
+        # starts the master alone before its replicas; test_empty_master.py tests the wait.
         env = {"POD_NAME": self.name,
-               "MASTER_ADDRESS": f"127.0.0.1:{self.cluster.base_port // 10}{{ordinal}}"}
+               "MASTER_ADDRESS": f"127.0.0.1:{self.cluster.base_port // 10}{{ordinal}}",
+               "EMPTY_MASTER_WAIT_MS": "0"}
         env.update(self.cluster.env)
         return env
 

@@ -63,7 +63,8 @@ def backup(server, out, *extra):
 
 
 def master_env(ordinal=0):
-    return {"POD_NAME": f"kvstore-{ordinal}", "MASTER_ORDINAL": "0"}
+    # No wait for replicas on an empty data directory (the master starts alone here).
+    return {"POD_NAME": f"kvstore-{ordinal}", "MASTER_ORDINAL": "0", "EMPTY_MASTER_WAIT_MS": "0"}
 
 
 def replica_env(master, ordinal=1):

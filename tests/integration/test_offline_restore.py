@@ -9,7 +9,7 @@ import time
 
 from conftest import KVCTL_BIN, KVSTORE_BIN, clean_env, free_port, run_kvstore
 
-MASTER = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "0"}
+MASTER = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "0", "EMPTY_MASTER_WAIT_MS": "0"}
 
 
 def make_backup(make_server, path, keys, value_bytes):

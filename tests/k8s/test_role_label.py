@@ -32,7 +32,9 @@ def service_account(tmp_path):
 def start_pod(tmp_path, sa, api):
     """kvstore as pod kvstore-0 of the base manifests; returns (process, admin port)."""
     admin_port = free_port()
+    # EMPTY_MASTER_WAIT_MS=0: the master starts alone, without waiting for replicas.
     env = clean_env({**find(objects("base"), "ConfigMap")["data"], "POD_NAME": "kvstore-0",
+                     "EMPTY_MASTER_WAIT_MS": "0",
                      "KUBERNETES_SERVICE_HOST": "127.0.0.1",
                      "KUBERNETES_SERVICE_PORT": str(api.port),
                      "KUBE_SERVICEACCOUNT_DIR": str(sa)})
