@@ -18,9 +18,15 @@ struct ClientInfo {
   std::string name;
   std::string lib_name;
   std::string lib_ver;
-  std::string last_command;
+  std::string last_command;  // "get", or "client|info" for a subcommand; empty before the first
   std::chrono::steady_clock::time_point created;
   std::chrono::steady_clock::time_point last_active;
+  // The session records these; -1 and false until it does.
+  int fd = -1;           // the socket's file descriptor
+  bool blocked = false;  // waiting for replica acknowledgements (WAIT, a sync-mode write)
+  // Derived from the transaction by ClientState::Snapshot().
+  std::int64_t multi = -1;  // commands queued since MULTI; -1 outside MULTI
+  std::uint64_t multi_bytes = 0;
 };
 
 struct CommandSpec;
@@ -51,6 +57,17 @@ struct ClientState {
   bool close_after_reply = false;    // set by QUIT
   std::uint64_t last_write_seq = 0;  // committed sequence after this client's last write (WAIT)
   Transaction transaction;
+
+  // info with the fields CLIENT LIST derives from the rest of the state: what a session
+  // publishes for other clients to read.
+  ClientInfo Snapshot() const {
+    ClientInfo snapshot = info;
+    if (transaction.open) {
+      snapshot.multi = static_cast<std::int64_t>(transaction.queued.size());
+      snapshot.multi_bytes = transaction.bytes;
+    }
+    return snapshot;
+  }
 };
 
 }  // namespace kvstore

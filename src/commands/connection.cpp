@@ -1,4 +1,6 @@
 // Connection commands: PING, ECHO, AUTH, HELLO, QUIT, SELECT and CLIENT.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -171,15 +173,25 @@ Outcome Select(CommandContext& c) {
   return Outcome::Replied();
 }
 
+// One CLIENT LIST line with redis-server 7.2's fields in its order, since client libraries
+// (redis-py's client_info) index them by name. Fields for what kvstore does not have (pub/sub,
+// tracking, per-client buffers it does not account) are 0, or -1 where Redis uses -1 for none.
+// Only client-port connections are listed, so the replica flag S never applies.
 std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time_point now) {
   using std::chrono::duration_cast;
   using std::chrono::seconds;
-  return "id=" + std::to_string(info.id) + " addr=" + info.addr + " laddr=" + info.local_addr +
-         " name=" + info.name +
-         " age=" + std::to_string(duration_cast<seconds>(now - info.created).count()) +
-         " idle=" + std::to_string(duration_cast<seconds>(now - info.last_active).count()) +
-         " db=0 cmd=" + info.last_command + " lib-name=" + info.lib_name +
-         " lib-ver=" + info.lib_ver + "\n";
+  std::string flags;
+  if (info.multi >= 0) flags += 'x';
+  if (info.blocked) flags += 'b';
+  if (flags.empty()) flags = "N";
+  return fmt::format(
+      "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 "
+      "multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem={} rbs=0 rbp=0 obl=0 oll=0 omem=0 "
+      "tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
+      info.id, info.addr, info.local_addr, info.fd, info.name,
+      duration_cast<seconds>(now - info.created).count(),
+      duration_cast<seconds>(now - info.last_active).count(), flags, info.multi, info.multi_bytes,
+      info.last_command.empty() ? "NULL" : info.last_command, info.lib_name, info.lib_ver);
 }
 
 constexpr SubcommandSpec kClientSubcommands[] = {
@@ -198,6 +210,8 @@ Outcome Client(CommandContext& c) {
   const SubcommandSpec* spec = FindSubcommand(c, "client", kClientSubcommands);
   if (spec == nullptr) return Outcome::Replied();
   const std::string_view sub = spec->name;
+  // As Redis, CLIENT LIST shows the subcommand too.
+  c.client.info.last_command = "client|" + std::string(sub);
   const auto now = std::chrono::steady_clock::now();
   if (sub == "id") {
     resp::AppendInteger(c.out, static_cast<std::int64_t>(c.client.info.id));
@@ -261,11 +275,11 @@ Outcome Client(CommandContext& c) {
     for (const ClientInfo& info : c.server.ListClients()) {
       if (none || (ids && !ids->contains(static_cast<std::int64_t>(info.id)))) continue;
       // This client's own entry is fresher than the registry copy.
-      list += FormatClient(info.id == c.client.info.id ? c.client.info : info, now);
+      list += FormatClient(info.id == c.client.info.id ? c.client.Snapshot() : info, now);
     }
     resp::AppendBulkString(c.out, list);
   } else {  // info
-    resp::AppendBulkString(c.out, FormatClient(c.client.info, now));
+    resp::AppendBulkString(c.out, FormatClient(c.client.Snapshot(), now));
   }
   return Outcome::Replied();
 }

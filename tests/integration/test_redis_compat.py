@@ -145,3 +145,36 @@ def test_help_lists_subcommands_that_exist(module_server, redis_port, command):
         for sub in subcommands:
             reply = conn.call(command, sub, *(["x"] * 5))
             assert not (isinstance(reply, RespError) and "unknown subcommand" in str(reply)), sub
+
+
+def client_fields(port, *command):
+    """The field names and values of the CLIENT LIST line of a connection that sent `command`."""
+    with RespConn(port) as conn:
+        if command:
+            conn.call(*command)
+        line = conn.call("CLIENT", "INFO").decode()
+    return [tuple(field.split("=", 1)) for field in line.split()]
+
+
+def test_client_info_has_redis_fields_in_order(module_server, redis_port):
+    # Clients index the fields by name, some by position; redis-server 7.2 adds lib-name and
+    # lib-ver at the end, which kvstore already has.
+    expected = [name for name, _ in client_fields(redis_port)]
+    expected += [name for name in ("lib-name", "lib-ver") if name not in expected]
+    fields = client_fields(module_server.port, "PING")
+    assert [name for name, _ in fields] == expected
+    values = dict(fields)
+    assert (values["cmd"], values["flags"], values["multi"], values["user"], values["resp"]) == (
+        "client|info", "N", "-1", "default", "2")
+
+
+def test_redis_py_parses_client_info_and_list(module_server):
+    client = module_server.client(decode_responses=True)
+    client.client_setname("parser")
+    info = client.client_info()  # KeyError: 'multi' when a field redis-py reads was missing
+    assert (info["name"], info["multi"], info["db"], info["cmd"]) == ("parser", -1, 0, "client|info")
+    with RespConn(module_server.port):  # a connection that has sent nothing has no last command
+        listed = {entry["id"]: entry for entry in client.client_list()}
+    assert listed[str(info["id"])]["name"] == "parser"
+    assert [entry["cmd"] for entry in listed.values() if entry["name"] != "parser"] == ["NULL"]
+    client.close()
