@@ -121,7 +121,7 @@ Outcome Scan(CommandContext& c) {
     resp::AppendError(c.out, "ERR " + s.message());
     return Outcome::Replied();
   }
-  const std::uint64_t next = more ? c.cursors.Save(std::move(last_key)) : 0;
+  const std::uint64_t next = more ? c.cursors.Save(std::move(last_key), cursor) : 0;
   resp::AppendArrayHeader(c.out, 2);
   resp::AppendBulkString(c.out, std::to_string(next));
   resp::AppendArrayHeader(c.out, keys.size());

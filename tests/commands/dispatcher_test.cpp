@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <future>
 
+#include "commands/scan_cursors.h"
 #include "temp_dir.h"
 
 namespace kvstore {
@@ -171,6 +172,29 @@ TEST_CASE("dispatcher: scan returns every key once across calls") {
   CHECK(f.Run({"FLUSHALL"}) == "+OK\r\n");
   CHECK(f.Run({"DBSIZE"}) == ":0\r\n");
   CHECK(f.Run({"KEYS", "*"}) == "*0\r\n");
+}
+
+// The dispatcher's cursor table, at a small capacity.
+TEST_CASE("scan cursors: a long scan evicts its own superseded cursors, not another's") {
+  ScanCursors cursors(4);
+  const std::uint64_t other = cursors.Save("b", 0);
+  std::uint64_t mine = cursors.Save("a", 0);
+  for (int i = 0; i < 20; ++i) mine = cursors.Save("a" + std::to_string(i), mine);
+  CHECK(cursors.Find(other) == "b");
+  CHECK(cursors.Find(mine) == "a19");
+  // The cursor a scan just left is kept for a retry while there is room.
+  const std::uint64_t left = mine;
+  mine = cursors.Save("a20", mine);
+  CHECK(cursors.Find(left) == "a19");
+  // With only live scans, the least recently used is forgotten.
+  const std::uint64_t third = cursors.Save("c", 0);
+  const std::uint64_t fourth = cursors.Save("d", 0);
+  CHECK(cursors.Find(other) == "b");
+  cursors.Save("e", 0);
+  CHECK(cursors.Find(other) == "b");
+  CHECK(cursors.Find(third) == "c");
+  CHECK(cursors.Find(fourth) == "d");
+  CHECK(cursors.Find(mine) == std::nullopt);
 }
 
 TEST_CASE("dispatcher: AUTH gates every command but AUTH, HELLO and QUIT") {

@@ -226,6 +226,25 @@ def test_scan_returns_every_key_exactly_once(r):
     assert seen == sorted(seen), "documented: SCAN returns keys in sorted order"
 
 
+def test_a_long_scan_keeps_another_clients_cursor(module_server, r):
+    # 110,000 keys 10 at a time: 11,000 SCANs, more than the 10,000 cursors the server keeps;
+    # each call used to take a slot of its own and push out the oldest cursor, A's.
+    expected = [f"k{i:06d}".encode() for i in range(110_000)]
+    for start in range(0, len(expected), 10_000):
+        r.mset({key: "v" for key in expected[start:start + 10_000]})
+    with RespConn(module_server.port) as a:
+        cursor, seen = a.call("SCAN", "0", "COUNT", "10")
+        b_seen, b_calls = scan_all(r, count=10)
+        assert len(b_seen) == len(expected) and b_calls > 10_000  # B's scan was that long
+        while cursor != b"0":
+            reply = a.call("SCAN", cursor, "COUNT", "5000")
+            assert not isinstance(reply, RespError), reply
+            cursor, page = reply
+            seen += page
+    assert seen == expected  # every key once, in order
+    r.flushall()
+
+
 def test_scan_with_concurrent_inserts_and_deletes(module_server, r):
     stable = {f"stable:{i:04d}".encode() for i in range(600)}
     r.mset({k: b"s" for k in stable})
