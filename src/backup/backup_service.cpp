@@ -180,6 +180,23 @@ asio::awaitable<void> BackupService::ServeSnapshot(asio::ip::tcp::socket socket,
     auto remote = socket.remote_endpoint(ec);
     if (!ec) peer = remote.address().to_string();
   }
+  // A replica whose copy its master has not confirmed (empty, or maybe holding writes the master
+  // dropped) is not backed up: the file would look like any good backup, and retention (kvctl
+  // backup --keep) would delete good backups for it.
+  if (replication_ != nullptr) {
+    const ReplicationStatus status = replication_->LiveStatus();
+    if (auto unconfirmed = UnconfirmedReplicaData(status)) {
+      logging::Warn("snapshot: refused, the replica's data is not confirmed by its master",
+                    {{"client", peer}, {"why", *unconfirmed}});
+      std::string reply = ErrorReply(fmt::format(
+          "ERR backup refused: this replica's data is not confirmed by its master {}:{}: {}; "
+          "back up the master or a ready replica",
+          status.master_host, status.master_port, *unconfirmed));
+      co_await Send(socket, watchdog, std::move(reply));
+      Close(socket);
+      co_return;
+    }
+  }
   std::shared_ptr<FullSyncFile> file = snapshots_->Acquire();
   struct Releaser {
     FullSyncSource& source;

@@ -64,6 +64,30 @@ struct ReplicationStatus {
   bool full_resync_pending = false;
 };
 
+// " (<why the link is down>)", or empty: appended to what is said about a replica's link.
+inline std::string LinkErrorNote(const ReplicationStatus& status) {
+  return status.last_error.empty() ? "" : " (" + status.last_error + ")";
+}
+
+// Why the data of this replica is not confirmed by its master, or nullopt when it is (the link
+// attached since start, even if down now: stale but on the master's history) or the pod is a
+// master. A replica then is not ready (/readyz) and is not backed up: a backup of it could be
+// empty, or hold writes its master dropped, and retention would then delete good backups.
+inline std::optional<std::string> UnconfirmedReplicaData(const ReplicationStatus& status) {
+  if (status.role == ReplicationStatus::Role::kMaster) return std::nullopt;
+  if (status.sync_in_progress || status.full_resync_pending) {
+    // What is here is not on the master's history: it may hold writes the master dropped.
+    return "full resync in progress" + LinkErrorNote(status);
+  }
+  if (!status.link_up && (status.seq == 0 || !status.link_attached)) {
+    // No data, or data that this master has not yet confirmed as its own (a pod demoted from
+    // master, a replica that restarted while its master was away).
+    return "master link down" + LinkErrorNote(status) +
+           (status.seq == 0 ? ", and no data yet" : ", not attached since start");
+  }
+  return std::nullopt;
+}
+
 class ReplicationContext {
  public:
   virtual ~ReplicationContext() = default;

@@ -28,15 +28,9 @@ HealthReport EngineAdminProvider::Readiness() {
     const std::uint64_t lag = status.master_seq > status.seq ? status.master_seq - status.seq : 0;
     const std::string where =
         "replica of " + status.master_host + ":" + std::to_string(status.master_port);
-    const std::string link_error = status.last_error.empty() ? "" : " (" + status.last_error + ")";
-    if (status.sync_in_progress || status.full_resync_pending) {
-      // What is here is not on the master's history: it may hold writes the master dropped.
-      report = {false, where + ": full resync in progress" + link_error};
-    } else if (!status.link_up && (status.seq == 0 || !status.link_attached)) {
-      // No data, or data that this master has not yet confirmed as its own (a pod demoted from
-      // master, a replica that restarted while its master was away).
-      report = {false, where + ": master link down" + link_error +
-                           (status.seq == 0 ? ", and no data yet" : ", not attached since start")};
+    const std::string link_error = LinkErrorNote(status);
+    if (auto unconfirmed = UnconfirmedReplicaData(status)) {
+      report = {false, where + ": " + *unconfirmed};
     } else if (lag > ready_max_lag_entries_) {
       report = {false, where + ": " + std::to_string(lag) +
                            " entries behind (ready_max_lag_entries " +

@@ -213,11 +213,20 @@ asio::awaitable<std::optional<resp::Value>> ReplicaLink::ReadValue(const char* w
       std::error_code ignored;
       self->socket_.close(ignored);
     });
+    const auto started = std::chrono::steady_clock::now();
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buffer), kUseTuple);
     timer_.cancel();
     if (ec) {
-      if (!stopped_)
+      // A failed apply closed the socket, and said why already.
+      if (stopped_ || apply_failed_.load()) co_return std::nullopt;
+      if (std::chrono::steady_clock::now() - started >= kLinkTimeout) {
+        Fail(
+            fmt::format("no data from the master for {} s while waiting for {} (it sends a "
+                        "heartbeat every second): the link is dead",
+                        kLinkTimeout.count(), what));
+      } else {
         Fail(fmt::format("connection lost while waiting for {}: {}", what, ec.message()));
+      }
       co_return std::nullopt;
     }
     Heard();
@@ -530,8 +539,12 @@ asio::awaitable<bool> ReplicaLink::Apply(std::string_view records) {
     asio::post(self->strand_, [self, connection, committed, s] {
       self->applies_in_flight_.fetch_sub(1);
       if (!s.ok()) {
-        self->apply_failed_ = true;
-        self->Fail("cannot apply replicated entries: " + s.ToString());
+        // Only the first failure of a connection says why: the applies queued behind it fail
+        // because it did ("does not follow this pod's last entry"), and would hide the cause
+        // (a full disk, say) from INFO's link error.
+        if (!self->apply_failed_.exchange(true)) {
+          self->Fail("cannot apply replicated entries: " + s.ToString());
+        }
         if (connection == self->connection_) {
           std::error_code ignored;
           self->socket_.close(ignored);

@@ -444,6 +444,18 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool
   }
   CloseFeeds();
   if (Status s = engine_.InstallSnapshot(path, only_into_empty); !s.ok()) return s;
+  // The writes still waiting for acknowledgements (WAIT, sync mode) were replaced by the
+  // install: answer them with the count they have now. Left waiting, they would be counted
+  // acknowledged by replicas acknowledging the restored history's sequence numbers. No replica
+  // acknowledges anything of the new history before its epoch opens (restoring_).
+  {
+    std::promise<void> settled;
+    asio::post(strand_, [this, &settled] {
+      SettleWaiters(/*all=*/true);
+      settled.set_value();
+    });
+    settled.get_future().wait();
+  }
   // The restored history may be unrelated to this cluster's, or older than replicas' epochs:
   // open an epoch numbered above the one before, so no replica has a newer epoch and none is on
   // the new history (each full-resyncs).

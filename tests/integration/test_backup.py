@@ -557,3 +557,37 @@ def test_a_restore_killed_part_way_leaves_no_partial_file(make_server, tmp_path)
     server.start()
     assert not partial.exists(), "a killed restore's partial snapshot survived the restart"
     assert server.client().dbsize() == 0
+
+
+def test_a_replica_its_master_has_not_confirmed_is_not_backed_up(make_server, tmp_path):
+    """A replica that holds no data, or data its master has not confirmed since it started, is
+    refused (exit 1, with the reason), so that `--keep` never removes good backups for its copy.
+    One whose link went down after it attached serves stale but confirmed data: backed up."""
+    master = make_server(env=master_env())
+    preload(master, 200)
+    replica = make_server(env=replica_env(master))
+    wait_for(lambda: digest(replica) == digest(master), what="the replica to catch up")
+    out = tmp_path / "backups"
+    out.mkdir()
+    good = []
+    for _ in range(2):
+        good.append(Path(backup(master, out, "--keep", "2")["file"]).name)
+        time.sleep(0.01)  # file names carry milliseconds
+
+    master.kill9()
+    wait_for(lambda: replica.client().info("replication")["master_link_status"] == "down",
+             timeout=10, what="the replica to see its master gone")
+    stale = backup(replica, tmp_path / "stale.kvbackup")
+    assert stale["pod"] == "kvstore-1" and stale["keys"] == "200", stale
+
+    # Killed and restarted while its master is away: not attached since start.
+    replica.kill9()
+    replica.start()
+    # A new replica: no data at all.
+    newcomer = make_server(env=replica_env(master, ordinal=2))
+    for server, why in ((replica, b"not attached since start"), (newcomer, b"no data yet")):
+        refused = kvctl(server.port, "backup", "--out", out, "--keep", "2")
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)
+        assert b"backup refused" in refused.stderr and why in refused.stderr, refused.stderr
+        assert b"back up the master or a ready replica" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(good)

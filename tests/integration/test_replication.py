@@ -1,13 +1,16 @@
 """Replication basics on a local three-pod StatefulSet look-alike (cluster.py): what replicas see
 and refuse, ROLE / INFO / DIGEST on both sides, WAIT, sync mode and min_replicas_to_write, a
-graceful SIGTERM of the master, a password, and the role settings (exit code 2, `kvstore role`).
-The failure scenarios are in test_replication_failover.py and test_replication_recovery.py."""
+graceful SIGTERM of the master, a sync write replaced by a restore, a password, and the role
+settings (exit code 2, `kvstore role`). The failure scenarios are in test_replication_failover.py
+and test_replication_recovery.py."""
 import os
 import signal
+import subprocess
+import threading
 import time
 
 from cluster import join_writers, missing_writes, start_writers
-from conftest import RespConn, RespError, keyspace_digest, run_kvstore
+from conftest import KVCTL_BIN, RespConn, RespError, keyspace_digest, run_kvstore
 
 ZERO_DIGEST = "0" * 16
 
@@ -363,3 +366,44 @@ def test_run_local_script_starts_a_replicating_cluster(tmp_path):
     output = script.stdout.read().decode(errors="replace")
     assert "Starting as MASTER" in output and output.count("Starting as REPLICA of") == 2, output
     assert "shutdown: complete" in output, output
+
+
+def test_a_sync_write_replaced_by_a_restore_is_not_acknowledged(make_cluster, make_server,
+                                                                tmp_path):
+    # A backup whose sequence numbers run far past the cluster's own.
+    source = make_server()
+    pipe = source.client().pipeline(transaction=False)
+    for i in range(3000):
+        pipe.set(f"restored{i}", i)
+    pipe.execute()
+    backup = tmp_path / "b.kvbackup"
+    made = subprocess.run([KVCTL_BIN, "--port", str(source.port), "backup", "--out", str(backup)],
+                          capture_output=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+
+    cluster = make_cluster(size=2, extra_args=["--replication-mode", "sync",
+                                               "--sync-timeout-ms", "20000"])
+    cluster.start_all()
+    cluster.wait_converged()
+    replica = cluster.pods[1].proc
+    os.kill(replica.pid, signal.SIGSTOP)  # the write waits for its acknowledgement
+    replies = []
+    with RespConn(cluster.port(0), timeout=30) as conn:
+        waiting = threading.Thread(target=lambda: replies.append(conn.call("SET", "inflight", "x")))
+        waiting.start()
+        time.sleep(0.3)
+        try:
+            restored = subprocess.run([KVCTL_BIN, "--port", str(cluster.port(0)), "restore",
+                                       str(backup), "--force"], capture_output=True, timeout=60)
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        assert restored.returncode == 0, restored.stderr
+        # Resynced to the restored data, the replica acknowledges sequence numbers above the
+        # write's: they must not count for it.
+        waiting.join(timeout=25)
+        assert not waiting.is_alive()
+    assert str(replies[0]).startswith("NOREPLICAS"), replies
+    cluster.wait_converged()
+    for n in (0, 1):
+        assert cluster.client(n).get("inflight") is None
+        assert cluster.client(n).get("restored2999") == b"2999"

@@ -3,6 +3,7 @@ Writes that do not fit fail with "-ERR storage full ...", nothing acknowledged i
 working, deletes succeed, and writes work again once space is free, also after a restart."""
 import os
 import random
+import subprocess
 import time
 
 import pytest
@@ -175,3 +176,24 @@ def test_a_restart_on_a_full_disk_serves_reads_and_writes_once_space_is_freed(ma
     assert_all_present(client, acked, "after freeing space")
     client.close()
     assert server.stop() == 0, server.logs()
+
+
+def test_a_replica_on_a_full_disk_says_so_and_resumes_once_space_is_freed(make_cluster,
+                                                                         tmp_path):
+    cluster = make_cluster(size=2, extra_args=["--log-segment-bytes", "8MiB"])
+    with mounted_tmpfs(cluster.pods[1].data_dir, "96m") as volume:
+        cluster.start_all()
+        cluster.wait_converged()
+        master = cluster.client(0)
+        value = os.urandom(50000)
+        for start in range(0, 1500, 100):  # 150 MB: more than the replica's volume holds
+            master.mset({f"big{i}": value for i in range(start, start + 100)})
+        cluster.wait_until(lambda: "no space left" in cluster.info(1).get("kvstore_link_error", ""),
+                           30, "the replica to report its full disk")
+        time.sleep(3.0)  # the applies queued behind the failed one must not hide its cause
+        info = cluster.info(1)
+        assert "no space left" in info["kvstore_link_error"], info
+        assert cluster.client(1).get("big0") == value, "reads go on"
+        subprocess.run(["mount", "-o", "remount,size=1g", str(volume)], check=True, timeout=30)
+        cluster.wait_converged(timeout=60)
+        assert int(cluster.info(1)["kvstore_full_resyncs"]) == 0, "it resumed where it stopped"
