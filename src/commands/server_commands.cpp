@@ -1,4 +1,4 @@
-// Server commands: INFO, COMMAND, CONFIG GET, TIME.
+// Server commands: INFO, COMMAND, CONFIG GET, TIME, MEMORY USAGE, SHUTDOWN.
 // INFO uses Redis' field names wherever one exists, so Redis tools (redis-cli, exporters,
 // dashboards) read it; kvstore-only fields carry a kvstore_ prefix.
 #include <fmt/format.h>
@@ -287,6 +287,56 @@ Outcome Time(CommandContext& c) {
   return Outcome::Replied();
 }
 
+// What one pair takes in LMDB, as MEMORY USAGE reports it. A pair is a node in a page: an
+// 8-byte header, the key, the value and a 2-byte slot in the page's index. A node that would
+// pass half a page keeps only the key and a page number, and its value takes whole overflow
+// pages of its own, each run with a 16-byte header (lmdb's mdb.c: me_nodemax, OVPAGES).
+std::uint64_t PairBytes(std::uint64_t key, std::uint64_t value) {
+  constexpr std::uint64_t kNodeHeader = 8, kIndexSlot = 2, kPageHeader = 16;
+  const auto page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::uint64_t node_max = ((page - kPageHeader) / 2 & ~std::uint64_t{1}) - kIndexSlot;
+  if (kNodeHeader + key + value <= node_max) return kNodeHeader + key + value + kIndexSlot;
+  const std::uint64_t overflow_pages = (kPageHeader - 1 + value) / page + 1;
+  return kNodeHeader + key + sizeof(std::uint64_t) + kIndexSlot + overflow_pages * page;
+}
+
+constexpr SubcommandSpec kMemorySubcommands[] = {
+    {"usage", -3, "<key> [SAMPLES <count>]",
+     "Return the bytes <key> and its value take in storage. SAMPLES is accepted and ignored: "
+     "values are strings."},
+};
+
+// MEMORY USAGE key [SAMPLES count] -> the bytes the pair takes in storage, nil when the key does
+// not exist (redis-cli --memkeys reads it). MEMORY HELP lists this.
+Outcome Memory(CommandContext& c) {
+  if (FindSubcommand(c, "memory", kMemorySubcommands) == nullptr) return Outcome::Replied();
+  for (std::size_t i = 3; i < c.args.size(); i += 2) {
+    std::int64_t samples = 0;
+    if (!EqualsIgnoreCase(c.args[i], "samples") || i + 1 == c.args.size()) {
+      ReplySyntaxError(c.out);
+      return Outcome::Replied();
+    }
+    if (!resp::ParseInteger(c.args[i + 1], &samples)) {
+      ReplyNotInteger(c.out);
+      return Outcome::Replied();
+    }
+    if (samples < 0) {
+      ReplySyntaxError(c.out);
+      return Outcome::Replied();
+    }
+  }
+  Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
+  if (snapshot == nullptr) return Outcome::Replied();
+  std::string value;
+  if (snapshot->Get(c.args[2], &value).ok()) {
+    resp::AppendInteger(c.out,
+                        static_cast<std::int64_t>(PairBytes(c.args[2].size(), value.size())));
+  } else {
+    resp::AppendNullBulkString(c.out);
+  }
+  return Outcome::Replied();
+}
+
 // SHUTDOWN [NOSAVE | SAVE]: the graceful stop of SIGTERM (finish the commands in flight, make
 // everything durable, let replicas catch up, exit 0). Every acknowledged write is durable
 // already, so NOSAVE and SAVE change nothing. As in Redis, success has no reply: the connection
@@ -316,6 +366,7 @@ constexpr CommandSpec kCommands[] = {
     {"command", -1, kFlagAdmin, Command, 0, 0, 0},
     {"config", -2, kFlagAdmin, Config, 0, 0, 0},
     {"time", 1, kFlagFast | kFlagInTransaction, Time, 0, 0, 0},
+    {"memory", -2, kFlagRead, Memory, 0, 0, 0},
     // The graceful stop of SIGTERM.
     {"shutdown", -1, kFlagAdmin, Shutdown, 0, 0, 0},
 };

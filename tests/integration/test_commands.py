@@ -567,3 +567,14 @@ def test_hello_setname_checks_the_name_as_client_setname_does(raw):
     assert raw.call("CLIENT", "GETNAME") is None
     assert isinstance(raw.call("HELLO", "2", "SETNAME", "good-name"), list)
     assert raw.call("CLIENT", "GETNAME") == b"good-name"
+
+
+def test_memory_usage_estimates_each_pair(module_server, r):
+    r.set("small", "v")
+    r.set("large", "x" * 100_000)
+    small, large = r.memory_usage("small"), r.memory_usage("large", samples=5)
+    assert len("small") + len("v") < small < 64, small  # the pair and LMDB's node overhead
+    assert 100_000 < large <= 100_000 + 2 * 4096, large  # the value in whole pages
+    assert r.memory_usage("missing") is None
+    # redis-cli --memkeys warned for every key and counted 0 bytes without MEMORY USAGE.
+    assert f"2 strings with {small + large} bytes" in module_server.cli("--memkeys")

@@ -100,6 +100,12 @@ CASES = [
     [("SET", "a", "x"), ("MULTI",), ("APPEND", "a", "y"), ("STRLEN", "a"), ("TYPE", "a"),
      ("GETDEL", "a"), ("EXISTS", "a"), ("DBSIZE",), ("EXEC",)],
     [("MULTI",), ("GET", "a"), ("EXISTS", "a"), ("EXEC",)],
+    # MEMORY USAGE (redis-cli --memkeys): the answers and errors that do not depend on sizes.
+    [("MEMORY",)], [("MEMORY", "USAGE")], [("MEMORY", "FOO")], [("MEMORY", "USAGE", "nokey")],
+    [("SET", "a", "b"), ("MEMORY", "USAGE", "a", "SAMPLES")],
+    [("SET", "a", "b"), ("MEMORY", "USAGE", "a", "SAMPLES", "x")],
+    [("SET", "a", "b"), ("MEMORY", "USAGE", "a", "SAMPLES", "-1")],
+    [("SET", "a", "b"), ("MEMORY", "USAGE", "a", "BOGUS", "1")],
     # Unknown commands: each argument quoted and cut at 128 bytes.
     [("FOO", "arg")], [("NOSUCH", "a" * 200, "b")], [("FOO", "a\r\nb")], [("x" * 200,)],
     [("FOO",) + tuple("abcdefghij" * 3) * 2],
@@ -132,7 +138,7 @@ def test_command_info_without_names_describes_every_command(module_server, redis
         assert {b"get", b"set", b"scan", b"client"} <= names
 
 
-@pytest.mark.parametrize("command", ["CLIENT", "CONFIG", "COMMAND"])
+@pytest.mark.parametrize("command", ["CLIENT", "CONFIG", "COMMAND", "MEMORY"])
 def test_help_lists_subcommands_that_exist(module_server, redis_port, command):
     with RespConn(redis_port) as conn:
         redis_help = conn.call(command, "HELP")
