@@ -5,7 +5,10 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
 #include <fstream>
 
 #include "commands/command.h"
@@ -23,6 +26,19 @@ std::uint64_t ResidentBytes() {
   statm >> pages_total >> pages_resident;
   return pages_resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
 }
+
+// The most the process has had resident (the kernel's VmHWM), 0 if unreadable.
+std::uint64_t PeakResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    std::uint64_t kib = 0;
+    if (std::sscanf(line.c_str(), "VmHWM: %" SCNu64 " kB", &kib) == 1) return kib * 1024;
+  }
+  return 0;
+}
+
+std::string HumanBytes(std::uint64_t bytes) { return fmt::format("{:.2f}M", bytes / 1048576.0); }
 
 std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) {
   // As Redis: the default sections, unless asked for by name or with "all" / "everything";
@@ -69,12 +85,17 @@ std::string InfoText(CommandContext& c, const std::vector<std::string>& wanted) 
     // kvstore's data lives in LMDB's memory map (page cache), not the heap: used_memory is the
     // process' resident memory, used_memory_dataset the map's used pages.
     const std::uint64_t rss = ResidentBytes();
+    const std::uint64_t peak = std::max(rss, PeakResidentBytes());
     Field(&text, "used_memory", rss);
-    Field(&text, "used_memory_human", fmt::format("{:.2f}M", rss / 1048576.0));
+    Field(&text, "used_memory_human", HumanBytes(rss));
     Field(&text, "used_memory_rss", rss);
-    Field(&text, "used_memory_rss_human", fmt::format("{:.2f}M", rss / 1048576.0));
+    Field(&text, "used_memory_rss_human", HumanBytes(rss));
+    Field(&text, "used_memory_peak", peak);
+    Field(&text, "used_memory_peak_human", HumanBytes(peak));
     Field(&text, "used_memory_dataset", stats.storage.used_bytes);
     Field(&text, "maxmemory", 0);
+    // Job queues (BullMQ, Sidekiq) warn unless keys are never evicted; kvstore never evicts.
+    Field(&text, "maxmemory_policy", std::string("noeviction"));
     Field(&text, "kvstore_map_size_bytes", stats.storage.map_bytes);
     Field(&text, "kvstore_map_used_bytes", stats.storage.used_bytes);
     Field(&text, "kvstore_max_map_bytes", stats.storage.max_map_bytes);
@@ -255,6 +276,9 @@ Outcome Config(CommandContext& c) {
       {"appendfsync", appendfsync},
       {"databases", "1"},
       {"maxmemory", "0"},
+      {"maxmemory-policy", "noeviction"},
+      {"cluster-enabled", "no"},
+      {"replica-read-only", "yes"},
       {"maxclients", std::to_string(c.options.max_clients)},
       {"port", std::to_string(c.server.Counters().port)},
       {"dir", c.options.data_dir},

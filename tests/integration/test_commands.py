@@ -578,3 +578,10 @@ def test_memory_usage_estimates_each_pair(module_server, r):
     assert r.memory_usage("missing") is None
     # redis-cli --memkeys warned for every key and counted 0 bytes without MEMORY USAGE.
     assert f"2 strings with {small + large} bytes" in module_server.cli("--memkeys")
+
+
+def test_info_memory_fields_libraries_check(r):
+    memory = r.info("memory")
+    assert memory["maxmemory_policy"] == "noeviction"  # BullMQ and Sidekiq warn otherwise
+    assert memory["used_memory_peak"] >= memory["used_memory"] > 0
+    assert memory["used_memory_peak_human"].endswith("M")

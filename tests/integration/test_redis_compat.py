@@ -82,6 +82,9 @@ CASES = [
     [("CLIENT", "LIST", "ID", "0", "-1")], [("CLIENT", "LIST", "FOO")], [("CLIENT", "LIST", "ID")],
     [("CLIENT", "LIST", "TYPE", "normal", "x")], [("CLIENT", "LIST", "TYPE", "Replica")],
     [("CLIENT", "LIST", "TYPE", "master")], [("CLIENT", "LIST", "TYPE", "pubsub")],
+    # Redis lists several parameters in its hash table's order: one at a time.
+    [("CONFIG", "GET", "maxmemory-policy")], [("CONFIG", "GET", "cluster-enabled")],
+    [("CONFIG", "GET", "replica-read-only")],
     [("CONFIG",)], [("CONFIG", "GET")], [("CONFIG", "FOO")], [("CONFIG", "GET", "databases_")],
     [("COMMAND", "COUNT", "x")], [("COMMAND", "FOO")], [("COMMAND", "INFO", "nosuch")],
     [("CLIENT", "HELP", "x")], [("CONFIG", "s" * 200)],
