@@ -160,6 +160,7 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
       socket_.get_executor(), [self = shared_from_this()] { return self->ReadAcks(); },
       asio::detached);
   std::uint64_t next_seq = replica_seq + 1;
+  if (continuable) sent_through_ = replica_seq;
   if (continuable) {
     logging::Info("replica attached: partial resync",
                   {{"replica", who}, {"from_seq", std::to_string(next_seq)}});
@@ -172,6 +173,7 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
                    {"replica_seq", std::to_string(replica_seq)},
                    {"log_first_seq", std::to_string(log.first_seq)}});
     if (!co_await SendFullSync(&next_seq)) next_seq = 0;
+    if (next_seq != 0) sent_through_ = next_seq - 1;  // the snapshot's position
   }
   if (next_seq != 0) co_await Stream(next_seq);
   std::error_code ignored;
@@ -256,6 +258,8 @@ asio::awaitable<void> ReplicaFeed::Stream(std::uint64_t next_seq) {
           message += replication_wire::AckRequest();
           if ((*cursor)->next_seq() > committed) ack_requests_sent_ = ack_requests;
         }
+        // Set before the send: the acknowledgement may be read before the send resumes us.
+        sent_through_ = (*cursor)->next_seq() - 1;
         if (!co_await Send(std::move(message))) co_return;
         continue;
       }
@@ -299,7 +303,9 @@ asio::awaitable<void> ReplicaFeed::ReadAcks() {
     while ((status = parser.Next(&args)) == resp::RequestParser::ParseStatus::kCommand) {
       std::int64_t seq = 0;
       if (args.size() == 3 && resp::ParseInteger(args[2], &seq) && seq >= 0) {
-        manager_.OnAck(id_, static_cast<std::uint64_t>(seq));
+        // Never beyond what was sent: an acknowledgement of more (a confused or forged peer)
+        // would count toward WAIT and sync mode for writes the replica does not have.
+        manager_.OnAck(id_, std::min(static_cast<std::uint64_t>(seq), sent_through_.load()));
       }
     }
     if (status == resp::RequestParser::ParseStatus::kError) break;

@@ -41,6 +41,9 @@ class ReplicaFeed : public std::enable_shared_from_this<ReplicaFeed> {
   bool closed_ = false;        // strand only
   // The AckRequests() count the last acknowledgement request answered. Strand only.
   std::uint64_t ack_requests_sent_ = 0;
+  // The last sequence sent to the replica (its position at attach, the snapshot's, then the
+  // stream's): acknowledgements are capped to it. Written by the sender, read by ReadAcks.
+  std::atomic<std::uint64_t> sent_through_{0};
   std::string peer_ip_;
 };
 

@@ -407,3 +407,19 @@ def test_a_sync_write_replaced_by_a_restore_is_not_acknowledged(make_cluster, ma
     for n in (0, 1):
         assert cluster.client(n).get("inflight") is None
         assert cluster.client(n).get("restored2999") == b"2999"
+
+
+def test_an_acknowledgement_beyond_what_was_sent_does_not_count(make_cluster):
+    cluster = make_cluster(size=1, extra_args=["--replication-mode", "sync",
+                                               "--sync-timeout-ms", "500"])
+    cluster.start(0)
+    with RespConn(cluster.port(0)) as fake:
+        fake.send(b"REPLSYNC 5 27285 - 0\r\n")
+        time.sleep(0.3)
+        fake.send(b"REPLCONF ACK 1000000000\r\n")
+        time.sleep(0.3)
+        reply = cluster.call(0, "SET", "x", "1")
+        assert str(reply).startswith("NOREPLICAS"), \
+            f"a write acknowledged by a peer that never received it: {reply!r}"
+        info = cluster.info(0)
+        assert int(info["slave0"]["offset"]) <= int(info["master_repl_offset"]), info
