@@ -292,7 +292,9 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
     resp::ReplyParser parser(limits);
     std::vector<char> buffer(256 << 10);
     resp::Value value;
-    while (status.ok() && !decoder.finished()) {
+    // Until the end frame or the last announced byte: a stream cut inside a frame is refused
+    // at once, rather than after waiting (holding the restore slot) for bytes never announced.
+    while (status.ok() && !decoder.finished() && decoder.bytes_fed() < bytes) {
       const auto parsed = parser.Next(&value);
       if (parsed == resp::ReplyParser::ParseStatus::kError) {
         status = Status::InvalidArgument("malformed stream: " + parser.error());
@@ -319,7 +321,10 @@ asio::awaitable<void> BackupService::ServeRestore(asio::ip::tcp::socket socket,
         parser.Feed(std::string_view(buffer.data(), n));
       }
     }
-    if (status.ok() && decoder.bytes_fed() != bytes) {
+    if (status.ok() && !decoder.finished()) {
+      status = Status::Corruption(fmt::format(
+          "the snapshot is truncated: its {} announced bytes end before its end frame", bytes));
+    } else if (status.ok() && decoder.bytes_fed() != bytes) {
       status = Status::InvalidArgument(
           fmt::format("the snapshot has {} bytes, {} were announced", decoder.bytes_fed(), bytes));
     }

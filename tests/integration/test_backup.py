@@ -591,3 +591,28 @@ def test_a_replica_its_master_has_not_confirmed_is_not_backed_up(make_server, tm
         assert b"backup refused" in refused.stderr and why in refused.stderr, refused.stderr
         assert b"back up the master or a ready replica" in refused.stderr, refused.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(good)
+
+
+def test_a_restore_cut_inside_a_frame_is_refused_at_once(make_server, tmp_path):
+    """A client that announces exactly the bytes it sends, but whose snapshot ends inside a
+    frame, gets the refusal at once: before, the server waited 60 s for more, holding the
+    restore slot, then closed without a reply."""
+    from conftest import RespConn
+    source = make_server()
+    preload(source, 2000)
+    good = tmp_path / "good.kvbackup"
+    backup(source, good)
+    data = good.read_bytes()
+    snapshot = data[data.index(b"\n\n") + 2:-20]
+    cut = snapshot[: len(snapshot) // 2]
+    target = make_server(env=master_env())
+    target.client().set("precious", "data")
+    before = digest(target)
+    with RespConn(target.port, timeout=10) as conn:
+        assert conn.call("RESTORE-SNAPSHOT", len(cut), "FORCE") == "SEND"
+        conn.send(b"$%d\r\n%s\r\n" % (len(cut), cut))
+        reply = str(conn.read_reply())
+    assert "restore refused, nothing changed: the snapshot is truncated" in reply, reply
+    with RespConn(target.port, timeout=10) as conn:
+        assert conn.call("RESTORE-SNAPSHOT", 10, "FORCE") == "SEND", "the restore slot is held"
+    assert digest(target) == before
