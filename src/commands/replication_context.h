@@ -112,6 +112,11 @@ class ReplicationContext {
   // Sync mode: how many acknowledgements a write needs and how long to wait (0 in async mode).
   virtual int SyncReplicasRequired() const = 0;
   virtual std::chrono::milliseconds SyncTimeout() const = 0;
+  // Sync mode: replicas that can acknowledge a write soon: streaming, and heard from within
+  // ResponsiveWindow() (they acknowledge at least every second, idle or busy). A replica cut off
+  // by a partition or stopped drops out of the count once the window passes.
+  virtual int ResponsiveReplicas() const = 0;
+  virtual std::chrono::milliseconds ResponsiveWindow() const = 0;
   // REPLFAILOVER from a replica being promoted: stop taking writes, then call done with the
   // RESP-encoded reply: the final committed sequence as an integer, or an error.
   virtual void Fence(std::string requester, std::function<void(std::string reply)> done) = 0;

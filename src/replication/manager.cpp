@@ -603,6 +603,19 @@ int ReplicationManager::SyncReplicasRequired() const {
 
 std::chrono::milliseconds ReplicationManager::SyncTimeout() const { return options_.sync_timeout; }
 
+std::chrono::milliseconds ReplicationManager::ResponsiveWindow() const {
+  // Two heartbeats: an idle replica acknowledges each one, so a live one is never older.
+  return std::max(options_.sync_timeout, 2 * options_.heartbeat);
+}
+
+int ReplicationManager::ResponsiveReplicas() const {
+  const auto oldest = std::chrono::steady_clock::now() - ResponsiveWindow();
+  std::lock_guard lock(mu_);
+  return static_cast<int>(std::count_if(feeds_.begin(), feeds_.end(), [&](const auto& feed) {
+    return feed.second.status.state == "online" && feed.second.last_ack >= oldest;
+  }));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Acknowledgements and waiters.
 

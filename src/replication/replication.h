@@ -148,6 +148,8 @@ class ReplicationManager final : public ReplicationContext {
   std::uint64_t BlockedClients() const override;
   int SyncReplicasRequired() const override;
   std::chrono::milliseconds SyncTimeout() const override;
+  int ResponsiveReplicas() const override;
+  std::chrono::milliseconds ResponsiveWindow() const override;
   void Fence(std::string requester, std::function<void(std::string reply)> done) override;
 
  private:

@@ -555,15 +555,24 @@ asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
   bool any = false;
   for (std::size_t i = 0; i < results->size(); ++i) any = any || waits(i);
   if (!any) co_return;
+  // Replicas cut off (a partition, a stopped process) acknowledge nothing: once too few have
+  // been heard from lately, a write is answered at once, not after sync_timeout_ms for each
+  // batch of a pipeline (a 100-command pipeline took 50 s across a partition).
   const auto timeout = replication_->SyncTimeout();
-  const std::string acked_text = co_await AsyncWaitForAcks(*replication_, seq, required, timeout,
-                                                           client_.info.id, asio::use_awaitable);
+  const bool cut_off = replication_->ResponsiveReplicas() < required;
+  const std::string acked_text = co_await AsyncWaitForAcks(
+      *replication_, seq, required, cut_off ? std::chrono::milliseconds(1) : timeout,
+      client_.info.id, asio::use_awaitable);
   const int acked = std::atoi(acked_text.c_str());
   if (acked >= required) co_return;
-  const Status refused = Status::Unavailable(
-      "NOREPLICAS Not enough good replicas to write: " + std::to_string(acked) + " of " +
-      std::to_string(required) + " acknowledged within " + std::to_string(timeout.count()) +
-      " ms (the write is durable on the master and replicates later)");
+  const std::string why =
+      cut_off ? " acknowledged (too few replicas were heard from in the last " +
+                    std::to_string(replication_->ResponsiveWindow().count()) + " ms)"
+              : " acknowledged within " + std::to_string(timeout.count()) + " ms";
+  const Status refused =
+      Status::Unavailable("NOREPLICAS Not enough good replicas to write: " + std::to_string(acked) +
+                          " of " + std::to_string(required) + why +
+                          " (the write is durable on the master and replicates later)");
   for (std::size_t i = 0; i < results->size(); ++i) {
     if (waits(i)) (*results)[i] = refused;
   }
