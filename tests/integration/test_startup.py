@@ -15,6 +15,11 @@ import pytest
 from conftest import KVSTORE_BIN, RespConn, RespError, clean_env, encode_command, free_port, run_kvstore
 
 
+# A master started alone on an empty data directory opens its epoch at once (without this it
+# waits empty_master_wait_ms for replicas: test_empty_master.py).
+ALONE = {"EMPTY_MASTER_WAIT_MS": "0"}
+
+
 def base_args(tmp_path, port=None):
     return ["--bind", "127.0.0.1", "--port", str(port or free_port()),
             "--data-dir", str(tmp_path / "data"), "--admin-port", "0"]
@@ -322,7 +327,7 @@ def test_a_running_pod_keeps_its_role_when_the_configmap_file_goes_bad(tmp_path)
     port = free_port()
     log_path = tmp_path / "kvstore.log"
     env = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "1",
-           "MASTER_ADDRESS": f"127.0.0.1:{free_port()}"}
+           "MASTER_ADDRESS": f"127.0.0.1:{free_port()}", **ALONE}
     proc = start_raw(base_args(tmp_path, port) + ["--config-dir", str(config_dir),
                                                   "--config-poll-ms", "50"], env, log_path)
     try:
@@ -346,7 +351,7 @@ def test_a_running_pod_keeps_its_role_when_the_configmap_file_goes_bad(tmp_path)
 def test_a_port_in_use_stops_the_start_before_a_master_opens_an_epoch(tmp_path):
     port = free_port()
     log_path = tmp_path / "kvstore.log"
-    env = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "0"}
+    env = {"POD_NAME": "kvstore-0", "MASTER_ORDINAL": "0", **ALONE}
 
     def epoch():
         proc = start_raw(base_args(tmp_path, port), env, log_path)
