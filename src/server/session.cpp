@@ -508,8 +508,9 @@ asio::awaitable<void> Session::FlushWrites() {
   reads_.Release();  // never hold a snapshot while waiting (see SnapshotLender)
   if (queued_replies_.empty()) co_return;
   std::vector<Status> results;
-  // Which writes committed: a sync-mode refusal (NOREPLICAS) replaces the status of a write that
-  // did, and an EXEC's commands count as run whenever its write did.
+  // Which writes committed, when sync mode waited: its refusal (NOREPLICAS) replaces the status
+  // of a write that did, and an EXEC's commands count as run whenever its write did. Otherwise a
+  // write committed when its status is ok.
   std::vector<bool> committed;
   if (!queued_writes_.empty()) {
     std::vector<WriteFn> writes;
@@ -517,12 +518,16 @@ asio::awaitable<void> Session::FlushWrites() {
     std::uint64_t seq = 0;
     std::tie(results, seq) = co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
     client_.last_write_seq = seq;
-    std::vector<bool> logged;
-    for (const QueuedReply& queued : queued_replies_) {
-      if (queued.from_engine) logged.push_back(queued.logged && *queued.logged);
+    // Checked here rather than only inside WaitForSyncReplicas: outside sync mode (the usual
+    // case) no coroutine frame and no vectors are made for every flush.
+    if (replication_ != nullptr && replication_->SyncReplicasRequired() > 0) {
+      std::vector<bool> logged;
+      for (const QueuedReply& queued : queued_replies_) {
+        if (queued.from_engine) logged.push_back(queued.logged && *queued.logged);
+      }
+      for (const Status& result : results) committed.push_back(result.ok());
+      co_await WaitForSyncReplicas(seq, logged, &results);
     }
-    for (const Status& result : results) committed.push_back(result.ok());
-    co_await WaitForSyncReplicas(seq, logged, &results);
   }
   std::size_t next_result = 0;
   for (const QueuedReply& queued : queued_replies_) {
@@ -532,7 +537,8 @@ asio::awaitable<void> Session::FlushWrites() {
     }
     const Status status =
         next_result < results.size() ? results[next_result] : Status::IOError("write lost");
-    const bool write_committed = next_result < committed.size() && committed[next_result];
+    const bool write_committed =
+        next_result < committed.size() ? committed[next_result] : status.ok();
     ++next_result;
     const std::size_t mark = out_.size();
     AppendWriteResult(status, *queued.reply, &out_);
@@ -547,9 +553,7 @@ asio::awaitable<void> Session::FlushWrites() {
 asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
                                                    const std::vector<bool>& logged,
                                                    std::vector<Status>* results) {
-  if (replication_ == nullptr) co_return;
   const int required = replication_->SyncReplicasRequired();
-  if (required <= 0) co_return;
   // Only writes that changed something wait: there is nothing to replicate for the others.
   auto waits = [&](std::size_t i) { return (*results)[i].ok() && i < logged.size() && logged[i]; };
   bool any = false;

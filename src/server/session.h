@@ -68,7 +68,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Counts a finished command in the server's CommandMetrics.
   void RecordCommand(const CommandSpec* spec, bool ok,
                      std::chrono::steady_clock::time_point started);
-  // logged[i]: whether the write of results[i] logged anything (only those wait).
+  // Sync mode only (replication_ set, SyncReplicasRequired() > 0). logged[i]: whether the write
+  // of results[i] logged anything (only those wait).
   asio::awaitable<void> WaitForSyncReplicas(std::uint64_t seq, const std::vector<bool>& logged,
                                             std::vector<Status>* results);
   asio::awaitable<bool> WriteOut();
