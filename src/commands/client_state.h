@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kvstore {
@@ -18,7 +19,9 @@ struct ClientInfo {
   std::string name;
   std::string lib_name;
   std::string lib_ver;
-  std::string last_command;
+  // A CommandSpec's name, which has static storage: a view, so recording it per command
+  // copies nothing.
+  std::string_view last_command;
   std::chrono::steady_clock::time_point created;
   std::chrono::steady_clock::time_point last_active;
 };

@@ -178,7 +178,7 @@ std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time
          " name=" + info.name +
          " age=" + std::to_string(duration_cast<seconds>(now - info.created).count()) +
          " idle=" + std::to_string(duration_cast<seconds>(now - info.last_active).count()) +
-         " db=0 cmd=" + info.last_command + " lib-name=" + info.lib_name +
+         " db=0 cmd=" + std::string(info.last_command) + " lib-name=" + info.lib_name +
          " lib-ver=" + info.lib_ver + "\n";
 }
 
