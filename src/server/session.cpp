@@ -431,15 +431,16 @@ asio::awaitable<bool> Session::RunReads(const CommandSpec* first, std::uint64_t*
   const std::size_t pause_above =
       std::min<std::uint64_t>(kSoftOutputBytes, options_.client_output_buffer_limit_bytes);
   auto run = [this, count, pause_above](std::size_t next) {
+    // Each read starts when the one before it finished: one clock read per read.
+    auto started = std::chrono::steady_clock::now();
     while (next < count && out_.size() <= pause_above) {
       ParsedRead& read = read_run_[next++];
-      const auto started = std::chrono::steady_clock::now();
       const std::size_t mark = out_.size();
       const Outcome outcome = dispatcher_.Execute(read.spec, read.args, client_, reads_, &out_);
       if (outcome.kind != Outcome::Kind::kReplied) {  // kFlagSnapshotRead promises a reply
         resp::AppendError(&out_, "ERR internal error: a snapshot read did not reply");
       }
-      RecordCommand(read.spec, !IsErrorReply(out_, mark), started);
+      started = RecordCommand(read.spec, !IsErrorReply(out_, mark), started);
     }
     return next;
   };
@@ -491,10 +492,12 @@ void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,
                              started, std::move(outcome.executed)});
 }
 
-void Session::RecordCommand(const CommandSpec* spec, bool ok,
-                            std::chrono::steady_clock::time_point started) {
+std::chrono::steady_clock::time_point Session::RecordCommand(
+    const CommandSpec* spec, bool ok, std::chrono::steady_clock::time_point started) {
+  const auto finished = std::chrono::steady_clock::now();
   server_.mutable_command_metrics().Record(
-      spec, ok, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      spec, ok, std::chrono::duration<double>(finished - started).count());
+  return finished;
 }
 
 void Session::RecordExecuted(const std::vector<ExecutedCommand>* executed) {
