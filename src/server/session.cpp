@@ -330,7 +330,9 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     if (OutputOverLimit()) co_return false;
     if (out_.size() > kSoftOutputBytes && !co_await WriteOut()) co_return false;
   }
-  co_await FlushWrites();
+  // Guarded here, not only inside: a read-only batch (every unpipelined GET) then makes no
+  // coroutine frame for a flush with nothing to do. WriteOut releases the snapshot either way.
+  if (!queued_replies_.empty()) co_await FlushWrites();
   client_.info.last_active = std::chrono::steady_clock::now();
   Publish();
   server_.CountTraffic(0, 0, commands);
