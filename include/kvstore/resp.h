@@ -63,12 +63,13 @@ class RequestParser {
   void set_unauthenticated(bool unauthenticated) { unauthenticated_ = unauthenticated; }
 
  private:
-  enum class LineEnd { kFound, kNeedMore, kTooLong };
+  enum class LineEnd { kFound, kNeedMore, kTooLong, kInvalid };
 
   ParseStatus Fail(std::string reason);
   ParseStatus ParseInline(std::vector<std::string>* args);
   ParseStatus ParseMultibulk(std::vector<std::string>* args);
   LineEnd FindHeaderEnd(std::size_t start, std::size_t* cr);
+  LineEnd ParseHeader(std::size_t start, std::int64_t* value, std::size_t* next);
   void Compact();
   void ResetFrame();
 

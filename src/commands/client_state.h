@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kvstore {
@@ -18,7 +19,12 @@ struct ClientInfo {
   std::string name;
   std::string lib_name;
   std::string lib_ver;
-  std::string last_command;  // "get", or "client|info" for a subcommand; empty before the first
+  // A CommandSpec's name, which has static storage: a view, so recording it per command
+  // copies nothing.
+  std::string_view last_command;
+  // The subcommand's name when last_command has them ("client" "info" shows as client|info):
+  // a SubcommandSpec's name, static too.
+  std::string_view last_subcommand;
   std::chrono::steady_clock::time_point created;
   std::chrono::steady_clock::time_point last_active;
   // The session records these; -1 and false until it does.

@@ -184,6 +184,8 @@ std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time
   if (info.multi >= 0) flags += 'x';
   if (info.blocked) flags += 'b';
   if (flags.empty()) flags = "N";
+  std::string command = info.last_command.empty() ? "NULL" : std::string(info.last_command);
+  if (!info.last_subcommand.empty()) command += "|" + std::string(info.last_subcommand);
   return fmt::format(
       "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 "
       "multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem={} rbs=0 rbp=0 obl=0 oll=0 omem=0 "
@@ -191,7 +193,7 @@ std::string FormatClient(const ClientInfo& info, std::chrono::steady_clock::time
       info.id, info.addr, info.local_addr, info.fd, info.name,
       duration_cast<seconds>(now - info.created).count(),
       duration_cast<seconds>(now - info.last_active).count(), flags, info.multi, info.multi_bytes,
-      info.last_command.empty() ? "NULL" : info.last_command, info.lib_name, info.lib_ver);
+      command, info.lib_name, info.lib_ver);
 }
 
 constexpr SubcommandSpec kClientSubcommands[] = {
@@ -210,8 +212,6 @@ Outcome Client(CommandContext& c) {
   const SubcommandSpec* spec = FindSubcommand(c, "client", kClientSubcommands);
   if (spec == nullptr) return Outcome::Replied();
   const std::string_view sub = spec->name;
-  // As Redis, CLIENT LIST shows the subcommand too.
-  c.client.info.last_command = "client|" + std::string(sub);
   const auto now = std::chrono::steady_clock::now();
   if (sub == "id") {
     resp::AppendInteger(c.out, static_cast<std::int64_t>(c.client.info.id));

@@ -8,16 +8,23 @@
 
 namespace kvstore {
 
+namespace {
+
+// std::tolower without the call into libc: the server never sets a locale, so in its "C" locale
+// std::tolower folds exactly A-Z.
+char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+}  // namespace
+
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
+           return AsciiLower(x) == AsciiLower(y);
          });
 }
 
 std::string ToLower(std::string_view s) {
   std::string lower(s);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : lower) c = AsciiLower(c);
   return lower;
 }
 
@@ -45,7 +52,10 @@ const SubcommandSpec* FindSubcommand(CommandContext& c, std::string_view command
   const std::string sub = ToLower(c.args[1]);
   for (const SubcommandSpec& spec : subcommands) {
     if (spec.name != sub) continue;
-    if (ArityOk(spec.arity, c.args.size())) return &spec;
+    if (ArityOk(spec.arity, c.args.size())) {
+      c.client.info.last_subcommand = spec.name;  // CLIENT LIST's cmd=client|info, as Redis
+      return &spec;
+    }
     ReplyWrongArity(std::string(command) + "|" + sub, c.out);
     return nullptr;
   }
@@ -168,7 +178,17 @@ std::span<const CommandSpec* const> AllCommands() {
 Dispatcher::Dispatcher(Engine& engine, ServerContext& server, ReplicationContext* replication,
                        DispatcherOptions options)
     : engine_(engine), server_(server), replication_(replication), options_(std::move(options)) {
-  for (const CommandSpec* spec : AllCommands()) table_.emplace(std::string(spec->name), spec);
+  for (const CommandSpec* spec : AllCommands()) table_.emplace(spec->name, spec);
+}
+
+std::size_t Dispatcher::NameHash::operator()(std::string_view name) const {
+  std::size_t hash = 14695981039346656037ull;  // FNV-1a over the lower-cased bytes
+  for (char c : name) hash = (hash ^ static_cast<unsigned char>(AsciiLower(c))) * 1099511628211ull;
+  return hash;
+}
+
+bool Dispatcher::NameEqual::operator()(std::string_view a, std::string_view b) const {
+  return EqualsIgnoreCase(a, b);
 }
 
 namespace {
@@ -198,11 +218,7 @@ void ReplyUnknownCommand(const std::vector<std::string>& args, std::string* out)
 }  // namespace
 
 const CommandSpec* Dispatcher::Lookup(std::string_view command) const {
-  // Command names are short; lower-casing into a reused buffer keeps the lookup allocation-free.
-  thread_local std::string name;
-  name.assign(command);
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  auto it = table_.find(name);
+  auto it = table_.find(command);
   return it == table_.end() ? nullptr : it->second;
 }
 
@@ -236,6 +252,7 @@ Outcome Dispatcher::Execute(const CommandSpec* spec, std::vector<std::string>& a
     return Outcome::Replied();
   }
   client.info.last_command = spec->name;
+  client.info.last_subcommand = {};
   CommandContext context{args,    client,       out,      engine_, reads,
                          server_, replication_, options_, cursors_};
   return spec->handler(context);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -41,12 +42,21 @@ class Dispatcher {
   bool Queue(const CommandSpec* spec, std::vector<std::string>& args, Transaction& transaction,
              std::string* out) const;
 
+  // The table's hash and equality ignore ASCII case, so a lookup needs no lower-case copy of the
+  // name a client sent (every request looks one up).
+  struct NameHash {
+    std::size_t operator()(std::string_view name) const;
+  };
+  struct NameEqual {
+    bool operator()(std::string_view a, std::string_view b) const;
+  };
+
   Engine& engine_;
   ServerContext& server_;
   ReplicationContext* replication_;
   DispatcherOptions options_;
   ScanCursors cursors_;
-  std::unordered_map<std::string, const CommandSpec*> table_;
+  std::unordered_map<std::string_view, const CommandSpec*, NameHash, NameEqual> table_;  // by name
 };
 
 }  // namespace kvstore

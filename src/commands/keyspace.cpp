@@ -32,7 +32,7 @@ Outcome Exists(CommandContext& c) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
   std::int64_t count = 0;
-  std::string value;
+  std::string_view value;  // only whether it exists matters: not copied
   for (std::size_t i = 1; i < c.args.size(); ++i) {
     if (snapshot->Get(c.args[i], &value).ok()) ++count;
   }
@@ -43,7 +43,7 @@ Outcome Exists(CommandContext& c) {
 Outcome Type(CommandContext& c) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
-  std::string value;
+  std::string_view value;
   resp::AppendSimpleString(c.out, snapshot->Get(c.args[1], &value).ok() ? "string" : "none");
   return Outcome::Replied();
 }

@@ -15,7 +15,7 @@ namespace {
 void ReplyValueOf(CommandContext& c, std::string_view key) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return;
-  thread_local std::string value;
+  std::string_view value;  // a view into the snapshot, copied once: into the reply
   Status s = snapshot->Get(key, &value);
   if (s.ok()) {
     resp::AppendBulkString(c.out, value);
@@ -129,7 +129,7 @@ Outcome MGet(CommandContext& c) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
   resp::AppendArrayHeader(c.out, c.args.size() - 1);
-  std::string value;
+  std::string_view value;  // views into the snapshot, copied once: into the reply
   for (std::size_t i = 1; i < c.args.size(); ++i) {
     if (snapshot->Get(c.args[i], &value).ok()) {
       resp::AppendBulkString(c.out, value);
@@ -252,7 +252,7 @@ Outcome Append(CommandContext& c) {
 Outcome StrLen(CommandContext& c) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
-  std::string value;
+  std::string_view value;
   const bool found = snapshot->Get(c.args[1], &value).ok();
   resp::AppendInteger(c.out, found ? static_cast<std::int64_t>(value.size()) : 0);
   return Outcome::Replied();
@@ -277,7 +277,7 @@ Outcome GetRange(CommandContext& c) {
   }
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
-  std::string value;
+  std::string_view value;
   (void)snapshot->Get(c.args[1], &value);  // a missing key reads as ""
   const auto length = static_cast<std::int64_t>(value.size());
   if (start < 0 && end < 0 && start > end) {
@@ -290,9 +290,8 @@ Outcome GetRange(CommandContext& c) {
   if (length == 0 || start > end) {
     resp::AppendBulkString(c.out, "");
   } else {
-    resp::AppendBulkString(
-        c.out, std::string_view(value).substr(static_cast<std::size_t>(start),
-                                              static_cast<std::size_t>(end - start + 1)));
+    resp::AppendBulkString(c.out, value.substr(static_cast<std::size_t>(start),
+                                               static_cast<std::size_t>(end - start + 1)));
   }
   return Outcome::Replied();
 }
@@ -333,7 +332,7 @@ Outcome SetRange(CommandContext& c) {
 Outcome Ttl(CommandContext& c) {
   Storage::Snapshot* snapshot = c.reads.Borrow(c.out);
   if (snapshot == nullptr) return Outcome::Replied();
-  std::string value;
+  std::string_view value;
   resp::AppendInteger(c.out, snapshot->Get(c.args[1], &value).ok() ? -1 : -2);
   return Outcome::Replied();
 }

@@ -607,8 +607,9 @@ struct Engine::Impl {
   struct Request {
     std::vector<WriteFn> writes;
     WriteDone done;
+    // One per write. A write whose status is not ok failed (on its own, or refused): it is left
+    // out of the batch's further attempts.
     std::vector<Status> statuses;
-    std::vector<char> failed;  // the function failed: leave it out of the batch
     // Set for work that must run alone on the writer thread, between batches (an install).
     std::function<void()> exclusive;
     Origin origin = Origin::kClient;
@@ -735,7 +736,7 @@ Status Engine::Impl::PoisonStatus() {
 void Engine::Impl::FailOk(const Status& s) {
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.statuses.size(); ++i) {
-      if (!r.failed[i]) r.statuses[i] = s;
+      if (r.statuses[i].ok()) r.statuses[i] = s;
     }
   }
 }
@@ -832,14 +833,13 @@ Engine::Impl::Attempt Engine::Impl::TryGroup() {
   std::uint64_t ok_writes = 0;
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
-      if (r.failed[i]) continue;
+      if (!r.statuses[i].ok()) continue;
       const std::uint64_t mark = records.count;
       BatchContext ctx(&txn, &records, log->last_seq() + 1);
       Status s = CallWrite(r.writes[i], ctx);
       if (s.IsStorageFull()) return Attempt::kFull;  // txn aborts on return
       if (!s.ok()) {
         r.statuses[i] = std::move(s);
-        r.failed[i] = 1;
         // A failure that changed nothing (the usual case: a wrong type, a bad argument) needs
         // no undo; otherwise run the batch again without this function.
         if (records.count != mark || ctx.txn_failed()) return Attempt::kRetry;
@@ -918,7 +918,7 @@ Status Engine::Impl::AdvanceTxnId() {
 void Engine::Impl::RunAlone(const Status& full_status) {
   for (Request& r : batch) {
     for (std::size_t i = 0; i < r.writes.size(); ++i) {
-      if (r.failed[i]) continue;  // failed on its own in the group attempt
+      if (!r.statuses[i].ok()) continue;  // failed on its own in the group attempt
       if (poisoned.load()) {
         r.statuses[i] = PoisonStatus();
         continue;
@@ -959,10 +959,8 @@ void Engine::Impl::ProcessBatch() {
   }
   for (Request& r : batch) {
     r.statuses.assign(r.writes.size(), Status::Ok());
-    r.failed.assign(r.writes.size(), 0);
     if (refusal && r.origin == Origin::kClient) {
       r.statuses.assign(r.writes.size(), Status::ReadOnly(*refusal));
-      r.failed.assign(r.writes.size(), 1);
     }
   }
   if (poisoned.load()) {
@@ -1461,7 +1459,7 @@ void Engine::Queue(std::vector<WriteFn> writes, WriteDone done, Origin origin, b
     std::lock_guard<std::mutex> lock(impl.mu);
     if (!impl.stopping) {
       impl.queue.push_back(
-          Impl::Request{std::move(writes), std::move(done), {}, {}, {}, origin, wake_writer});
+          Impl::Request{std::move(writes), std::move(done), {}, {}, origin, wake_writer});
       if (!wake_writer) return;
       // Cheap when the writer is busy: glibc makes no system call without a waiter.
       impl.cv.notify_one();

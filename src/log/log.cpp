@@ -57,12 +57,11 @@ std::string ErrnoText(int err) { return std::error_code(err, std::generic_catego
 
 using coding::DecodeFixed32;
 using coding::DecodeFixed64;
-using coding::PutFixed32;
-using coding::PutFixed64;
 
 std::uint32_t Crc(const char* data, std::size_t n) {
+  // 0 is zlib's initial crc (what crc32(0, Z_NULL, 0) returns), without a call to ask for it.
   return static_cast<std::uint32_t>(
-      crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n)));
+      crc32(0L, reinterpret_cast<const Bytef*>(data), static_cast<uInt>(n)));
 }
 
 std::string SegmentName(std::uint64_t first_seq) { return fmt::format("{:020d}.log", first_seq); }
@@ -336,14 +335,19 @@ Status EncodeLogRecord(std::uint64_t seq, LogEntry::Type type, std::string_view 
         fmt::format("log entry of {} bytes exceeds the record limit of 4 GiB", length));
   }
   const std::size_t start = out->size();
-  PutFixed32(out, static_cast<std::uint32_t>(length));
-  PutFixed32(out, 0);  // crc, filled in below
-  PutFixed64(out, seq);
-  out->push_back(
-      static_cast<char>(static_cast<std::uint8_t>(type) | (continued ? kContinuedFlag : 0)));
-  PutFixed32(out, static_cast<std::uint32_t>(key.size()));
+  // The fields before the key, and the value's length, are encoded on the stack and appended
+  // whole: four appends per record instead of nine (one record per write).
+  char head[kHeaderBytes + 8 + 1 + 4];
+  coding::EncodeFixed32(head, static_cast<std::uint32_t>(length));
+  coding::EncodeFixed32(head + 4, 0);  // crc, filled in below
+  coding::EncodeFixed64(head + 8, seq);
+  head[16] = static_cast<char>(static_cast<std::uint8_t>(type) | (continued ? kContinuedFlag : 0));
+  coding::EncodeFixed32(head + 17, static_cast<std::uint32_t>(key.size()));
+  char value_size[4];
+  coding::EncodeFixed32(value_size, static_cast<std::uint32_t>(value.size()));
+  out->append(head, sizeof(head));
   out->append(key);
-  PutFixed32(out, static_cast<std::uint32_t>(value.size()));
+  out->append(value_size, sizeof(value_size));
   out->append(value);
   coding::EncodeFixed32(out->data() + start + 4, Crc(out->data() + start + kHeaderBytes, length));
   return Status::Ok();

@@ -11,13 +11,17 @@
 namespace kvstore::resp {
 namespace {
 
-// Appends a decimal number (no allocation: the hot path of every bulk reply).
+// Appends the line type + decimal number + CRLF with one append(pointer, length) (no allocation,
+// one capacity check): the header of every bulk reply, the whole of an integer reply.
 template <typename Int>
-void AppendNumber(std::string* out, Int value) {
-  char digits[24];
-  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+void AppendNumberLine(std::string* out, char type, Int value) {
+  char line[1 + 24 + 2];
+  line[0] = type;
+  auto [end, ec] = std::to_chars(line + 1, line + 1 + 24, value);
   (void)ec;  // 24 bytes hold any 64-bit value
-  out->append(digits, end);
+  end[0] = '\r';
+  end[1] = '\n';
+  out->append(line, static_cast<std::size_t>(end + 2 - line));
 }
 
 // Appends s + CRLF with any CR or LF in s turned into a space: a line-based value may not
@@ -43,27 +47,17 @@ void AppendError(std::string* out, std::string_view message) {
   AppendLine(out, message);
 }
 
-void AppendInteger(std::string* out, std::int64_t value) {
-  out->push_back(':');
-  AppendNumber(out, value);
-  out->append("\r\n");
-}
+void AppendInteger(std::string* out, std::int64_t value) { AppendNumberLine(out, ':', value); }
 
 void AppendBulkString(std::string* out, std::string_view s) {
-  out->push_back('$');
-  AppendNumber(out, s.size());
-  out->append("\r\n");
+  AppendNumberLine(out, '$', s.size());
   out->append(s);
-  out->append("\r\n");
+  out->append("\r\n", 2);
 }
 
 void AppendNullBulkString(std::string* out) { out->append("$-1\r\n"); }
 
-void AppendArrayHeader(std::string* out, std::size_t count) {
-  out->push_back('*');
-  AppendNumber(out, count);
-  out->append("\r\n");
-}
+void AppendArrayHeader(std::string* out, std::size_t count) { AppendNumberLine(out, '*', count); }
 
 void AppendNullArray(std::string* out) { out->append("*-1\r\n"); }
 

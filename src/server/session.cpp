@@ -143,7 +143,8 @@ Session::Session(asio::ip::tcp::socket socket, std::uint64_t id, Server& server,
   if (!ec) client_.info.local_addr = Endpoint(local);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   client_.info.created = client_.info.last_active = std::chrono::steady_clock::now();
-  published_ = client_.info;
+  client_.info.fd = socket_.native_handle();
+  published_ = client_.Snapshot();
 }
 
 void Session::Start() {
@@ -177,7 +178,7 @@ ClientInfo Session::Info() const {
 
 void Session::Publish() {
   std::lock_guard lock(published_mutex_);
-  published_ = client_.info;
+  published_ = client_.Snapshot();
 }
 
 void Session::ArmFrameTimer() {
@@ -309,9 +310,11 @@ asio::awaitable<bool> Session::ProcessBuffered() {
       // The client blocks: what it has been answered so far goes out now, as Redis sends it,
       // and CLIENT LIST shows the blocking command.
       client_.info.last_active = std::chrono::steady_clock::now();
+      client_.info.blocked = true;
       Publish();
       if (!co_await WriteOut()) co_return false;
       const std::optional<std::string> reply = co_await AwaitDeferred(std::move(outcome.deferred));
+      client_.info.blocked = false;
       if (!reply) co_return false;
       RecordCommand(spec, !IsErrorReply(*reply, 0), started);
       out_ += *reply;
@@ -330,7 +333,9 @@ asio::awaitable<bool> Session::ProcessBuffered() {
     if (OutputOverLimit()) co_return false;
     if (out_.size() > kSoftOutputBytes && !co_await WriteOut()) co_return false;
   }
-  co_await FlushWrites();
+  // Guarded here, not only inside: a read-only batch (every unpipelined GET) then makes no
+  // coroutine frame for a flush with nothing to do. WriteOut releases the snapshot either way.
+  if (!queued_replies_.empty()) co_await FlushWrites();
   client_.info.last_active = std::chrono::steady_clock::now();
   Publish();
   server_.CountTraffic(0, 0, commands);
@@ -431,15 +436,16 @@ asio::awaitable<bool> Session::RunReads(const CommandSpec* first, std::uint64_t*
   const std::size_t pause_above =
       std::min<std::uint64_t>(kSoftOutputBytes, options_.client_output_buffer_limit_bytes);
   auto run = [this, count, pause_above](std::size_t next) {
+    // Each read starts when the one before it finished: one clock read per read.
+    auto started = std::chrono::steady_clock::now();
     while (next < count && out_.size() <= pause_above) {
       ParsedRead& read = read_run_[next++];
-      const auto started = std::chrono::steady_clock::now();
       const std::size_t mark = out_.size();
       const Outcome outcome = dispatcher_.Execute(read.spec, read.args, client_, reads_, &out_);
       if (outcome.kind != Outcome::Kind::kReplied) {  // kFlagSnapshotRead promises a reply
         resp::AppendError(&out_, "ERR internal error: a snapshot read did not reply");
       }
-      RecordCommand(read.spec, !IsErrorReply(out_, mark), started);
+      started = RecordCommand(read.spec, !IsErrorReply(out_, mark), started);
     }
     return next;
   };
@@ -491,10 +497,12 @@ void Session::QueueWrite(Outcome outcome, const CommandSpec* spec,
                              started, std::move(outcome.executed)});
 }
 
-void Session::RecordCommand(const CommandSpec* spec, bool ok,
-                            std::chrono::steady_clock::time_point started) {
+std::chrono::steady_clock::time_point Session::RecordCommand(
+    const CommandSpec* spec, bool ok, std::chrono::steady_clock::time_point started) {
+  const auto finished = std::chrono::steady_clock::now();
   server_.mutable_command_metrics().Record(
-      spec, ok, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      spec, ok, std::chrono::duration<double>(finished - started).count());
+  return finished;
 }
 
 void Session::RecordExecuted(const std::vector<ExecutedCommand>* executed) {
@@ -508,8 +516,9 @@ asio::awaitable<void> Session::FlushWrites() {
   reads_.Release();  // never hold a snapshot while waiting (see SnapshotLender)
   if (queued_replies_.empty()) co_return;
   std::vector<Status> results;
-  // Which writes committed: a sync-mode refusal (NOREPLICAS) replaces the status of a write that
-  // did, and an EXEC's commands count as run whenever its write did.
+  // Which writes committed, when sync mode waited: its refusal (NOREPLICAS) replaces the status
+  // of a write that did, and an EXEC's commands count as run whenever its write did. Otherwise a
+  // write committed when its status is ok.
   std::vector<bool> committed;
   if (!queued_writes_.empty()) {
     std::vector<WriteFn> writes;
@@ -517,12 +526,16 @@ asio::awaitable<void> Session::FlushWrites() {
     std::uint64_t seq = 0;
     std::tie(results, seq) = co_await AsyncSubmit(engine_, std::move(writes), asio::use_awaitable);
     client_.last_write_seq = seq;
-    std::vector<bool> logged;
-    for (const QueuedReply& queued : queued_replies_) {
-      if (queued.from_engine) logged.push_back(queued.logged && *queued.logged);
+    // Checked here rather than only inside WaitForSyncReplicas: outside sync mode (the usual
+    // case) no coroutine frame and no vectors are made for every flush.
+    if (replication_ != nullptr && replication_->SyncReplicasRequired() > 0) {
+      std::vector<bool> logged;
+      for (const QueuedReply& queued : queued_replies_) {
+        if (queued.from_engine) logged.push_back(queued.logged && *queued.logged);
+      }
+      for (const Status& result : results) committed.push_back(result.ok());
+      co_await WaitForSyncReplicas(seq, logged, &results);
     }
-    for (const Status& result : results) committed.push_back(result.ok());
-    co_await WaitForSyncReplicas(seq, logged, &results);
   }
   std::size_t next_result = 0;
   for (const QueuedReply& queued : queued_replies_) {
@@ -532,7 +545,8 @@ asio::awaitable<void> Session::FlushWrites() {
     }
     const Status status =
         next_result < results.size() ? results[next_result] : Status::IOError("write lost");
-    const bool write_committed = next_result < committed.size() && committed[next_result];
+    const bool write_committed =
+        next_result < committed.size() ? committed[next_result] : status.ok();
     ++next_result;
     const std::size_t mark = out_.size();
     AppendWriteResult(status, *queued.reply, &out_);
@@ -547,9 +561,7 @@ asio::awaitable<void> Session::FlushWrites() {
 asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
                                                    const std::vector<bool>& logged,
                                                    std::vector<Status>* results) {
-  if (replication_ == nullptr) co_return;
   const int required = replication_->SyncReplicasRequired();
-  if (required <= 0) co_return;
   // Only writes that changed something wait: there is nothing to replicate for the others.
   auto waits = [&](std::size_t i) { return (*results)[i].ok() && i < logged.size() && logged[i]; };
   bool any = false;
@@ -560,9 +572,12 @@ asio::awaitable<void> Session::WaitForSyncReplicas(std::uint64_t seq,
   // batch of a pipeline (a 100-command pipeline took 50 s across a partition).
   const auto timeout = replication_->SyncTimeout();
   const bool cut_off = replication_->ResponsiveReplicas() < required;
+  client_.info.blocked = true;  // CLIENT LIST's flags=b while it waits
+  Publish();
   const std::string acked_text = co_await AsyncWaitForAcks(
       *replication_, seq, required, cut_off ? std::chrono::milliseconds(1) : timeout,
       client_.info.id, asio::use_awaitable);
+  client_.info.blocked = false;
   const int acked = std::atoi(acked_text.c_str());
   if (acked >= required) co_return;
   const std::string why =

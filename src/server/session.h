@@ -65,10 +65,11 @@ class Session : public std::enable_shared_from_this<Session> {
                   std::chrono::steady_clock::time_point started);
   // The commands an EXEC ran (null for other commands): counted as if sent alone, as Redis does.
   void RecordExecuted(const std::vector<ExecutedCommand>* executed);
-  // Counts a finished command in the server's CommandMetrics.
-  void RecordCommand(const CommandSpec* spec, bool ok,
-                     std::chrono::steady_clock::time_point started);
-  // logged[i]: whether the write of results[i] logged anything (only those wait).
+  // Counts a finished command in the server's CommandMetrics; returns when it finished.
+  std::chrono::steady_clock::time_point RecordCommand(
+      const CommandSpec* spec, bool ok, std::chrono::steady_clock::time_point started);
+  // Sync mode only (replication_ set, SyncReplicasRequired() > 0). logged[i]: whether the write
+  // of results[i] logged anything (only those wait).
   asio::awaitable<void> WaitForSyncReplicas(std::uint64_t seq, const std::vector<bool>& logged,
                                             std::vector<Status>* results);
   asio::awaitable<bool> WriteOut();

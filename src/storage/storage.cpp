@@ -343,13 +343,20 @@ Storage::Snapshot::~Snapshot() {
 }
 
 Status Storage::Snapshot::Get(std::string_view key, std::string* value) const {
+  std::string_view view;
+  Status s = Get(key, &view);
+  if (s.ok()) value->assign(view);
+  return s;
+}
+
+Status Storage::Snapshot::Get(std::string_view key, std::string_view* value) const {
   if (!KeyLengthOk(key)) return Status::NotFound("key not found");
   MDB_val k = ToVal(key);
   MDB_val v;
   int rc = mdb_get(AsTxn(txn_), storage_->impl_->kv, &k, &v);
   if (rc == MDB_NOTFOUND) return Status::NotFound("key not found");
   if (rc != 0) return Status::IOError(fmt::format("storage read failed: {}", mdb_strerror(rc)));
-  value->assign(static_cast<const char*>(v.mv_data), v.mv_size);
+  *value = ToView(v);
   return Status::Ok();
 }
 

@@ -65,6 +65,9 @@ class Storage {
     Snapshot& operator=(Snapshot&&) = delete;
     // Ok and *value set; NotFound; or IOError.
     Status Get(std::string_view key, std::string* value) const;
+    // As above without the copy: *value views the map, valid while this snapshot lives (for a
+    // WriteTxn's view: until that transaction's next write).
+    Status Get(std::string_view key, std::string_view* value) const;
     // Visits keys in sorted order starting at the first key >= start (or > start when
     // exclusive is true), until visit returns false. Values are views into the map, valid only
     // during the call.

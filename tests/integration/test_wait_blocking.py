@@ -84,6 +84,10 @@ def test_blocked_clients_counts_the_clients_blocked_in_wait(server):
     with RespConn(server.port) as timed:
         timed.send(encode_command("WAIT", "1", "1500"))
         wait_until(lambda: clients_info(observer)[1] == 2, 5, "blocked_clients to reach 2")
+        # CLIENT LIST shows them as Redis does: flags=b, cmd=wait, and each one's own fd.
+        listed = [c for c in observer.client_list() if c["cmd"] == "wait"]
+        assert len(listed) == 2 and all(c["flags"] == "b" for c in listed), listed
+        assert len({c["fd"] for c in listed}) == 2 and all(int(c["fd"]) > 2 for c in listed)
         assert timed.read_reply() == 0, "WAIT 1 1500 without replicas: none acknowledged"
         assert clients_info(observer) == (3, 1)
     forever.close()
