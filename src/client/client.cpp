@@ -148,7 +148,11 @@ Result<resp::Value> Client::Call(const std::vector<std::string>& args,
   std::string head;
   resp::AppendArrayHeader(&head, args.size() + 1);
   for (const std::string& arg : args) resp::AppendBulkString(&head, arg);
-  head += "$" + std::to_string(value_size) + "\r\n";
+  // Appended piece by piece: GCC 12 at -O3 (the Release build) reports a false -Wrestrict on
+  // the concatenation "$" + std::to_string(...).
+  head += '$';
+  head += std::to_string(value_size);
+  head += "\r\n";
   Status sent = SendRaw(head);
   for (std::size_t i = 0; sent.ok() && i < value_pieces.size(); ++i) {
     sent = SendRaw(value_pieces[i]);
