@@ -196,6 +196,20 @@ asio::awaitable<void> BackupService::ServeSnapshot(asio::ip::tcp::socket socket,
       Close(socket);
       co_return;
     }
+    // Nor a master that started empty and has not opened its epoch: its replicas may hold the
+    // data (a lost volume), and its empty file would count as the newest backup.
+    if (status.role == ReplicationStatus::Role::kMaster &&
+        (status.failover_state == "waiting-for-replicas" ||
+         status.failover_state == "empty-master-held")) {
+      logging::Warn("snapshot: refused, the master started empty and has not taken its role",
+                    {{"client", peer}});
+      co_await Send(socket, watchdog,
+                    ErrorReply("ERR backup refused: this master started with an empty data "
+                               "directory and has not opened its epoch (" +
+                               status.failover_state + "); back up a ready replica"));
+      Close(socket);
+      co_return;
+    }
   }
   std::shared_ptr<FullSyncFile> file = snapshots_->Acquire();
   struct Releaser {

@@ -62,9 +62,10 @@ struct Config {
   int min_replicas_to_write = 0;
   std::uint64_t min_replicas_max_lag = 10;  // seconds, as in Redis
   std::uint64_t promotion_timeout_ms = 10000;
-  // Longer than a replica's longest reconnect pause (5 s), so that every replica still running
+  // Longer than a replica's slowest retry (a 5 s connect timeout, to the old address of a pod
+  // whose DNS record has not moved yet, then a 5 s pause), so that every replica still running
   // has asked to attach before the wait ends.
-  std::uint64_t empty_master_wait_ms = 6000;
+  std::uint64_t empty_master_wait_ms = 15000;
   std::uint64_t ready_max_lag_entries = 10000;
 };
 

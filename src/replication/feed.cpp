@@ -73,15 +73,16 @@ asio::awaitable<void> ReplicaFeed::Run(std::vector<std::string> args) {
   }
   if (manager_.AwaitingReplicas()) {
     // This master started with an empty data directory and waits to hear what its replicas
-    // hold (ReplicationManager::Start).
-    if (replica_seq != 0) {
-      std::string reply;
-      resp::AppendError(&reply, manager_.HoldEmptyStart(
-                                    who, fmt::format("epoch {}, sequence {}", args[3], args[4])));
-      co_await Send(std::move(reply));
-      co_return;
-    }
-    manager_.EndEmptyStart("replica " + who + " has no data either: a new cluster");
+    // hold (ReplicationManager::Start): one with data holds it; an empty one asks again later.
+    std::string reply;
+    resp::AppendError(
+        &reply,
+        replica_seq != 0
+            ? manager_.HoldEmptyStart(who, fmt::format("epoch {}, sequence {}", args[3], args[4]))
+            : "NOTMASTER this master started with an empty data directory and waits for "
+              "its replicas to report their data before it serves them; try again");
+    co_await Send(std::move(reply));
+    co_return;
   }
   auto history = manager_.engine_.Epochs();
   std::uint64_t committed = manager_.engine_.committed_seq();

@@ -181,10 +181,11 @@ Status ReplicationManager::Start(const RoleTarget& role) {
     // Named master with an empty data directory: a new cluster, or a master whose volume was
     // lost or replaced while its replicas hold the data. Opening an epoch now would make the
     // empty store the history every replica resyncs to, erasing the data everywhere. So it
-    // waits for its replicas first (they ask again every few seconds at most): one with no data
-    // either means a new cluster and the epoch opens (EndEmptyStart); one with data holds this
-    // pod read-only until the configuration promotes another (HoldEmptyStart). Nobody within
-    // empty_master_wait_ms: a master alone, and the epoch opens.
+    // waits empty_master_wait_ms for its replicas first (each asks again within a connect
+    // timeout plus its longest backoff): one with data holds this pod read-only until the
+    // configuration promotes another (HoldEmptyStart). The wait runs in full even after an
+    // empty replica asked (a new pod, or one that lost its volume too): one with data may come
+    // next. Then the epoch opens (EndEmptyStart).
     {
       std::lock_guard lock(mu_);
       role_ = Role::kMaster;
@@ -200,14 +201,14 @@ Status ReplicationManager::Start(const RoleTarget& role) {
                   {{"wait_ms", std::to_string(options_.empty_master_wait.count())}});
     empty_wait_ = std::make_unique<asio::steady_timer>(strand_, options_.empty_master_wait);
     empty_wait_->async_wait([this](std::error_code ec) {
-      if (!ec) EndEmptyStart("no replica reported data within empty_master_wait_ms");
+      if (!ec) EndEmptyStart();
     });
   } else if (role.master) {
     {
       std::lock_guard lock(mu_);
       role_ = Role::kMaster;
     }
-    if (Status opened = OpenStartEpoch(); !opened.ok()) return opened;
+    if (Status opened = TakeStartEpoch(OpenEpoch()); !opened.ok()) return opened;
   } else {
     {
       std::lock_guard lock(mu_);
@@ -228,8 +229,7 @@ Status ReplicationManager::Start(const RoleTarget& role) {
   return Status::Ok();
 }
 
-Status ReplicationManager::OpenStartEpoch() {
-  Status opened = OpenEpoch();
+Status ReplicationManager::TakeStartEpoch(const Status& opened) {
   if (opened.IsStorageFull()) {
     // A full volume is no reason to stop serving reads: the master starts read-only and
     // opens its epoch once space is freed (OpenEpochWhenSpaceIsFreed).
@@ -258,21 +258,37 @@ bool ReplicationManager::AwaitingReplicas() const {
   return awaiting_replicas_;
 }
 
-void ReplicationManager::EndEmptyStart(const std::string& why) {
+void ReplicationManager::EndEmptyStart() {
+  // On the strand (the wait's timer), as role changes are. The wait stays set while the epoch
+  // opens: a fence or a demotion meanwhile ends it and refuses writes, and then this pod does
+  // not take them.
   {
     std::lock_guard lock(mu_);
     if (!awaiting_replicas_ || !held_by_.empty()) return;
-    awaiting_replicas_ = false;
-    failover_state_ = "no-failover";
-    // A fence or a demotion ended the wait already (they clear the flag): only a master that
-    // the configuration still names opens its epoch.
-    if (role_ != Role::kMaster || fenced_ || !target_.master || shut_down_) return;
+    if (restoring_) {
+      // The restore ends the wait when it succeeds; if it fails, the wait goes on.
+      empty_wait_->expires_after(std::chrono::seconds(1));
+      empty_wait_->async_wait([this](std::error_code ec) {
+        if (!ec) EndEmptyStart();
+      });
+      return;
+    }
   }
-  asio::post(strand_, [this] {
-    if (empty_wait_) empty_wait_->cancel();
-  });
-  logging::Info("empty data directory: opening the first epoch", {{"why", why}});
-  if (Status s = OpenStartEpoch(); !s.ok()) {
+  logging::Info(
+      "empty data directory: no replica with data asked within empty_master_wait_ms; "
+      "opening the first epoch");
+  const Status opened = OpenEpoch();
+  {
+    std::lock_guard lock(mu_);
+    const bool still_waiting = std::exchange(awaiting_replicas_, false) && held_by_.empty();
+    if (!still_waiting || role_ != Role::kMaster || fenced_ || !target_.master || shut_down_) {
+      return;
+    }
+    failover_state_ = "no-failover";
+  }
+  if (Status s = TakeStartEpoch(opened); !s.ok()) {
+    // As a start that cannot open its epoch, which exits: the engine refuses writes after a
+    // storage error, and /healthz reports it, so the pod is restarted.
     logging::Error("cannot open the first epoch; writes stay refused", {{"error", s.ToString()}});
   }
 }
@@ -282,6 +298,9 @@ std::string ReplicationManager::HoldEmptyStart(const std::string& replica,
   bool first = false;
   {
     std::lock_guard lock(mu_);
+    // The wait ended since the feed asked (the epoch opened, a fence, a restore): the replica
+    // asks again and is served as any other.
+    if (!awaiting_replicas_) return "NOTMASTER this master's state changed; try again";
     if (held_by_.empty()) {
       held_by_ = replica;
       failover_state_ = "empty-master-held";
@@ -416,7 +435,6 @@ Status ReplicationManager::OpenEpoch(std::uint64_t min_number) {
 
 Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool only_into_empty) {
   std::uint64_t previous = 0;
-  bool ends_empty_start = false;
   {
     std::lock_guard lock(mu_);
     if (role_ != Role::kMaster || fenced_) {
@@ -424,10 +442,6 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool
     }
     if (restoring_) return Status::Unavailable("another restore is running");
     previous = epoch_.number;  // raised below to the newest epoch this pod knows
-    // A restore gives an empty start its data: the wait for the replicas' data is over, and
-    // replicas resync to the restored history (what a restore is for).
-    ends_empty_start = std::exchange(awaiting_replicas_, false);
-    held_by_.clear();
     // No replica may attach until the new epoch is open: it would continue on a history the
     // install is about to replace.
     restoring_ = true;
@@ -465,14 +479,20 @@ Status ReplicationManager::InstallRestoredSnapshot(const std::string& path, bool
     logging::Error("restore: cannot open a new epoch", {{"error", s.ToString()}});
     return s;
   }
+  // A restore gives an empty start its data: the wait for the replicas' data is over (it
+  // stays on if the restore fails), and the replicas resync to the restored history, which is
+  // what a restore is for.
+  bool ends_empty_start = false;
+  {
+    std::lock_guard lock(mu_);
+    ends_empty_start = std::exchange(awaiting_replicas_, false);
+    held_by_.clear();
+    if (ends_empty_start) failover_state_ = "no-failover";
+  }
   if (ends_empty_start) {
     asio::post(strand_, [this] {
       if (empty_wait_) empty_wait_->cancel();
     });
-    {
-      std::lock_guard lock(mu_);
-      failover_state_ = "no-failover";
-    }
     TakeWrites();
   }
   Epoch opened;

@@ -88,7 +88,7 @@ struct ReplicationOptions {
   std::chrono::milliseconds promotion_timeout{10000};
   // A master that starts with an empty data directory waits this long for a replica to report
   // what it holds before it opens its epoch (see Start); 0: it opens at once.
-  std::chrono::milliseconds empty_master_wait{6000};
+  std::chrono::milliseconds empty_master_wait{15000};
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
   std::chrono::milliseconds heartbeat{1000};
@@ -188,17 +188,17 @@ class ReplicationManager final : public ReplicationContext {
   // A master that could not open its start-up epoch on a full volume tries again every second
   // (on the strand) and takes writes once it could.
   void OpenEpochWhenSpaceIsFreed();
-  // A master's start-up epoch: opens it and takes writes, or (a full volume) starts read-only
-  // and retries. IOError otherwise.
-  Status OpenStartEpoch();
+  // A master's start-up epoch, given OpenEpoch's result: takes writes, or (a full volume)
+  // starts read-only and retries. IOError otherwise.
+  Status TakeStartEpoch(const Status& opened);
   // No epoch history and nothing committed: a data directory that never held anything.
   bool StoreIsEmpty() const;
   // A master that started with an empty data directory and waits for its replicas (Start).
   // Feeds ask before they compare histories: they have none to compare with yet.
   bool AwaitingReplicas() const;
-  // Ends that wait (a replica with no data either, or none within empty_master_wait): opens
-  // the epoch, unless held, fenced or demoted meanwhile. Blocking until durable; any thread.
-  void EndEmptyStart(const std::string& why);
+  // Ends that wait when no replica with data asked within empty_master_wait: opens the epoch,
+  // unless held, fenced, demoted or restored meanwhile. On the strand; blocking until durable.
+  void EndEmptyStart();
   // A replica with data attached during the wait: the pod stays read-only, serving no replica,
   // until the configuration makes it a replica. Returns the error for that replica.
   std::string HoldEmptyStart(const std::string& replica, const std::string& position);
