@@ -334,6 +334,7 @@ void ReplicationManager::Shutdown() {
     std::error_code ignored;
     role_timer_.cancel();
     if (epoch_retry_) epoch_retry_->cancel();
+    if (empty_wait_) empty_wait_->cancel();  // else the loop would run until it fires
     SettleWaiters(true);
   });
   if (std::shared_ptr<ReplicaLink> link = StopLink()) RecordCleanStop(link->Snapshot());

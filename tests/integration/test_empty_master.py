@@ -91,3 +91,12 @@ def test_a_master_whose_volume_was_lost_does_not_erase_its_replicas(make_cluster
     for n in range(3):
         assert cluster.client(n).get("k42") == b"v42"
         assert cluster.client(n).dbsize() == 102  # k0..k99, probe and after
+
+
+def test_sigterm_during_the_wait_stops_at_once(make_cluster):
+    cluster = make_cluster(size=1, env=WAIT)
+    cluster.start(0)
+    assert cluster.info(0)["master_failover_state"] == "waiting-for-replicas"
+    started = time.monotonic()
+    assert cluster.stop(0) == 0
+    assert time.monotonic() - started < 5, "the shutdown waited for the empty-master wait"
