@@ -6,7 +6,9 @@ timeout blocks instead of returning at once.
 A standalone server has no replica, so `WAIT 1 0` there blocks forever, as on a Redis master
 without replicas.
 """
+import os
 import select
+import signal
 import socket
 import struct
 import time
@@ -199,13 +201,20 @@ def test_blocked_clients_counts_a_sync_mode_write_waiting_for_its_replicas(make_
     cluster = make_cluster(size=2, extra_args=["--replication-mode", "sync",
                                                "--sync-replicas", "1",
                                                "--sync-timeout-ms", "1500"])
-    cluster.start(0)  # its replica stays down: a write waits sync_timeout_ms for it
-    observer = cluster.client(0)
-    assert clients_info(observer) == (1, 0)
-    with RespConn(cluster.port(0)) as conn:
-        conn.send(encode_command("SET", "k", "v"))
-        wait_until(lambda: clients_info(observer)[1] == 1, 5, "blocked_clients to reach 1")
-        reply = conn.read_reply()
-        assert isinstance(reply, RespError) and str(reply).startswith("NOREPLICAS"), reply
-        assert clients_info(observer) == (2, 0)
-    observer.close()
+    cluster.start_all()
+    cluster.wait_converged()
+    # The replica freezes: it was heard from a moment ago, so a write waits sync_timeout_ms for
+    # it (a replica unheard for two heartbeats would get -NOREPLICAS at once).
+    os.kill(cluster.pods[1].proc.pid, signal.SIGSTOP)
+    try:
+        observer = cluster.client(0)
+        assert clients_info(observer) == (1, 0)
+        with RespConn(cluster.port(0)) as conn:
+            conn.send(encode_command("SET", "k", "v"))
+            wait_until(lambda: clients_info(observer)[1] == 1, 5, "blocked_clients to reach 1")
+            reply = conn.read_reply()
+            assert isinstance(reply, RespError) and str(reply).startswith("NOREPLICAS"), reply
+            assert clients_info(observer) == (2, 0)
+        observer.close()
+    finally:
+        os.kill(cluster.pods[1].proc.pid, signal.SIGCONT)
